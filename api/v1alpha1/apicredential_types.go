@@ -1,0 +1,360 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Condition types and reasons of an APICredential. Ready is always present; Reconciling
+// and Stalled appear only while true (kstatus conventions, so Argo CD and Flux show health).
+const (
+	// ConditionReady says whether the credential is issued and usable.
+	ConditionReady = "Ready"
+	// ConditionReconciling is true while the operator works towards the desired state.
+	ConditionReconciling = "Reconciling"
+	// ConditionStalled is true when only a change by a person can make progress.
+	ConditionStalled = "Stalled"
+
+	// ReasonIssued: the secret is issued, its Secret is in place and the credential is usable.
+	ReasonIssued = "Issued"
+	// ReasonProgressing: the operator is issuing or rotating the secret.
+	ReasonProgressing = "Progressing"
+	// ReasonInactive: spec.active is false; token servers refuse the credential.
+	ReasonInactive = "Inactive"
+	// ReasonExpired: spec.expiresAt has passed; token servers refuse the credential.
+	ReasonExpired = "Expired"
+	// ReasonInvalidSpec: the spec names an unknown API or permission or breaks a scope rule.
+	ReasonInvalidSpec = "InvalidSpec"
+	// ReasonSecretMissing: the credential's Secret was deleted; the hash stays valid for
+	// clients that hold the secret, and bumping spec.rotation.keyVersion issues new keys.
+	ReasonSecretMissing = "SecretMissing"
+	// ReasonSecretModified: the credential data in the Secret no longer matches the issued
+	// hash; the operator never rewrites it, bumping spec.rotation.keyVersion issues new keys.
+	ReasonSecretModified = "SecretModified"
+	// ReasonSecretConflict: a Secret with the target name exists and belongs to something else.
+	ReasonSecretConflict = "SecretConflict"
+)
+
+// Well-known labels and annotations.
+const (
+	// AccountLabel on a Namespace selects the default account of the credentials in it.
+	AccountLabel = "iam.keysmith.dev/account"
+	// CredentialLabel on a Secret names the APICredential that owns it.
+	CredentialLabel = "iam.keysmith.dev/credential"
+	// KeyVersionAnnotation on a Secret records the spec.rotation.keyVersion its data was issued for.
+	KeyVersionAnnotation = "iam.keysmith.dev/key-version"
+	// IssuedAtAnnotation on a Secret records when its data was issued (RFC 3339).
+	IssuedAtAnnotation = "iam.keysmith.dev/issued-at"
+)
+
+// Default Secret key names, chosen so that `envFrom` exposes them as environment variables.
+const (
+	DefaultClientIDKey     = "CLIENT_ID"
+	DefaultClientSecretKey = "CLIENT_SECRET"
+	DefaultTokenURLKey     = "TOKEN_URL"
+)
+
+// APIGrant grants one permission of one API.
+type APIGrant struct {
+	// name is the name of the APIDefinition to grant, e.g. "profile-api".
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+
+	// permission is the name of one of the API's permissions (its spec.permissions[].name),
+	// e.g. "read-only" or "admin".
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Permission string `json:"permission"`
+}
+
+// CredentialScope selects the account and workspaces the credential applies to.
+type CredentialScope struct {
+	// account the credential acts in. When empty, the account is selected for you: the
+	// namespace's iam.keysmith.dev/account label, else the namespace name. The selected
+	// account is shown in status.account and never written back into spec.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Account string `json:"account,omitempty"`
+
+	// workspaces the credential may act in, as DNS labels. Workspace-level APIs need at
+	// least one.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Workspaces []string `json:"workspaces,omitempty"`
+}
+
+// SecretKeys names the keys of the credential Secret.
+type SecretKeys struct {
+	// clientID is the key holding the client ID. Default "CLIENT_ID".
+	// +optional
+	// +kubebuilder:default=CLIENT_ID
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	ClientID string `json:"clientID,omitempty"`
+
+	// clientSecret is the key holding the client secret. Default "CLIENT_SECRET".
+	// +optional
+	// +kubebuilder:default=CLIENT_SECRET
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	ClientSecret string `json:"clientSecret,omitempty"`
+
+	// tokenURL is the key holding the token endpoint URL, written when one is known.
+	// Default "TOKEN_URL".
+	// +optional
+	// +kubebuilder:default=TOKEN_URL
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	TokenURL string `json:"tokenURL,omitempty"`
+}
+
+// SecretTemplate shapes the Secret the credential is written to.
+// +kubebuilder:validation:XValidation:rule="!has(self.keys) || ((!has(self.keys.clientID) || !has(self.keys.clientSecret) || self.keys.clientID != self.keys.clientSecret) && (!has(self.keys.clientID) || !has(self.keys.tokenURL) || self.keys.clientID != self.keys.tokenURL) && (!has(self.keys.clientSecret) || !has(self.keys.tokenURL) || self.keys.clientSecret != self.keys.tokenURL))",message="spec.secretTemplate.keys must name three different keys"
+type SecretTemplate struct {
+	// name of the Secret. Default: the credential's name. Immutable: the Secret is the
+	// contract with the workloads that mount it.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name,omitempty"`
+
+	// labels added to the Secret when it is written (at issue and at rotation).
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// annotations added to the Secret when it is written (at issue and at rotation).
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// keys names the Secret's keys. They apply when the Secret is written (at issue and at rotation).
+	// +optional
+	Keys SecretKeys `json:"keys,omitzero"`
+}
+
+// Rotation controls when new keys are issued.
+type Rotation struct {
+	// keyVersion is the version of the keys to issue. Increase it to issue new keys
+	// ("rotate"): the new secret is written into the same Secret and the previous one keeps
+	// working for gracePeriod. Decreasing it is refused.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	KeyVersion int64 `json:"keyVersion,omitempty"`
+
+	// gracePeriod is how long the previous secret keeps working after a rotation, as a
+	// duration ("1h", "30m"); "0s" revokes it at once. Default 1h, at most 720h.
+	// +optional
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('720h')",message="spec.rotation.gracePeriod must be between 0s and 720h"
+	GracePeriod *metav1.Duration `json:"gracePeriod,omitempty"`
+
+	// period, when set, rotates the keys automatically once they are this old
+	// (e.g. "2160h" for 90 days). At least 5m.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5m')",message="spec.rotation.period must be at least 5m"
+	Period *metav1.Duration `json:"period,omitempty"`
+}
+
+// APICredentialSpec is what a platform team declares: which APIs the credential may call,
+// with which permission, in which account and workspaces, and whether it is active.
+// +kubebuilder:validation:XValidation:rule="(has(self.secretTemplate) && has(self.secretTemplate.name)) == (has(oldSelf.secretTemplate) && has(oldSelf.secretTemplate.name)) && (!has(self.secretTemplate) || !has(self.secretTemplate.name) || self.secretTemplate.name == oldSelf.secretTemplate.name)",message="spec.secretTemplate.name is immutable; create a new APICredential to use another Secret"
+// +kubebuilder:validation:XValidation:rule="(has(self.rotation) && has(self.rotation.keyVersion) ? self.rotation.keyVersion : 0) >= (has(oldSelf.rotation) && has(oldSelf.rotation.keyVersion) ? oldSelf.rotation.keyVersion : 0)",message="spec.rotation.keyVersion cannot decrease"
+type APICredentialSpec struct {
+	// displayName is the human name of the credential. Renaming never changes the client ID.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	DisplayName string `json:"displayName,omitempty"`
+
+	// apis lists the APIs the credential may call and the permission on each, one entry
+	// per API.
+	// +required
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	APIs []APIGrant `json:"apis"`
+
+	// scope selects the account and workspaces the credential applies to.
+	// +optional
+	Scope CredentialScope `json:"scope,omitzero"`
+
+	// active, default true. Setting it to false deactivates the credential at once: token
+	// servers refuse it, including access tokens issued earlier. Reversible: setting it
+	// back to true reactivates the same keys.
+	// +optional
+	// +kubebuilder:default=true
+	Active *bool `json:"active,omitempty"`
+
+	// secretTemplate shapes the Secret the client ID and secret are written to.
+	// +optional
+	SecretTemplate SecretTemplate `json:"secretTemplate,omitzero"`
+
+	// rotation controls when new keys are issued.
+	// +optional
+	Rotation Rotation `json:"rotation,omitzero"`
+
+	// expiresAt, when set, is the time (RFC 3339) after which the credential behaves as
+	// inactive.
+	// +optional
+	// +kubebuilder:validation:Format=date-time
+	ExpiresAt *metav1.Time `json:"expiresAt,omitempty"`
+
+	// deletionProtection, when true, makes deleting the credential fail until it is set
+	// back to false.
+	// +optional
+	DeletionProtection bool `json:"deletionProtection,omitempty"`
+}
+
+// IsActive reports whether spec.active is true (the default when unset).
+func (s *APICredentialSpec) IsActive() bool { return s.Active == nil || *s.Active }
+
+// SecretName returns the name of the credential's Secret for a credential called name.
+func (s *APICredentialSpec) SecretName(name string) string {
+	if s.SecretTemplate.Name != "" {
+		return s.SecretTemplate.Name
+	}
+	return name
+}
+
+// SecretKeyNames returns the Secret's key names, with defaults applied.
+func (s *APICredentialSpec) SecretKeyNames() SecretKeys {
+	k := s.SecretTemplate.Keys
+	if k.ClientID == "" {
+		k.ClientID = DefaultClientIDKey
+	}
+	if k.ClientSecret == "" {
+		k.ClientSecret = DefaultClientSecretKey
+	}
+	if k.TokenURL == "" {
+		k.TokenURL = DefaultTokenURLKey
+	}
+	return k
+}
+
+// PreviousSecret is a secret replaced by a rotation that keeps working until expiresAt.
+type PreviousSecret struct {
+	// hash of the previous secret, versioned ("sha256:<hex>").
+	// +required
+	Hash string `json:"hash"`
+
+	// expiresAt is when the grace period ends and token servers stop accepting the secret.
+	// +required
+	ExpiresAt metav1.Time `json:"expiresAt"`
+}
+
+// SecretReference names the Secret in the credential's namespace that holds its keys.
+type SecretReference struct {
+	// name of the Secret.
+	// +required
+	Name string `json:"name"`
+}
+
+// APICredentialStatus is written by the operator, except lastUsedTime and lastUsedAddress,
+// which token servers write. It never holds the plaintext secret.
+type APICredentialStatus struct {
+	// clientID is the credential's client ID, minted once and never changed.
+	// +optional
+	ClientID string `json:"clientID,omitempty"`
+
+	// secretHash is the versioned hash of the current secret ("sha256:<hex>").
+	// +optional
+	SecretHash string `json:"secretHash,omitempty"`
+
+	// previousSecrets are secrets replaced by rotations that still work until their
+	// grace period ends, newest first.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	PreviousSecrets []PreviousSecret `json:"previousSecrets,omitempty"`
+
+	// secretRef names the Secret holding the client ID and secret.
+	// +optional
+	SecretRef *SecretReference `json:"secretRef,omitempty"`
+
+	// issuedAt is when the current secret was issued.
+	// +optional
+	IssuedAt *metav1.Time `json:"issuedAt,omitempty"`
+
+	// keyVersion is the spec.rotation.keyVersion the current secret was issued for.
+	// +optional
+	KeyVersion int64 `json:"keyVersion,omitempty"`
+
+	// account is the account the credential acts in: spec.scope.account, else the one
+	// selected for it from its namespace.
+	// +optional
+	Account string `json:"account,omitempty"`
+
+	// lastUsedTime is when a token server last accepted the credential (written by token
+	// servers, batched).
+	// +optional
+	LastUsedTime *metav1.Time `json:"lastUsedTime,omitempty"`
+
+	// lastUsedAddress is the client address a token server last saw the credential from.
+	// +optional
+	LastUsedAddress string `json:"lastUsedAddress,omitempty"`
+
+	// conditions: Ready (always), Reconciling and Stalled (only while true).
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the metadata.generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+}
+
+// APICredential is a machine credential for the APIs of the catalog: the operator mints a
+// client ID and secret, writes them once into a Secret in the same namespace, and keeps
+// only a hash of the secret in status.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=apicred,categories=keysmith
+// +kubebuilder:printcolumn:name="Display Name",type=string,JSONPath=`.spec.displayName`
+// +kubebuilder:printcolumn:name="Client ID",type=string,JSONPath=`.status.clientID`
+// +kubebuilder:printcolumn:name="Active",type=boolean,JSONPath=`.spec.active`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedTime`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type APICredential struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is what the credential may do.
+	// +required
+	Spec APICredentialSpec `json:"spec"`
+
+	// status is what the operator issued and token servers observed.
+	// +optional
+	Status APICredentialStatus `json:"status,omitzero"`
+}
+
+// APICredentialList is a list of APICredentials.
+//
+// +kubebuilder:object:root=true
+type APICredentialList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []APICredential `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&APICredential{}, &APICredentialList{})
+}

@@ -1,0 +1,268 @@
+// Package controllers holds the keysmith reconcilers.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+)
+
+// apiNameIndex indexes APICredentials by the names of the APIs they grant, so that a
+// change to an APIDefinition reaches exactly the credentials that use it.
+const apiNameIndex = "spec.apis.name"
+
+// APICredentialReconciler issues the client ID and secret of APICredentials, writes them
+// once into a Secret, keeps only the hash in status, and rotates them on request.
+type APICredentialReconciler struct {
+	// Client reads from the manager's cache (Secrets only if they carry
+	// iamv1alpha1.CredentialLabel) and writes to the API server.
+	client.Client
+	// APIReader reads from the API server directly. It confirms the cache before any
+	// secret is minted or rotated, and finds Secrets the cache does not hold.
+	APIReader client.Reader
+	// Scheme resolves the owner references of Secrets.
+	Scheme *runtime.Scheme
+	// Clock is the time source; tests move it.
+	Clock clock.PassiveClock
+	// Recorder emits events on transitions: issued, rotated, deactivated, expired, invalid.
+	Recorder events.EventRecorder
+	// DefaultTokenURL is written into credential Secrets when no granted API names its
+	// own spec.tokenURL. Empty means no token URL key.
+	DefaultTokenURL string
+}
+
+// +kubebuilder:rbac:groups=iam.keysmith.dev,resources=apicredentials,verbs=get;list;watch
+// +kubebuilder:rbac:groups=iam.keysmith.dev,resources=apicredentials/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=iam.keysmith.dev,resources=apidefinitions,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one APICredential to its declared state: resolve its grants against
+// the catalog, apply the write-once table to its Secret, prune expired previous secrets,
+// report readiness, and come back exactly when the next deadline falls.
+func (r *APICredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
+	cred := &iamv1alpha1.APICredential{}
+	if err := r.Get(ctx, req.NamespacedName, cred); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !cred.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil // the Secret goes with it through its owner reference
+	}
+	now := r.Clock.Now()
+	before := cred.DeepCopy()
+	defer func() { retErr = errors.Join(retErr, r.patchStatus(ctx, before, cred)) }()
+
+	facts := readinessFacts{secretName: secretName(cred)}
+	grants, err := r.resolveGrants(ctx, cred)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	facts.invalidSpec = grants.invalid
+	if grants.invalid == nil {
+		cred.Status.Account = grants.account
+		action, err := r.reconcileSecret(ctx, cred, grants.tokenURL, now)
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		facts.secret = action.state()
+	}
+	pruneExpiredSecrets(cred, now)
+	r.setReadiness(cred, readyReason(before), computeReadiness(cred, facts, now))
+
+	res = r.requeueAtNextDeadline(cred, now)
+	if grants.invalid != nil {
+		return res, reconcile.TerminalError(grants.invalid)
+	}
+	return res, nil
+}
+
+// reconcileSecret applies the write-once table to the credential's Secret and records
+// what was issued or adopted in status.
+func (r *APICredentialReconciler) reconcileSecret(ctx context.Context, cred *iamv1alpha1.APICredential, tokenURL string, now time.Time) (secretAction, error) {
+	secret, err := r.getSecret(ctx, r.Client, cred)
+	if err != nil {
+		return actionNone, err
+	}
+	action := decideSecret(cred, readSecretFacts(cred, secret), now)
+	if action != actionNone && action != actionAdopt {
+		// Before writing a secret or reporting a problem, make sure the cache was not behind.
+		if secret, err = r.confirmLive(ctx, cred); err != nil {
+			return actionNone, err
+		}
+		action = decideSecret(cred, readSecretFacts(cred, secret), now)
+	}
+	facts := readSecretFacts(cred, secret)
+	switch action {
+	case actionMint:
+		return action, r.issue(ctx, cred, tokenURL, now)
+	case actionRotate:
+		return action, r.rotate(ctx, cred, secret, tokenURL, now)
+	case actionAdopt:
+		r.adopt(ctx, cred, facts, now)
+	case actionAdoptRotation:
+		r.retirePrevious(cred, facts.issuedAt)
+		r.adopt(ctx, cred, facts, now)
+	}
+	return action, nil
+}
+
+// getSecret returns the credential's Secret, or nil if there is none. Secrets that lost
+// the credential label are not in the cache, so a cache miss is confirmed on the API server.
+func (r *APICredentialReconciler) getSecret(ctx context.Context, c client.Reader, cred *iamv1alpha1.APICredential) (*corev1.Secret, error) {
+	key := client.ObjectKey{Namespace: cred.Namespace, Name: secretName(cred)}
+	secret := &corev1.Secret{}
+	err := c.Get(ctx, key, secret)
+	if apierrors.IsNotFound(err) && c != r.APIReader {
+		err = r.APIReader.Get(ctx, key, secret)
+	}
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Secret %s: %w", key, err)
+	}
+	return secret, nil
+}
+
+// errCacheBehind makes the reconcile retry once the cache has caught up.
+var errCacheBehind = errors.New("the cached APICredential is older than the API server's; retrying")
+
+// confirmLive re-reads the credential and its Secret from the API server. It fails when
+// the cached credential is stale, so that no decision to mint or rotate rests on old data.
+func (r *APICredentialReconciler) confirmLive(ctx context.Context, cred *iamv1alpha1.APICredential) (*corev1.Secret, error) {
+	live := &iamv1alpha1.APICredential{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(cred), live); err != nil {
+		return nil, fmt.Errorf("reading APICredential: %w", err)
+	}
+	if live.ResourceVersion != cred.ResourceVersion {
+		return nil, errCacheBehind
+	}
+	return r.getSecret(ctx, r.APIReader, cred)
+}
+
+// patchStatus writes status once, as a merge patch from the copy taken at the start of
+// the reconcile, and only when it changed.
+func (r *APICredentialReconciler) patchStatus(ctx context.Context, before, cred *iamv1alpha1.APICredential) error {
+	if equality.Semantic.DeepEqual(before.Status, cred.Status) {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
+	if err := r.Status().Patch(ctx, cred, patch); err != nil {
+		return fmt.Errorf("patching status: %w", err)
+	}
+	return nil
+}
+
+// setReadiness applies the conditions and emits an event when the readiness changed.
+func (r *APICredentialReconciler) setReadiness(cred *iamv1alpha1.APICredential, prevReason string, rd readiness) {
+	applyReadiness(cred, rd)
+	if rd.reason == prevReason {
+		return
+	}
+	switch rd.reason {
+	case iamv1alpha1.ReasonInactive:
+		r.event(cred, corev1.EventTypeNormal, "Deactivated", "Deactivate", rd.message)
+	case iamv1alpha1.ReasonExpired:
+		r.event(cred, corev1.EventTypeNormal, iamv1alpha1.ReasonExpired, "Expire", rd.message)
+	case iamv1alpha1.ReasonInvalidSpec, iamv1alpha1.ReasonSecretMissing, iamv1alpha1.ReasonSecretModified, iamv1alpha1.ReasonSecretConflict:
+		r.event(cred, corev1.EventTypeWarning, rd.reason, "Reconcile", rd.message)
+	case iamv1alpha1.ReasonIssued:
+		if prevReason == iamv1alpha1.ReasonInactive || prevReason == iamv1alpha1.ReasonExpired {
+			r.event(cred, corev1.EventTypeNormal, "Activated", "Activate", "token servers accept this credential again")
+		}
+	}
+}
+
+// event records an event about the credential. Notes never carry a secret or a hash.
+func (r *APICredentialReconciler) event(cred *iamv1alpha1.APICredential, eventType, reason, action, note string) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(cred, nil, eventType, reason, action, "%s", note)
+	}
+}
+
+// requeueAtNextDeadline returns a result that brings the credential back exactly when a
+// grace period ends, it expires or its automatic rotation falls due; never a poll.
+func (r *APICredentialReconciler) requeueAtNextDeadline(cred *iamv1alpha1.APICredential, now time.Time) ctrl.Result {
+	deadline, ok := nextDeadline(cred, now)
+	if !ok {
+		return ctrl.Result{}
+	}
+	return ctrl.Result{RequeueAfter: deadline.Sub(now)}
+}
+
+// SetupWithManager registers the reconciler: it watches APICredentials (spec changes
+// only, so token servers' usage writes do not wake it), the Secrets it owns, the
+// APIDefinitions credentials grant, and the account label of namespaces.
+func (r *APICredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &iamv1alpha1.APICredential{}, apiNameIndex, func(o client.Object) []string {
+		cred := o.(*iamv1alpha1.APICredential)
+		names := make([]string, 0, len(cred.Spec.APIs))
+		for _, g := range cred.Spec.APIs {
+			names = append(names, g.Name)
+		}
+		return names
+	}); err != nil {
+		return fmt.Errorf("indexing APICredentials by API: %w", err)
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&iamv1alpha1.APICredential{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&corev1.Secret{}).
+		Watches(&iamv1alpha1.APIDefinition{}, handler.EnqueueRequestsFromMapFunc(r.credentialsGranting)).
+		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.credentialsInNamespace),
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		Complete(r)
+}
+
+func (r *APICredentialReconciler) credentialsGranting(ctx context.Context, def client.Object) []reconcile.Request {
+	return r.requestsFor(ctx, client.MatchingFields{apiNameIndex: def.GetName()})
+}
+
+func (r *APICredentialReconciler) credentialsInNamespace(ctx context.Context, ns client.Object) []reconcile.Request {
+	return r.requestsFor(ctx, client.InNamespace(ns.GetName()))
+}
+
+func (r *APICredentialReconciler) requestsFor(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
+	var list iamv1alpha1.APICredentialList
+	if err := r.List(ctx, &list, opts...); err != nil {
+		log.FromContext(ctx).Error(err, "listing APICredentials to reconcile")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+	}
+	return reqs
+}
+
+// CacheOptions limits what the manager caches: only the Secrets that carry the credential
+// label, never every Secret of the cluster (a memory and a security problem).
+func CacheOptions() cache.Options {
+	managed, err := labels.NewRequirement(iamv1alpha1.CredentialLabel, selection.Exists, nil)
+	if err != nil {
+		panic(err) // a constant requirement
+	}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Secret{}: {Label: labels.NewSelector().Add(*managed)},
+	}}
+}

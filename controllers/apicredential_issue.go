@@ -1,0 +1,174 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/credential"
+)
+
+// DefaultGracePeriod is how long a previous secret keeps working after a rotation when
+// spec.rotation.gracePeriod is unset.
+const DefaultGracePeriod = time.Hour
+
+// maxPreviousSecrets bounds status.previousSecrets; the oldest fall off first.
+const maxPreviousSecrets = 16
+
+// issue mints a client ID (unless the credential has one) and a secret, creates the
+// Secret, and records the hash. Create, never update: AlreadyExists means someone got
+// there first, and the next reconcile decides again.
+func (r *APICredentialReconciler) issue(ctx context.Context, cred *iamv1alpha1.APICredential, tokenURL string, now time.Time) error {
+	clientID := cred.Status.ClientID
+	if clientID == "" {
+		var err error
+		if clientID, err = credential.NewClientID(); err != nil {
+			return err
+		}
+	}
+	clientSecret, err := credential.NewSecret()
+	if err != nil {
+		return err
+	}
+	issuedAt := now.Truncate(time.Second)
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: cred.Namespace, Name: secretName(cred)}, Type: corev1.SecretTypeOpaque}
+	if err := r.writeCredentialData(cred, secret, clientID, clientSecret, tokenURL, issuedAt); err != nil {
+		return err
+	}
+	if err := r.Create(ctx, secret); err != nil {
+		return fmt.Errorf("creating Secret %q: %w", secret.Name, err)
+	}
+	r.record(cred, clientID, clientSecret, cred.Spec.Rotation.KeyVersion, issuedAt)
+	log.FromContext(ctx).Info("issued credential", "clientID", clientID, "secret", secret.Name)
+	r.event(cred, corev1.EventTypeNormal, iamv1alpha1.ReasonIssued, "Issue",
+		fmt.Sprintf("issued client ID %s into Secret %q", clientID, secret.Name))
+	return nil
+}
+
+// rotate issues a new secret for the same client ID into the credential's Secret
+// (re-creating it if it was deleted) and keeps the previous hash valid for the grace period.
+// The update carries the resourceVersion that was read, so a concurrent change makes it
+// fail rather than overwrite.
+func (r *APICredentialReconciler) rotate(ctx context.Context, cred *iamv1alpha1.APICredential, secret *corev1.Secret, tokenURL string, now time.Time) error {
+	clientSecret, err := credential.NewSecret()
+	if err != nil {
+		return err
+	}
+	issuedAt := now.Truncate(time.Second)
+	create := secret == nil
+	if create {
+		secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: cred.Namespace, Name: secretName(cred)}, Type: corev1.SecretTypeOpaque}
+	} else {
+		secret = secret.DeepCopy()
+	}
+	if err := r.writeCredentialData(cred, secret, cred.Status.ClientID, clientSecret, tokenURL, issuedAt); err != nil {
+		return err
+	}
+	if create {
+		err = r.Create(ctx, secret)
+	} else {
+		err = r.Update(ctx, secret)
+	}
+	if err != nil {
+		return fmt.Errorf("writing rotated Secret %q: %w", secret.Name, err)
+	}
+	r.retirePrevious(cred, issuedAt)
+	r.record(cred, cred.Status.ClientID, clientSecret, cred.Spec.Rotation.KeyVersion, issuedAt)
+	grace := gracePeriod(cred)
+	log.FromContext(ctx).Info("rotated credential", "clientID", cred.Status.ClientID, "keyVersion", cred.Status.KeyVersion, "gracePeriod", grace)
+	r.event(cred, corev1.EventTypeNormal, "Rotated", "Rotate",
+		fmt.Sprintf("issued new keys (key version %d) into Secret %q; the previous secret keeps working for %s", cred.Status.KeyVersion, secret.Name, grace))
+	return nil
+}
+
+// adopt records the secret held by the credential's own Secret, after a crash between
+// creating the Secret and writing status, or after status was lost. Nothing is minted.
+func (r *APICredentialReconciler) adopt(ctx context.Context, cred *iamv1alpha1.APICredential, f secretFacts, now time.Time) {
+	keyVersion := f.keyVersion
+	if keyVersion == 0 && cred.Status.SecretHash == "" {
+		keyVersion = cred.Spec.Rotation.KeyVersion // no annotation: it was issued for this spec
+	}
+	issuedAt := f.issuedAt
+	if issuedAt.IsZero() {
+		issuedAt = now.Truncate(time.Second)
+	}
+	r.record(cred, f.clientID, f.clientSecret, keyVersion, issuedAt)
+	log.FromContext(ctx).Info("adopted credential Secret", "clientID", f.clientID, "secret", secretName(cred))
+	r.event(cred, corev1.EventTypeNormal, "Adopted", "Adopt",
+		fmt.Sprintf("recorded the secret already held in Secret %q; nothing was minted", secretName(cred)))
+}
+
+// retirePrevious moves the current hash to status.previousSecrets, valid for the grace
+// period from the moment it was replaced. A zero grace period revokes it at once.
+func (r *APICredentialReconciler) retirePrevious(cred *iamv1alpha1.APICredential, replacedAt time.Time) {
+	st := &cred.Status
+	grace := gracePeriod(cred)
+	if st.SecretHash == "" || grace <= 0 {
+		return
+	}
+	prev := iamv1alpha1.PreviousSecret{Hash: st.SecretHash, ExpiresAt: metav1.NewTime(replacedAt.Add(grace))}
+	st.PreviousSecrets = append([]iamv1alpha1.PreviousSecret{prev}, st.PreviousSecrets...)
+	if len(st.PreviousSecrets) > maxPreviousSecrets {
+		st.PreviousSecrets = st.PreviousSecrets[:maxPreviousSecrets]
+	}
+}
+
+// record writes the identity of an issued secret into status: the hash, never the secret.
+func (r *APICredentialReconciler) record(cred *iamv1alpha1.APICredential, clientID, clientSecret string, keyVersion int64, issuedAt time.Time) {
+	st := &cred.Status
+	st.ClientID = clientID
+	st.SecretHash = credential.Hash(clientSecret)
+	st.KeyVersion = keyVersion
+	t := metav1.NewTime(issuedAt)
+	st.IssuedAt = &t
+	st.SecretRef = &iamv1alpha1.SecretReference{Name: secretName(cred)}
+}
+
+// writeCredentialData puts the credential keys, the template's labels and annotations, the
+// bookkeeping annotations and the owner reference on secret. Other keys are left alone.
+func (r *APICredentialReconciler) writeCredentialData(cred *iamv1alpha1.APICredential, secret *corev1.Secret, clientID, clientSecret, tokenURL string, issuedAt time.Time) error {
+	keys := cred.Spec.SecretKeyNames()
+	if secret.Data == nil {
+		secret.Data = map[string][]byte{}
+	}
+	secret.Data[keys.ClientID] = []byte(clientID)
+	secret.Data[keys.ClientSecret] = []byte(clientSecret)
+	if tokenURL != "" {
+		secret.Data[keys.TokenURL] = []byte(tokenURL)
+	}
+	secret.Labels = mergeInto(secret.Labels, cred.Spec.SecretTemplate.Labels)
+	secret.Labels[iamv1alpha1.CredentialLabel] = cred.Name
+	secret.Labels["app.kubernetes.io/managed-by"] = "keysmith"
+	secret.Annotations = mergeInto(secret.Annotations, cred.Spec.SecretTemplate.Annotations)
+	secret.Annotations[iamv1alpha1.KeyVersionAnnotation] = strconv.FormatInt(cred.Spec.Rotation.KeyVersion, 10)
+	secret.Annotations[iamv1alpha1.IssuedAtAnnotation] = issuedAt.UTC().Format(time.RFC3339)
+	if err := controllerutil.SetControllerReference(cred, secret, r.Scheme); err != nil {
+		return fmt.Errorf("setting owner of Secret %q: %w", secret.Name, err)
+	}
+	return nil
+}
+
+func mergeInto(dst, src map[string]string) map[string]string {
+	if dst == nil {
+		dst = make(map[string]string, len(src)+2)
+	}
+	maps.Copy(dst, src)
+	return dst
+}
+
+func secretName(cred *iamv1alpha1.APICredential) string { return cred.Spec.SecretName(cred.Name) }
+
+func gracePeriod(cred *iamv1alpha1.APICredential) time.Duration {
+	if g := cred.Spec.Rotation.GracePeriod; g != nil {
+		return g.Duration
+	}
+	return DefaultGracePeriod
+}

@@ -1,0 +1,213 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/credential"
+)
+
+// startManager runs the reconciler in a manager, as cmd/manager does, watching only ns.
+// It returns a function that stops the manager and waits for it.
+func startManager(ctx context.Context, ns string) (stop func()) {
+	opts := CacheOptions()
+	opts.DefaultNamespaces = map[string]cache.Config{ns: {}}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  opts,
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	ExpectWithOffset(1, (&APICredentialReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme,
+		Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("keysmith-manager"), DefaultTokenURL: testTokenURL,
+	}).SetupWithManager(ctx, mgr)).To(Succeed())
+
+	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(done)
+		Expect(mgr.Start(mctx)).To(Succeed())
+	}()
+	return func() { cancel(); <-done }
+}
+
+// reconcileCount reads controller_runtime_reconcile_total for successful reconciles of
+// APICredentials from the metrics registry the managers share.
+func reconcileCount() float64 {
+	families, err := ctrlmetrics.Registry.Gather()
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["controller"] == "apicredential" && labels["result"] == "success" {
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
+}
+
+var _ = Describe("APICredential with the manager running", func() {
+	var (
+		ns   string
+		stop func()
+	)
+	BeforeEach(func(ctx context.Context) {
+		ns = newNamespace(ctx, nil)
+		stop = startManager(ctx, ns)
+		DeferCleanup(func() { stop() })
+	})
+
+	get := func(ctx context.Context, name string) func(Gomega) *iamv1alpha1.APICredential {
+		return func(g Gomega) *iamv1alpha1.APICredential {
+			cred := &iamv1alpha1.APICredential{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, cred)).To(Succeed())
+			return cred
+		}
+	}
+	readyReasonOf := func(ctx context.Context, name string) func(Gomega) string {
+		return func(g Gomega) string { return readyReason(get(ctx, name)(g)) }
+	}
+	create := func(ctx context.Context, name string, apis ...iamv1alpha1.APIGrant) *iamv1alpha1.APICredential {
+		cred := &iamv1alpha1.APICredential{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec:       iamv1alpha1.APICredentialSpec{APIs: apis},
+		}
+		ExpectWithOffset(1, k8sClient.Create(ctx, cred)).To(Succeed())
+		return cred
+	}
+	secretOf := func(ctx context.Context, name string) *corev1.Secret {
+		s := &corev1.Secret{}
+		ExpectWithOffset(1, k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s)).To(Succeed())
+		return s
+	}
+
+	It("issues an applied credential within seconds and sees its Secret deleted", func(ctx context.Context) {
+		start := time.Now()
+		create(ctx, "applied", grant("platform-api", "user"))
+		Eventually(readyReasonOf(ctx, "applied")).WithTimeout(10 * time.Second).Should(Equal(iamv1alpha1.ReasonIssued))
+		GinkgoWriter.Printf("credential Ready after %s\n", time.Since(start))
+		secret := secretOf(ctx, "applied")
+		plain := string(secret.Data[iamv1alpha1.DefaultClientSecretKey])
+		Expect(credential.Verify(plain, get(ctx, "applied")(Default).Status.SecretHash)).To(BeTrue())
+
+		By("emitting events through the API server, never with the secret")
+		var evs eventsv1.EventList
+		Eventually(func(g Gomega) []string {
+			g.Expect(k8sClient.List(ctx, &evs, client.InNamespace(ns))).To(Succeed())
+			var reasons []string
+			for _, e := range evs.Items {
+				g.Expect(e.Note).NotTo(ContainSubstring(plain))
+				reasons = append(reasons, e.Reason)
+			}
+			return reasons
+		}).Should(ContainElement(iamv1alpha1.ReasonIssued))
+
+		By("watching the owned Secret")
+		Expect(k8sClient.Delete(ctx, secret)).To(Succeed())
+		Eventually(readyReasonOf(ctx, "applied")).Should(Equal(iamv1alpha1.ReasonSecretMissing))
+		Consistently(func() bool {
+			return k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), &corev1.Secret{}) == nil
+		}).WithTimeout(2*time.Second).Should(BeFalse(), "no secret is invented")
+	})
+
+	It("writes nothing under repeated edits and across manager restarts", func(ctx context.Context) {
+		create(ctx, "stable", grant("platform-api", "admin"))
+		Eventually(readyReasonOf(ctx, "stable")).Should(Equal(iamv1alpha1.ReasonIssued))
+		secretRV := secretOf(ctx, "stable").ResourceVersion
+		issued := get(ctx, "stable")(Default)
+
+		for i := range 5 {
+			cred := get(ctx, "stable")(Default)
+			cred.Spec.DisplayName = "Stable " + string(rune('A'+i))
+			Expect(k8sClient.Update(ctx, cred)).To(Succeed())
+		}
+		Eventually(func(g Gomega) {
+			cred := get(ctx, "stable")(g)
+			g.Expect(cred.Status.ObservedGeneration).To(Equal(cred.Generation))
+		}).Should(Succeed())
+		credRV := get(ctx, "stable")(Default).ResourceVersion
+
+		for range 2 {
+			stop()
+			before := reconcileCount()
+			stop = startManager(ctx, ns)
+			Eventually(reconcileCount).Should(BeNumerically(">", before), "the new manager reconciled the credential")
+		}
+		Consistently(func(g Gomega) {
+			cred := get(ctx, "stable")(g)
+			g.Expect(cred.ResourceVersion).To(Equal(credRV))
+			g.Expect(cred.Status.SecretHash).To(Equal(issued.Status.SecretHash))
+			g.Expect(secretOf(ctx, "stable").ResourceVersion).To(Equal(secretRV))
+		}).WithTimeout(2 * time.Second).Should(Succeed())
+	})
+
+	It("reacts to catalog changes without touching the credential", func(ctx context.Context) {
+		def := &iamv1alpha1.APIDefinition{
+			ObjectMeta: metav1.ObjectMeta{Name: "reports-api-" + ns},
+			Spec: iamv1alpha1.APIDefinitionSpec{
+				DisplayName: "Reports API", ScopeLevel: iamv1alpha1.ScopeLevelAccount,
+				Permissions: []iamv1alpha1.Permission{{Name: "read-only", Methods: []string{"GET"}}},
+			},
+		}
+		Expect(k8sClient.Create(ctx, def)).To(Succeed())
+		DeferCleanup(func(ctx context.Context) { Expect(k8sClient.Delete(ctx, def)).To(Succeed()) })
+
+		create(ctx, "reporter", grant(def.Name, "export"))
+		Eventually(readyReasonOf(ctx, "reporter")).Should(Equal(iamv1alpha1.ReasonInvalidSpec))
+
+		def.Spec.Permissions = append(def.Spec.Permissions, iamv1alpha1.Permission{Name: "export", Methods: []string{"GET", "POST"}})
+		Expect(k8sClient.Update(ctx, def)).To(Succeed())
+		Eventually(readyReasonOf(ctx, "reporter")).Should(Equal(iamv1alpha1.ReasonIssued))
+	})
+
+	It("follows the namespace's account label", func(ctx context.Context) {
+		create(ctx, "accounted", grant("platform-api", "user"))
+		Eventually(func(g Gomega) string { return get(ctx, "accounted")(g).Status.Account }).Should(Equal(ns))
+
+		nsObj := &corev1.Namespace{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj)).To(Succeed())
+		nsObj.Labels[iamv1alpha1.AccountLabel] = "acme"
+		Expect(k8sClient.Update(ctx, nsObj)).To(Succeed())
+		Eventually(func(g Gomega) string { return get(ctx, "accounted")(g).Status.Account }).Should(Equal("acme"))
+	})
+
+	It("comes back by itself when the credential expires", func(ctx context.Context) {
+		cred := &iamv1alpha1.APICredential{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "short-lived"},
+			Spec: iamv1alpha1.APICredentialSpec{
+				APIs:      []iamv1alpha1.APIGrant{grant("platform-api", "user")},
+				ExpiresAt: ptr.To(metav1.NewTime(time.Now().Add(3 * time.Second).Truncate(time.Second))),
+			},
+		}
+		Expect(k8sClient.Create(ctx, cred)).To(Succeed())
+		Eventually(readyReasonOf(ctx, "short-lived")).Should(Equal(iamv1alpha1.ReasonIssued))
+		Eventually(readyReasonOf(ctx, "short-lived")).WithTimeout(10 * time.Second).Should(Equal(iamv1alpha1.ReasonExpired))
+	})
+})
