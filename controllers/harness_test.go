@@ -35,7 +35,8 @@ type harness struct {
 
 func newHarness(ctx context.Context, nsLabels map[string]string) *harness {
 	h := &harness{
-		ctx:      ctx,
+		// A BeforeEach's context ends with it; the harness lives for the whole spec.
+		ctx:      context.WithoutCancel(ctx),
 		ns:       newNamespace(ctx, nsLabels),
 		clock:    clocktesting.NewFakeClock(time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)),
 		recorder: events.NewFakeRecorder(100),

@@ -144,9 +144,11 @@ var _ = Describe("APICredential with the manager running", func() {
 		issued := get(ctx, "stable")(Default)
 
 		for i := range 5 {
-			cred := get(ctx, "stable")(Default)
-			cred.Spec.DisplayName = "Stable " + string(rune('A'+i))
-			Expect(k8sClient.Update(ctx, cred)).To(Succeed())
+			Eventually(func(g Gomega) {
+				cred := get(ctx, "stable")(g)
+				cred.Spec.DisplayName = "Stable " + string(rune('A'+i))
+				g.Expect(k8sClient.Update(ctx, cred)).To(Succeed()) // the manager may be writing status
+			}).Should(Succeed())
 		}
 		Eventually(func(g Gomega) {
 			cred := get(ctx, "stable")(g)
