@@ -7,6 +7,7 @@ CONTROLLER_GEN_VERSION ?= v0.23.0
 IMG ?= keysmith:dev
 
 export GOTOOLCHAIN := local
+export KUBE_VERSION ETCD_VERSION
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 GINKGO_FLAGS ?=
@@ -25,7 +26,8 @@ help: ## Show this help.
 
 .PHONY: dev
 dev: manifests envtest ## Run a local control plane with the operator and samples (Ctrl-C stops it).
-	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go run ./hack/dev
+	go build -o bin/keysmith-dev ./hack/dev
+	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" exec bin/keysmith-dev
 
 .PHONY: manifests
 manifests: controller-gen ## Generate CRDs and RBAC into config/.
@@ -46,7 +48,7 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: test
-test: manifests generate vet envtest ## Run vet, unit tests and the envtest suites against a real API server.
+test: manifests generate fmt vet envtest ## Run vet, unit tests and the envtest suites against a real API server.
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test ./... -count=1 $(if $(GINKGO_FLAGS),-args $(GINKGO_FLAGS))
 
 .PHONY: bench
@@ -72,7 +74,7 @@ docker-build: ## Build the container image (needs a Docker engine).
 
 .PHONY: envtest
 envtest: ## Build kube-apiserver, etcd and kube-controller-manager from the Go module proxy into bin/.
-	KUBE_VERSION=$(KUBE_VERSION) ETCD_VERSION=$(ETCD_VERSION) hack/setup-envtest.sh >/dev/null
+	hack/setup-envtest.sh >/dev/null
 
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN) ## Install controller-gen into bin/.

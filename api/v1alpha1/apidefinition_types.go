@@ -112,7 +112,6 @@ func (s *APIDefinitionSpec) PermissionNames() []string {
 // +kubebuilder:resource:scope=Cluster,shortName=apidef,categories=keysmith
 // +kubebuilder:printcolumn:name="Display Name",type=string,JSONPath=`.spec.displayName`
 // +kubebuilder:printcolumn:name="Scope",type=string,JSONPath=`.spec.scopeLevel`
-// +kubebuilder:printcolumn:name="Permissions",type=string,JSONPath=`.spec.permissions[*].name`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type APIDefinition struct {
 	metav1.TypeMeta   `json:",inline"`
