@@ -7,6 +7,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,11 +30,13 @@ import (
 	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
-const (
-	devDir         = "bin/dev"
-	kubeconfigPath = devDir + "/kubeconfig"
-	tokenServerURL = "http://127.0.0.1:18080"
-)
+const tokenServerURL = "http://127.0.0.1:18080"
+
+// devDir holds the environment's state, logs and kubeconfig; KEYSMITH_DEV_DIR overrides it
+// (relative to the repository root) so that tests can run beside a developer's `make dev`.
+var devDir = cmp.Or(os.Getenv("KEYSMITH_DEV_DIR"), "bin/dev")
+
+var kubeconfigPath = devDir + "/kubeconfig"
 
 func main() {
 	if err := run(); err != nil {

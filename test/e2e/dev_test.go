@@ -1,0 +1,154 @@
+// Package e2e runs keysmith the way a newcomer does: `make dev`'s environment, driven from
+// outside with its printed kubeconfig.
+package e2e
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/credential"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
+)
+
+func TestE2E(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "e2e Suite")
+}
+
+const readyPrefix = "keysmith dev environment ready: kubeconfig="
+
+var _ = Describe("make dev", Ordered, func() {
+	var (
+		dev     *exec.Cmd
+		exited  chan error
+		devDir  string
+		c       client.Client
+		readyIn time.Duration
+	)
+
+	BeforeAll(func(ctx SpecContext) {
+		root := testenv.RepoRoot()
+		assets, err := testenv.AssetsDir()
+		Expect(err).NotTo(HaveOccurred())
+		bin := filepath.Join(GinkgoT().TempDir(), "keysmith-dev")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./hack/dev")
+		build.Dir = root
+		out, err := build.CombinedOutput()
+		Expect(err).NotTo(HaveOccurred(), string(out))
+
+		devDir = filepath.Join("bin", "e2e-dev")
+		dev = exec.Command(bin)
+		dev.Dir = root
+		dev.Env = append(os.Environ(), "KUBEBUILDER_ASSETS="+assets, "KEYSMITH_DEV_DIR="+devDir)
+		dev.Stderr = GinkgoWriter
+		stdout, err := dev.StdoutPipe()
+		Expect(err).NotTo(HaveOccurred())
+		start := time.Now()
+		Expect(dev.Start()).To(Succeed())
+		exited = make(chan error, 1)
+
+		lines := make(chan string)
+		go func() {
+			defer GinkgoRecover()
+			scanner := bufio.NewScanner(stdout)
+			for scanner.Scan() {
+				GinkgoWriter.Println(scanner.Text())
+				lines <- scanner.Text()
+			}
+			close(lines)
+			exited <- dev.Wait()
+		}()
+		var readyLine string
+		Eventually(func() bool {
+			for {
+				select {
+				case l, ok := <-lines:
+					if !ok {
+						Fail("make dev exited before its ready line")
+					}
+					if strings.HasPrefix(l, readyPrefix) {
+						readyLine = l
+						go func() { // keep draining
+							for range lines {
+							}
+						}()
+						return true
+					}
+				default:
+					return false
+				}
+			}
+		}).WithTimeout(4 * time.Minute).WithPolling(100 * time.Millisecond).Should(BeTrue())
+		readyIn = time.Since(start)
+		GinkgoWriter.Printf("ready line after %s\n", readyIn)
+		Expect(readyLine).To(Equal(readyPrefix + devDir + "/kubeconfig token-server=http://127.0.0.1:18080"))
+
+		cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(root, devDir, "kubeconfig"))
+		Expect(err).NotTo(HaveOccurred())
+		c, err = client.New(cfg, client.Options{Scheme: testenv.Scheme()})
+		Expect(err).NotTo(HaveOccurred())
+	})
+
+	AfterAll(func() {
+		if dev != nil && dev.ProcessState == nil {
+			_ = dev.Process.Kill()
+		}
+	})
+
+	It("has issued the samples", func(ctx SpecContext) {
+		var creds iamv1alpha1.APICredentialList
+		Expect(c.List(ctx, &creds, client.InNamespace("team-checkout"))).To(Succeed())
+		Expect(creds.Items).To(HaveLen(3))
+		for _, cred := range creds.Items {
+			Expect(cred.Status.SecretHash).NotTo(BeEmpty(), cred.Name)
+		}
+	})
+
+	It("issues an applied credential within 10 s and garbage-collects its Secret on delete", func(ctx SpecContext) {
+		cred := &iamv1alpha1.APICredential{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "e2e"},
+			Spec:       iamv1alpha1.APICredentialSpec{APIs: []iamv1alpha1.APIGrant{{Name: "platform-api", Permission: "user"}}},
+		}
+		start := time.Now()
+		Expect(c.Create(ctx, cred)).To(Succeed())
+		secret := &corev1.Secret{}
+		Eventually(func(g Gomega) {
+			g.Expect(c.Get(ctx, client.ObjectKeyFromObject(cred), cred)).To(Succeed())
+			g.Expect(cred.Status.Conditions).To(ContainElement(And(
+				HaveField("Type", iamv1alpha1.ConditionReady), HaveField("Status", metav1.ConditionTrue))))
+			g.Expect(c.Get(ctx, client.ObjectKeyFromObject(cred), secret)).To(Succeed())
+		}).WithTimeout(10 * time.Second).WithPolling(50 * time.Millisecond).Should(Succeed())
+		GinkgoWriter.Printf("credential Ready with its Secret after %s\n", time.Since(start))
+		Expect(credential.Verify(string(secret.Data["CLIENT_SECRET"]), cred.Status.SecretHash)).To(BeTrue())
+
+		Expect(c.Delete(ctx, cred)).To(Succeed())
+		Eventually(func() bool {
+			return apierrors.IsNotFound(c.Get(ctx, client.ObjectKeyFromObject(secret), &corev1.Secret{}))
+		}).WithTimeout(60*time.Second).Should(BeTrue(), "kube-controller-manager's garbage collector removes the Secret")
+	})
+
+	It("stops everything on Ctrl-C and leaves nothing behind", func() {
+		Expect(dev.Process.Signal(syscall.SIGINT)).To(Succeed())
+		Eventually(exited).WithTimeout(60 * time.Second).Should(Receive(BeNil()))
+		_, err := os.Stat(filepath.Join(testenv.RepoRoot(), devDir))
+		Expect(os.IsNotExist(err)).To(BeTrue(), "the dev directory is removed")
+		out, _ := exec.Command("pgrep", "-f", devDir).Output()
+		Expect(strings.TrimSpace(string(out))).To(BeEmpty(), "no process of the environment is left")
+	})
+})
+
