@@ -151,4 +151,3 @@ var _ = Describe("make dev", Ordered, func() {
 		Expect(strings.TrimSpace(string(out))).To(BeEmpty(), "no process of the environment is left")
 	})
 })
-
