@@ -3,8 +3,10 @@
 package main
 
 import (
+	"cmp"
 	"flag"
 	"os"
+	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -16,6 +18,7 @@ import (
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/controllers"
+	"github.com/keysmith-dev/keysmith/internal/signingkey"
 )
 
 func main() {
@@ -24,18 +27,24 @@ func main() {
 		probeAddr       string
 		leaderElect     bool
 		defaultTokenURL string
+		signing         signingKeyFlags
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; \"0\" disables it")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so that only one replica reconciles at a time")
 	flag.StringVar(&defaultTokenURL, "token-url", "", "token endpoint URL written into credential Secrets when no granted API names its own")
+	flag.StringVar(&signing.namespace, "signing-key-namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), "keysmith-system"), "namespace of the Secret of token signing keys (the operator's own)")
+	flag.StringVar(&signing.name, "signing-key-secret", "keysmith-signing-keys", "name of the Secret of token signing keys")
+	flag.DurationVar(&signing.policy.RotationPeriod, "signing-key-rotation-period", 720*time.Hour, "how long a signing key signs before its successor takes over")
+	flag.DurationVar(&signing.policy.PrePublish, "signing-key-prepublish", time.Hour, "how long a new signing key is published in the JWKS before it signs")
+	flag.DurationVar(&signing.policy.Retention, "signing-key-retention", 24*time.Hour, "how long a retired signing key stays published; must exceed the token servers' --token-lifetime")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 
-	if err := run(metricsAddr, probeAddr, leaderElect, defaultTokenURL); err != nil {
+	if err := run(metricsAddr, probeAddr, leaderElect, defaultTokenURL, signing); err != nil {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
@@ -53,7 +62,13 @@ func newScheme() *runtime.Scheme {
 	return s
 }
 
-func run(metricsAddr, probeAddr string, leaderElect bool, defaultTokenURL string) error {
+// signingKeyFlags locate the Secret of token signing keys and set its rotation policy.
+type signingKeyFlags struct {
+	namespace, name string
+	policy          signingkey.Policy
+}
+
+func run(metricsAddr, probeAddr string, leaderElect bool, defaultTokenURL string, signing signingKeyFlags) error {
 	scheme := newScheme()
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
@@ -75,6 +90,16 @@ func run(metricsAddr, probeAddr string, leaderElect bool, defaultTokenURL string
 		Recorder:        mgr.GetEventRecorder("keysmith-manager"),
 		DefaultTokenURL: defaultTokenURL,
 	}).SetupWithManager(ctx, mgr); err != nil {
+		return err
+	}
+	if err := (&controllers.SigningKeyReconciler{
+		Client:    mgr.GetClient(),
+		Clock:     clock.RealClock{},
+		Namespace: signing.namespace,
+		Name:      signing.name,
+		Policy:    signing.policy,
+		Recorder:  mgr.GetEventRecorder("keysmith-manager"),
+	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -1,0 +1,168 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/keysmith-dev/keysmith/internal/signingkey"
+)
+
+// SigningKeyLabel marks the Secret that holds the token signing keys.
+const SigningKeyLabel = "iam.keysmith.dev/signing-keys"
+
+// SigningKeyReconciler keeps the one Secret of token signing keys: it creates it, adds a
+// successor key ahead of each rotation, and prunes keys retired for longer than the
+// policy's retention. Token servers read only that Secret.
+type SigningKeyReconciler struct {
+	// Client writes the Secret. Reads go through a cache that holds only this Secret.
+	client.Client
+	// Clock is the time source; tests move it.
+	Clock clock.PassiveClock
+	// Namespace and Name locate the Secret, normally in the operator's namespace.
+	Namespace, Name string
+	// Policy sets the rotation period, pre-publication and retention.
+	Policy signingkey.Policy
+	// Recorder emits an event when a key is generated or pruned. Optional.
+	Recorder events.EventRecorder
+
+	reader client.Reader
+}
+
+// Reconcile brings the signing key Secret to the state signingkey.Plan asks for and
+// comes back when the next rotation or pruning is due.
+func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	now := r.Clock.Now()
+	secret := &corev1.Secret{}
+	err := r.reader.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: r.Name}, secret)
+	if client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, err
+	}
+	exists := err == nil
+
+	var current *signingkey.Set
+	if exists {
+		current, err = signingkey.Parse(secret.Data[signingkey.DataKey])
+		if err != nil {
+			// Never overwrite keys we cannot read: tokens they signed may still be valid.
+			r.event(secret, corev1.EventTypeWarning, "InvalidSigningKeys", err.Error())
+			logger.Error(err, "signing key Secret is unreadable; fix or delete it", "secret", r.Namespace+"/"+r.Name)
+			return ctrl.Result{}, nil
+		}
+	}
+	next, changed, err := signingkey.Plan(current, now, r.Policy)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if changed {
+		data, err := next.Marshal()
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if !exists {
+			secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: r.Name}}
+		}
+		if secret.Labels == nil {
+			secret.Labels = map[string]string{}
+		}
+		secret.Labels[SigningKeyLabel] = "true"
+		secret.Labels["app.kubernetes.io/managed-by"] = "keysmith"
+		secret.Type = corev1.SecretTypeOpaque
+		secret.Data = map[string][]byte{signingkey.DataKey: data}
+		if exists {
+			err = r.Update(ctx, secret)
+		} else {
+			err = r.Create(ctx, secret)
+		}
+		if err != nil {
+			// A conflict or AlreadyExists means another writer won: the error requeues
+			// with backoff and the next attempt plans from what it wrote.
+			return ctrl.Result{}, err
+		}
+		logger.Info("signing keys updated", "keys", len(next.Keys))
+		r.event(secret, corev1.EventTypeNormal, "SigningKeysUpdated", describe(current, next))
+	}
+	return ctrl.Result{RequeueAfter: max(signingkey.NextEvent(next, r.Policy).Sub(now), time.Second)}, nil
+}
+
+func describe(before, after *signingkey.Set) string {
+	had := map[string]bool{}
+	if before != nil {
+		for _, k := range before.Keys {
+			had[k.ID] = true
+		}
+	}
+	added, kept := 0, 0
+	for _, k := range after.Keys {
+		if had[k.ID] {
+			kept++
+		} else {
+			added++
+		}
+	}
+	removed := 0
+	if before != nil {
+		removed = len(before.Keys) - kept
+	}
+	return fmt.Sprintf("signing keys: %d added, %d pruned, %d published", added, removed, len(after.Keys))
+}
+
+func (r *SigningKeyReconciler) event(obj *corev1.Secret, typ, reason, msg string) {
+	if r.Recorder != nil && obj.UID != "" {
+		r.Recorder.Eventf(obj, nil, typ, reason, "Reconcile", "%s", msg)
+	}
+}
+
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
+
+// SetupWithManager registers the controller. It reads the Secret through a cache of its
+// own that holds only that Secret, reconciles once at start (the Secret may not exist
+// yet) and again whenever the Secret changes.
+func (r *SigningKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if err := r.Policy.Validate(); err != nil {
+		return fmt.Errorf("signing key policy: %w", err)
+	}
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	c, err := cache.New(mgr.GetConfig(), cache.Options{
+		Scheme:            mgr.GetScheme(),
+		Mapper:            mgr.GetRESTMapper(),
+		DefaultNamespaces: map[string]cache.Config{r.Namespace: {}},
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Field: fields.OneTermEqualSelector("metadata.name", r.Name)},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(c); err != nil {
+		return err
+	}
+	r.reader = c
+	key := reconcile.Request{NamespacedName: client.ObjectKey{Namespace: r.Namespace, Name: r.Name}}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("signingkeys").
+		WatchesRawSource(source.Kind(c, &corev1.Secret{}, handler.TypedEnqueueRequestsFromMapFunc(
+			func(context.Context, *corev1.Secret) []reconcile.Request { return []reconcile.Request{key} }))).
+		WatchesRawSource(source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
+			q.Add(key)
+			return nil
+		})).
+		Complete(r)
+}

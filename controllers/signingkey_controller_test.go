@@ -1,0 +1,115 @@
+package controllers
+
+import (
+	"context"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/keysmith-dev/keysmith/internal/signingkey"
+)
+
+var _ = Describe("Signing keys", func() {
+	const name = "keysmith-signing-keys"
+	policy := signingkey.Policy{RotationPeriod: 720 * time.Hour, PrePublish: time.Hour, Retention: 24 * time.Hour}
+	var (
+		ns    string
+		clock *clocktesting.FakeClock
+		r     *SigningKeyReconciler
+	)
+	BeforeEach(func(ctx context.Context) {
+		ns = newNamespace(ctx, nil)
+		clock = clocktesting.NewFakeClock(time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC))
+		mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+			Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+			Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		})
+		Expect(err).NotTo(HaveOccurred())
+		r = &SigningKeyReconciler{Client: mgr.GetClient(), Clock: clock, Namespace: ns, Name: name, Policy: policy}
+		Expect(r.SetupWithManager(mgr)).To(Succeed())
+		mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() {
+			defer GinkgoRecover()
+			defer close(done)
+			Expect(mgr.Start(mctx)).To(Succeed())
+		}()
+		DeferCleanup(func() { cancel(); <-done })
+	})
+
+	secret := func(ctx context.Context) func(Gomega) *corev1.Secret {
+		return func(g Gomega) *corev1.Secret {
+			s := &corev1.Secret{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s)).To(Succeed())
+			return s
+		}
+	}
+	keysOf := func(s *corev1.Secret) *signingkey.Set {
+		set, err := signingkey.Parse(s.Data[signingkey.DataKey])
+		ExpectWithOffset(1, err).NotTo(HaveOccurred())
+		return set
+	}
+	reconcile := func(ctx context.Context) ctrl.Result {
+		res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}})
+		ExpectWithOffset(1, err).NotTo(HaveOccurred())
+		return res
+	}
+
+	It("creates the Secret at start, rotates ahead of the period and prunes after retention", func(ctx context.Context) {
+		Eventually(secret(ctx)).Should(Not(BeNil()))
+		s := secret(ctx)(Default)
+		Expect(s.Labels).To(HaveKeyWithValue(SigningKeyLabel, "true"))
+		first := keysOf(s)
+		Expect(first.Keys).To(HaveLen(1))
+
+		By("writing nothing while nothing is due")
+		res := reconcile(ctx)
+		Expect(res.RequeueAfter).To(Equal(719 * time.Hour))
+		Consistently(func(g Gomega) string { return secret(ctx)(g).ResourceVersion }).
+			WithTimeout(500 * time.Millisecond).Should(Equal(s.ResourceVersion))
+
+		By("pre-publishing a successor an hour before the period ends")
+		clock.Step(719 * time.Hour)
+		reconcile(ctx)
+		Eventually(func(g Gomega) int { return len(keysOf(secret(ctx)(g)).Keys) }).Should(Equal(2))
+		set := keysOf(secret(ctx)(Default))
+		Expect(set.Keys[0].ID).To(Equal(first.Keys[0].ID), "the old key stays")
+		signing, _ := set.Signing(clock.Now())
+		Expect(signing.ID).To(Equal(first.Keys[0].ID), "the old key signs until the successor activates")
+
+		By("pruning the old key once its retention has passed")
+		clock.Step(time.Hour + policy.Retention)
+		reconcile(ctx)
+		Eventually(func(g Gomega) []string {
+			var ids []string
+			for _, k := range keysOf(secret(ctx)(g)).Keys {
+				ids = append(ids, k.ID)
+			}
+			return ids
+		}).Should(Equal([]string{set.Keys[1].ID}))
+	})
+
+	It("re-creates a deleted Secret at once and leaves an unreadable one alone", func(ctx context.Context) {
+		Eventually(secret(ctx)).Should(Not(BeNil()))
+		s := secret(ctx)(Default)
+		Expect(k8sClient.Delete(ctx, s)).To(Succeed())
+		Eventually(func(g Gomega) types.UID { return secret(ctx)(g).UID }).WithTimeout(10 * time.Second).
+			ShouldNot(Equal(s.UID))
+
+		broken := secret(ctx)(Default)
+		broken.Data = map[string][]byte{signingkey.DataKey: []byte(`{"keys":[{"kid":"x","alg":"ES256","privateKey":"garbage"}]}`)}
+		Expect(k8sClient.Update(ctx, broken)).To(Succeed())
+		reconcile(ctx)
+		Consistently(func(g Gomega) string { return secret(ctx)(g).ResourceVersion }).
+			WithTimeout(time.Second).Should(Equal(broken.ResourceVersion), "keys it cannot read are never overwritten")
+	})
+})
