@@ -1,0 +1,137 @@
+// Command token-server exchanges keysmith client credentials for short-lived JWT access
+// tokens and answers forward-auth and Kubernetes TokenReview requests. Run it as a sidecar
+// beside the APIs it protects or as a shared Deployment; replicas are stateless.
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/tokenserver"
+)
+
+type config struct {
+	listen, issuer, namespaces, signingNamespace, signingSecret string
+	workspaceHeader, workspacePath, tlsCert, tlsKey             string
+	tokenLifetime, usageInterval                                time.Duration
+}
+
+func main() {
+	var cfg config
+	flag.StringVar(&cfg.listen, "listen", ":8080", "address to serve on")
+	flag.StringVar(&cfg.issuer, "issuer", "", "the token server's external URL, the \"iss\" of its tokens (required)")
+	flag.StringVar(&cfg.namespaces, "namespaces", "", "comma-separated namespaces whose APICredentials to serve; empty for all")
+	flag.StringVar(&cfg.signingNamespace, "signing-key-namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), "keysmith-system"), "namespace of the signing key Secret")
+	flag.StringVar(&cfg.signingSecret, "signing-key-secret", "keysmith-signing-keys", "name of the signing key Secret")
+	flag.DurationVar(&cfg.tokenLifetime, "token-lifetime", 10*time.Minute, "lifetime of access tokens (at most 24h)")
+	flag.DurationVar(&cfg.usageInterval, "usage-interval", 30*time.Second, "how often usage (last used time and address) is written to status")
+	flag.StringVar(&cfg.workspaceHeader, "workspace-header", "X-Keysmith-Workspace", "request header naming the workspace of a forward-auth request")
+	flag.StringVar(&cfg.workspacePath, "workspace-path", "", "regular expression whose first group extracts the workspace from the original path, e.g. ^/workspaces/([^/]+)")
+	flag.StringVar(&cfg.tlsCert, "tls-cert-file", "", "serve HTTPS with this certificate (with --tls-key-file)")
+	flag.StringVar(&cfg.tlsKey, "tls-key-file", "", "private key of --tls-cert-file")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	if err := run(ctrl.SetupSignalHandler(), cfg); err != nil {
+		ctrl.Log.Error(err, "token server stopped")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, cfg config) error {
+	if cfg.issuer == "" {
+		return errors.New("--issuer is required")
+	}
+	if cfg.tokenLifetime <= 0 || cfg.tokenLifetime > 24*time.Hour {
+		return errors.New("--token-lifetime must be between 1s and 24h")
+	}
+	if (cfg.tlsCert == "") != (cfg.tlsKey == "") {
+		return errors.New("--tls-cert-file and --tls-key-file go together")
+	}
+	var wsPath *regexp.Regexp
+	if cfg.workspacePath != "" {
+		var err error
+		if wsPath, err = regexp.Compile(cfg.workspacePath); err != nil {
+			return errors.New("--workspace-path: " + err.Error())
+		}
+	}
+	var namespaces []string
+	if cfg.namespaces != "" {
+		namespaces = strings.Split(cfg.namespaces, ",")
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := iamv1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:  scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"}, // served on --listen
+		Cache:   tokenserver.CacheOptions(namespaces, cfg.signingNamespace, cfg.signingSecret),
+	})
+	if err != nil {
+		return err
+	}
+	srv, err := tokenserver.Setup(ctx, mgr, tokenserver.Options{
+		Issuer:          cfg.issuer,
+		TokenLifetime:   cfg.tokenLifetime,
+		WorkspaceHeader: cfg.workspaceHeader,
+		WorkspacePath:   wsPath,
+		Log:             ctrl.Log.WithName("token-server"),
+	}, cfg.usageInterval)
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(serve(cfg, srv.Handler())); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+// serve runs the HTTP(S) server until the manager stops, then drains it.
+func serve(cfg config, h http.Handler) manager.RunnableFunc {
+	return func(ctx context.Context) error {
+		hs := tokenserver.NewHTTPServer(cfg.listen, h)
+		ln, err := net.Listen("tcp", cfg.listen)
+		if err != nil {
+			return err
+		}
+		errc := make(chan error, 1)
+		go func() {
+			if cfg.tlsCert != "" {
+				errc <- hs.ServeTLS(ln, cfg.tlsCert, cfg.tlsKey)
+			} else {
+				errc <- hs.Serve(ln)
+			}
+		}()
+		ctrl.Log.Info("token server listening", "address", ln.Addr().String(), "issuer", cfg.issuer)
+		select {
+		case err := <-errc:
+			return err
+		case <-ctx.Done():
+			shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			return hs.Shutdown(shutdownCtx)
+		}
+	}
+}

@@ -1,0 +1,157 @@
+package tokenserver
+
+import (
+	"encoding/base64"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/keysmith-dev/keysmith/internal/credential"
+)
+
+// clientAuth is how a client presented its credentials.
+type clientAuth struct {
+	id, secret string
+	method     string // client_secret_basic or client_secret_post
+}
+
+// parseBasic decodes an HTTP Basic value (RFC 7617); RFC 6749 §2.3.1 form-encodes both parts.
+func parseBasic(value string) (id, secret string, ok bool) {
+	raw, err := base64.StdEncoding.DecodeString(value)
+	if err != nil {
+		return "", "", false
+	}
+	id, secret, ok = strings.Cut(string(raw), ":")
+	if !ok {
+		return "", "", false
+	}
+	if id, err = url.QueryUnescape(id); err != nil {
+		return "", "", false
+	}
+	if secret, err = url.QueryUnescape(secret); err != nil {
+		return "", "", false
+	}
+	return id, secret, id != ""
+}
+
+// authorization splits an Authorization header into its scheme (lower case) and value.
+func authorization(r *http.Request) (scheme, value string) {
+	h := r.Header.Get("Authorization")
+	scheme, value, ok := strings.Cut(h, " ")
+	if !ok {
+		return "", ""
+	}
+	return strings.ToLower(scheme), strings.TrimSpace(value)
+}
+
+// clientAuthFrom extracts client credentials from the Basic header or the form body
+// (client_secret_post). Using both at once is refused (RFC 6749 §2.3).
+func clientAuthFrom(r *http.Request, form url.Values) (clientAuth, *oauthError) {
+	scheme, value := authorization(r)
+	_, postID := form["client_id"]
+	_, postSecret := form["client_secret"]
+	switch {
+	case scheme == "basic":
+		if postSecret {
+			return clientAuth{}, invalidRequest("use one client authentication method, not both")
+		}
+		id, secret, ok := parseBasic(value)
+		if !ok {
+			return clientAuth{}, invalidClient("malformed Basic credentials")
+		}
+		return clientAuth{id, secret, "client_secret_basic"}, nil
+	case scheme != "":
+		return clientAuth{}, invalidClient("unsupported authentication scheme")
+	case postID && postSecret:
+		return clientAuth{form.Get("client_id"), form.Get("client_secret"), "client_secret_post"}, nil
+	default:
+		return clientAuth{}, invalidClient("client authentication is required")
+	}
+}
+
+// authenticate checks client credentials against the store: known client ID, a secret
+// in the right format that matches the current hash or a previous one within its grace
+// period (constant-time), an active and unexpired credential. It returns the credential
+// and the version of the secret that matched. Failures are rate-limited per client and
+// address; every failure answers the same invalid_client.
+func (s *Server) authenticate(ca clientAuth, addr string, now time.Time) (*Credential, string, *oauthError) {
+	if wait := s.limiter.blocked(ca.id, addr, now); wait > 0 {
+		return nil, "", tooManyFailures(wait)
+	}
+	c, version := s.checkSecret(ca, now)
+	if c == nil {
+		s.limiter.fail(ca.id, addr, now)
+		s.metrics.authFailures.Inc()
+		return nil, "", invalidClient(credentialsInvalid)
+	}
+	return c, version, nil
+}
+
+func (s *Server) checkSecret(ca clientAuth, now time.Time) (*Credential, string) {
+	if credential.ParseSecret(ca.secret) != nil { // a typo or garbage: no lookup needed
+		return nil, ""
+	}
+	c, ok := s.store.Credential(ca.id)
+	if !ok || c.unusable(now) != "" {
+		return nil, ""
+	}
+	for i := range c.secrets {
+		v := &c.secrets[i]
+		if (v.expiresAt.IsZero() || now.Before(v.expiresAt)) && credential.Verify(ca.secret, v.hash) {
+			return c, v.version
+		}
+	}
+	return nil, ""
+}
+
+// remoteAddr returns the host of the TCP peer.
+func remoteAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// forwardedFor returns the original client address a proxy reports (X-Forwarded-For's
+// first entry, else X-Real-Ip), else the TCP peer. Used for /authz, which only proxies call.
+func forwardedFor(r *http.Request) string {
+	if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
+		first, _, _ := strings.Cut(xff, ",")
+		if first = strings.TrimSpace(first); first != "" {
+			return first
+		}
+	}
+	if ip := r.Header.Get("X-Real-Ip"); ip != "" {
+		return ip
+	}
+	return remoteAddr(r)
+}
+
+// verifyBearer returns the claims of a valid access token and the credential it belongs
+// to: signature (served from the token cache after the first time), issuer, expiry, and,
+// on every request, the credential's state and the secret version the token was issued under.
+func (s *Server) verifyBearer(token string, now time.Time) (*Claims, *Credential, *oauthError) {
+	d := tokenDigest(token)
+	claims, ok := s.tokens.get(d, now)
+	if ok {
+		s.metrics.tokenCacheHits.Inc()
+	} else {
+		s.metrics.tokenCacheMisses.Inc()
+		var err error
+		if claims, err = s.keys.verify(token); err != nil {
+			return nil, nil, invalidToken("the access token is invalid")
+		}
+		if claims.Issuer != s.opts.Issuer || now.Unix() >= claims.ExpiresAt {
+			return nil, nil, invalidToken("the access token is invalid or expired")
+		}
+		s.tokens.put(d, claims, now)
+	}
+	c, found := s.store.Credential(claims.ClientID)
+	if !found || c.Name != claims.Credential || c.unusable(now) != "" || !c.acceptsVersion(claims.SecretVersion, now) {
+		return nil, nil, invalidToken(credentialsInvalid)
+	}
+	return claims, c, nil
+}

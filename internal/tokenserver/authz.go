@@ -1,0 +1,121 @@
+package tokenserver
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// handleAuthz answers forward-auth requests: nginx auth_request, Traefik ForwardAuth and
+// Envoy ext_authz (HTTP). The path names the API, /authz/{api}/...; the original method
+// and URI come from X-Forwarded-Method / X-Forwarded-Uri (Traefik), X-Original-Method /
+// X-Original-URI (nginx), or else the request itself and the rest of the path (Envoy
+// appends the original path to its path prefix and keeps the method).
+//
+// 200 with X-Keysmith-* headers when the caller's credential is known, active, unexpired,
+// grants the API with a permission whose methods cover the original method, and, if the
+// request names a workspace, has it in scope; 401 or 403 with a JSON error otherwise.
+func (s *Server) handleAuthz(w http.ResponseWriter, r *http.Request) {
+	code := s.authz(w, r)
+	s.metrics.respond("authz", code)
+}
+
+func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
+	api, suffix, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/authz/"), "/")
+	if api == "" {
+		return writeErr(w, invalidRequest("the path must name an API: /authz/{api}/..."))
+	}
+	method := firstHeader(r, "X-Forwarded-Method", "X-Original-Method")
+	if method == "" {
+		method = r.Method
+	}
+	now := s.opts.Clock.Now()
+	addr := forwardedFor(r)
+
+	var (
+		c         *Credential
+		tokenAPIs map[string]string // nil for Basic credentials
+		oerr      *oauthError
+	)
+	switch scheme, value := authorization(r); scheme {
+	case "bearer":
+		var claims *Claims
+		if claims, c, oerr = s.verifyBearer(value, now); oerr == nil {
+			tokenAPIs = claims.APIs
+		}
+	case "basic":
+		id, secret, ok := parseBasic(value)
+		if !ok {
+			return writeErr(w, invalidClient("malformed Basic credentials"))
+		}
+		c, _, oerr = s.authenticate(clientAuth{id: id, secret: secret, method: "basic"}, addr, now)
+	default:
+		oerr = unauthenticated()
+	}
+	if oerr != nil {
+		return writeErr(w, oerr)
+	}
+
+	g, ok := c.grant(api)
+	if !ok {
+		return writeErr(w, insufficientScope(fmt.Sprintf("the credential is not granted API %q", api)))
+	}
+	if tokenAPIs != nil && tokenAPIs[api] != g.Permission {
+		return writeErr(w, insufficientScope(fmt.Sprintf("the access token's scope does not include API %q with permission %q", api, g.Permission)))
+	}
+	a, ok := s.store.API(api)
+	if !ok {
+		return writeErr(w, insufficientScope(fmt.Sprintf("API %q is not in the catalog", api)))
+	}
+	methods, ok := a.Permissions[g.Permission]
+	if !ok {
+		return writeErr(w, insufficientScope(fmt.Sprintf("API %q no longer offers permission %q", api, g.Permission)))
+	}
+	if !methods.allows(method) {
+		return writeErr(w, insufficientScope(fmt.Sprintf("permission %q of API %q does not allow %s", g.Permission, api, method)))
+	}
+	if ws := s.workspace(r, suffix); ws != "" && !c.hasWorkspace(ws) {
+		return writeErr(w, insufficientScope(fmt.Sprintf("workspace %q is not in the credential's scope", ws)))
+	}
+
+	h := w.Header()
+	h["X-Keysmith-Client-Id"] = c.headers.clientID
+	h["X-Keysmith-Credential"] = c.headers.credential
+	h["X-Keysmith-Permission"] = c.headers.permission[api]
+	h["X-Keysmith-Account"] = c.headers.account
+	h["X-Keysmith-Workspaces"] = c.headers.workspaces
+	w.WriteHeader(http.StatusOK)
+	if s.opts.Usage != nil {
+		s.opts.Usage.Record(c, addr, now)
+	}
+	return http.StatusOK
+}
+
+// workspace returns the workspace the original request acts in: the workspace header,
+// else the WorkspacePath pattern's first group matched against the original URI's path.
+func (s *Server) workspace(r *http.Request, suffix string) string {
+	if ws := r.Header.Get(s.opts.WorkspaceHeader); ws != "" {
+		return ws
+	}
+	if s.opts.WorkspacePath == nil {
+		return ""
+	}
+	uri := firstHeader(r, "X-Forwarded-Uri", "X-Original-Uri")
+	if uri == "" {
+		uri = "/" + suffix
+	}
+	path, _, _ := strings.Cut(uri, "?")
+	if m := s.opts.WorkspacePath.FindStringSubmatch(path); len(m) > 1 {
+		return m[1]
+	}
+	return ""
+}
+
+func firstHeader(r *http.Request, names ...string) string {
+	for _, n := range names {
+		if v := r.Header.Get(n); v != "" {
+			return v
+		}
+	}
+	return ""
+}

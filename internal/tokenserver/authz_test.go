@@ -1,0 +1,255 @@
+package tokenserver_test
+
+import (
+	"encoding/base64"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/tokenserver"
+)
+
+// convention builds the forward-auth request a proxy sends for an original request.
+type convention struct {
+	name  string
+	build func(base, api, method, uri string) *http.Request
+}
+
+var conventions = []convention{
+	{"traefik ForwardAuth", func(base, api, method, uri string) *http.Request {
+		req, _ := http.NewRequest(http.MethodGet, base+"/authz/"+api, nil)
+		req.Header.Set("X-Forwarded-Method", method)
+		req.Header.Set("X-Forwarded-Uri", uri)
+		return req
+	}},
+	{"nginx auth_request", func(base, api, method, uri string) *http.Request {
+		req, _ := http.NewRequest(http.MethodGet, base+"/authz/"+api, nil)
+		req.Header.Set("X-Original-Method", method)
+		req.Header.Set("X-Original-URI", uri)
+		return req
+	}},
+	{"envoy ext_authz", func(base, api, method, uri string) *http.Request {
+		req, _ := http.NewRequest(method, base+"/authz/"+api+uri, nil)
+		return req
+	}},
+}
+
+func bearer(token string) string { return "Bearer " + token }
+func basic(id, secret string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))
+}
+
+// TestAuthzMatrix checks method × permission × API × credential state for each proxy
+// convention, with bearer tokens and with Basic client credentials.
+func TestAuthzMatrix(t *testing.T) {
+	for _, conv := range conventions {
+		t.Run(conv.name, func(t *testing.T) {
+			f := newFixture(t, func(o *tokenserver.Options) { o.WorkspacePath = regexp.MustCompile(`^/workspaces/([^/]+)`) })
+			user := f.issue("user", grants("platform-api:user", "profile-api:read-only"))
+			admin := f.issue("admin", grants("platform-api:admin"))
+			userToken, adminToken := f.token(user), f.token(admin)
+
+			type tc struct {
+				name, auth, api, method, uri string
+				want                         int
+			}
+			cases := []tc{
+				{"user GET", bearer(userToken), "platform-api", "GET", "/v2/users", 200},
+				{"user POST", bearer(userToken), "platform-api", "POST", "/v2/users", 200},
+				{"user DELETE is beyond the permission", bearer(userToken), "platform-api", "DELETE", "/v2/users/7", 403},
+				{"admin DELETE", bearer(adminToken), "platform-api", "DELETE", "/v2/users/7", 200},
+				{"admin PATCH", bearer(adminToken), "platform-api", "PATCH", "/v2/users/7", 200},
+				{"read-only GET", bearer(userToken), "profile-api", "GET", "/v1/profiles", 200},
+				{"read-only HEAD", bearer(userToken), "profile-api", "HEAD", "/v1/profiles", 200},
+				{"read-only POST", bearer(userToken), "profile-api", "POST", "/v1/profiles", 403},
+				{"an API not granted", bearer(adminToken), "profile-api", "GET", "/v1/profiles", 403},
+				{"an API not in the catalog", bearer(userToken), "billing-api", "GET", "/", 403},
+				{"a workspace in scope", bearer(userToken), "profile-api", "GET", "/workspaces/eu-1/profiles", 200},
+				{"a workspace out of scope", bearer(userToken), "profile-api", "GET", "/workspaces/ap-3/profiles", 403},
+				{"Basic credentials", basic(user.id, user.secret), "platform-api", "POST", "/v2/users", 200},
+				{"Basic credentials beyond the permission", basic(user.id, user.secret), "platform-api", "DELETE", "/v2/users", 403},
+				{"Basic with a wrong secret", basic(user.id, admin.secret), "platform-api", "GET", "/", 401},
+				{"a forged token", bearer(userToken[:len(userToken)-4] + "AAAA"), "platform-api", "GET", "/", 401},
+				{"no credentials", "", "platform-api", "GET", "/", 401},
+			}
+			for _, c := range cases {
+				req := conv.build(f.ts.URL, c.api, c.method, c.uri)
+				if c.auth != "" {
+					req.Header.Set("Authorization", c.auth)
+				}
+				resp, body := f.do(req)
+				if resp.StatusCode != c.want {
+					t.Errorf("%s: got %d %v, want %d", c.name, resp.StatusCode, body, c.want)
+					continue
+				}
+				if c.want == 200 {
+					cred := "team-a/user"
+					if strings.HasPrefix(c.name, "admin") {
+						cred = "team-a/admin"
+					}
+					if got := resp.Header.Get("X-Keysmith-Credential"); got != cred {
+						t.Errorf("%s: X-Keysmith-Credential = %q, want %q", c.name, got, cred)
+					}
+					if resp.Header.Get("X-Keysmith-Client-Id") == "" || resp.Header.Get("X-Keysmith-Account") != "acme" ||
+						resp.Header.Get("X-Keysmith-Workspaces") != "eu-1,us-2" || resp.Header.Get("X-Keysmith-Permission") == "" {
+						t.Errorf("%s: headers %v", c.name, resp.Header)
+					}
+				} else if body["error"] == nil {
+					t.Errorf("%s: %d without a JSON error body", c.name, resp.StatusCode)
+				}
+			}
+
+			states := []struct {
+				name   string
+				change func(*client) (token string)
+				want   int
+			}{
+				{"active", func(c *client) string { return f.token(c) }, 200},
+				{"inactive", func(c *client) string {
+					tok := f.token(c)
+					f.update(c, func(o *iamv1alpha1.APICredential) { o.Spec.Active = ptrTo(false) })
+					return tok
+				}, 401},
+				{"expired", func(c *client) string {
+					tok := f.token(c)
+					f.update(c, func(o *iamv1alpha1.APICredential) { o.Spec.ExpiresAt = timePtr(f.clock.Now()) })
+					return tok
+				}, 401},
+				{"deleted", func(c *client) string {
+					tok := f.token(c)
+					f.store.DeleteCredential(keyOf(c.obj))
+					return tok
+				}, 401},
+				{"rotated, within the grace period", func(c *client) string {
+					tok := f.token(c)
+					f.rotate(c, time.Hour)
+					return tok
+				}, 200},
+				{"rotated, past the grace period", func(c *client) string {
+					tok := f.token(c)
+					f.rotate(c, time.Minute)
+					f.clock.Step(time.Minute)
+					return tok
+				}, 401},
+			}
+			for _, st := range states {
+				c := f.issue("state-"+strings.ReplaceAll(strings.ReplaceAll(st.name, " ", "-"), ",", ""), grants("platform-api:user"))
+				tok := st.change(c)
+				for _, auth := range []string{bearer(tok), basic(c.id, c.secret)} {
+					req := conv.build(f.ts.URL, "platform-api", "GET", "/v2/users")
+					req.Header.Set("Authorization", auth)
+					resp, body := f.do(req)
+					want := st.want
+					if strings.HasPrefix(auth, "Basic") && strings.HasPrefix(st.name, "rotated") {
+						want = 200 // the client's current secret
+					}
+					if resp.StatusCode != want {
+						t.Errorf("%s (%s): got %d %v, want %d", st.name, strings.Fields(auth)[0], resp.StatusCode, body, want)
+					}
+					if want == 401 && body["error_description"] != "the credentials are invalid" {
+						t.Errorf("%s: 401 body %v does not say the credentials are invalid", st.name, body)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestAuthzWorkspaceHeader(t *testing.T) {
+	f := newFixture(t)
+	c := f.issue("ws", grants("profile-api:read-only"))
+	tok := f.token(c)
+	for ws, want := range map[string]int{"eu-1": 200, "us-2": 200, "ap-3": 403, "": 200} {
+		req := conventions[0].build(f.ts.URL, "profile-api", "GET", "/v1/profiles")
+		req.Header.Set("Authorization", bearer(tok))
+		if ws != "" {
+			req.Header.Set("X-Keysmith-Workspace", ws)
+		}
+		if resp, body := f.do(req); resp.StatusCode != want {
+			t.Errorf("workspace %q: got %d %v, want %d", ws, resp.StatusCode, body, want)
+		}
+	}
+}
+
+func TestAuthzRecordsUsage(t *testing.T) {
+	f := newFixture(t)
+	c := f.issue("used", grants("platform-api:user"))
+	tok := f.token(c)
+	before := f.usage.count()
+	req := conventions[0].build(f.ts.URL, "platform-api", "GET", "/")
+	req.Header.Set("Authorization", bearer(tok))
+	req.Header.Set("X-Forwarded-For", "192.0.2.44, 10.0.0.1")
+	if resp, _ := f.do(req); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if f.usage.count() != before+1 || f.usage.addrs[len(f.usage.addrs)-1] != "192.0.2.44" {
+		t.Errorf("usage %v %v", f.usage.names, f.usage.addrs)
+	}
+}
+
+// TestAuthzBearerCacheDoesNotOutliveRevocation: a token served from the verified-token
+// cache is still refused the moment its credential is deactivated.
+func TestAuthzBearerCacheDoesNotOutliveRevocation(t *testing.T) {
+	f := newFixture(t)
+	c := f.issue("cached", grants("platform-api:user"))
+	tok := f.token(c)
+	ask := func() int {
+		req := conventions[2].build(f.ts.URL, "platform-api", "GET", "/")
+		req.Header.Set("Authorization", bearer(tok))
+		resp, _ := f.do(req)
+		return resp.StatusCode
+	}
+	for range 3 {
+		if code := ask(); code != 200 {
+			t.Fatalf("got %d", code)
+		}
+	}
+	f.update(c, func(o *iamv1alpha1.APICredential) { o.Spec.Active = ptrTo(false) })
+	if code := ask(); code != 401 {
+		t.Errorf("after deactivation: got %d, want 401", code)
+	}
+	f.update(c, func(o *iamv1alpha1.APICredential) { o.Spec.Active = ptrTo(true) })
+	if code := ask(); code != 200 {
+		t.Errorf("after reactivation: got %d, want 200", code)
+	}
+	f.clock.Step(10 * time.Minute)
+	if code := ask(); code != 401 {
+		t.Errorf("after the token's exp: got %d, want 401", code)
+	}
+}
+
+func TestStoreRefusesTwoCredentialsClaimingOneClientID(t *testing.T) {
+	f := newFixture(t)
+	c := f.issue("original", grants("platform-api:user"))
+	f.token(c)
+	copyCat := c.obj.DeepCopy()
+	copyCat.Name = "copy"
+	f.store.SetCredential(copyCat)
+	resp, body := f.post("/oauth2/token", map[string][]string{"grant_type": {"client_credentials"}}, c.id, c.secret)
+	if resp.StatusCode != 401 {
+		t.Errorf("with two claimants: got %d %v, want 401 (fail closed)", resp.StatusCode, body)
+	}
+	f.store.DeleteCredential(keyOf(copyCat))
+	f.token(c)
+}
+
+func TestIntrospection(t *testing.T) {
+	f := newFixture(t)
+	c := f.issue("api", grants("platform-api:user"))
+	rs := f.issue("resource-server", grants("profile-api:read-only"))
+	tok := f.token(c)
+	resp, body := f.post("/oauth2/introspect", map[string][]string{"token": {tok}}, rs.id, rs.secret)
+	if resp.StatusCode != 200 || body["active"] != true || body["client_id"] != c.id || body["scope"] != "platform-api:user" || body["ks_cred"] != "team-a/api" {
+		t.Errorf("active token: %d %v", resp.StatusCode, body)
+	}
+	f.update(c, func(o *iamv1alpha1.APICredential) { o.Spec.Active = ptrTo(false) })
+	if _, body := f.post("/oauth2/introspect", map[string][]string{"token": {tok}}, rs.id, rs.secret); !equalJSON(body, map[string]any{"active": false}) {
+		t.Errorf("token of an inactive credential: %v", body)
+	}
+	if resp, body := f.post("/oauth2/introspect", map[string][]string{"token": {tok}}, "", ""); resp.StatusCode != 401 || body["error"] != "invalid_client" {
+		t.Errorf("unauthenticated introspection: %d %v", resp.StatusCode, body)
+	}
+}

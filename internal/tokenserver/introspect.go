@@ -1,0 +1,46 @@
+package tokenserver
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// handleIntrospect is token introspection (RFC 7662). The caller authenticates with its
+// own client credentials; a token that is invalid, expired or whose credential is
+// inactive, expired, deleted or rotated past its grace period is {"active":false}.
+func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
+	code := s.introspect(w, r)
+	s.metrics.respond("introspect", code)
+}
+
+func (s *Server) introspect(w http.ResponseWriter, r *http.Request) int {
+	form, oerr := readForm(w, r)
+	if oerr != nil {
+		return writeErr(w, oerr)
+	}
+	ca, oerr := clientAuthFrom(r, form)
+	if oerr != nil {
+		return writeErr(w, oerr)
+	}
+	now := s.opts.Clock.Now()
+	if _, _, oerr := s.authenticate(ca, remoteAddr(r), now); oerr != nil {
+		return writeErr(w, oerr)
+	}
+	token := form.Get("token")
+	if token == "" {
+		return writeErr(w, invalidRequest("token is required"))
+	}
+	resp := map[string]any{"active": false}
+	if claims, c, oerr := s.verifyBearer(token, now); oerr == nil {
+		resp = map[string]any{
+			"active": true, "token_type": "Bearer", "scope": claims.Scope, "client_id": claims.ClientID,
+			"sub": claims.Subject, "aud": claims.Audience, "iss": claims.Issuer, "exp": claims.ExpiresAt,
+			"iat": claims.IssuedAt, "jti": claims.ID, "ks_cred": c.Name, "ks_account": c.Account,
+			"ks_workspaces": c.Workspaces, "ks_apis": claims.APIs,
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(resp)
+	return http.StatusOK
+}

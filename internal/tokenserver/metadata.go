@@ -1,0 +1,44 @@
+package tokenserver
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// buildMetadata renders the RFC 8414 authorization server metadata once.
+func (s *Server) buildMetadata() []byte {
+	auth := []string{"client_secret_basic", "client_secret_post"}
+	b, err := json.Marshal(map[string]any{
+		"issuer":                                s.opts.Issuer,
+		"token_endpoint":                        s.opts.Issuer + "/oauth2/token",
+		"jwks_uri":                              s.opts.Issuer + "/.well-known/jwks.json",
+		"introspection_endpoint":                s.opts.Issuer + "/oauth2/introspect",
+		"grant_types_supported":                 []string{"client_credentials"},
+		"response_types_supported":              []string{},
+		"token_endpoint_auth_methods_supported": auth,
+		"introspection_endpoint_auth_methods_supported":    auth,
+		"token_endpoint_auth_signing_alg_values_supported": []string{},
+	})
+	if err != nil {
+		panic(err) // static types
+	}
+	return b
+}
+
+func (s *Server) handleMetadata(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	_, _ = w.Write(s.metadata)
+}
+
+// handleJWKS serves the public keys of every published signing key (RFC 7517).
+func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
+	ring := s.keys.ring.Load()
+	if ring == nil {
+		http.Error(w, "no signing keys yet", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/jwk-set+json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(ring.jwks)
+}

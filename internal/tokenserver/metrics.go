@@ -1,0 +1,65 @@
+package tokenserver
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the token server's Prometheus metrics. Label children used on the request
+// path are resolved once, so recording costs an atomic add.
+type metrics struct {
+	responses        *prometheus.CounterVec
+	tokensIssued     prometheus.Counter
+	authFailures     prometheus.Counter
+	tokenCacheHits   prometheus.Counter
+	tokenCacheMisses prometheus.Counter
+	usagePatches     *prometheus.CounterVec
+	byHandler        map[string]map[int]prometheus.Counter
+}
+
+var handlers = []string{"token", "introspect", "authz", "tokenreview"}
+var statusCodes = []int{200, 400, 401, 403, 405, 413, 415, 429, 500, 503}
+
+func newMetrics(reg prometheus.Registerer, store *Store) *metrics {
+	m := &metrics{
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keysmith_tokenserver_responses_total", Help: "Responses by handler and HTTP status code.",
+		}, []string{"handler", "code"}),
+		tokensIssued: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keysmith_tokenserver_tokens_issued_total", Help: "Access tokens issued.",
+		}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keysmith_tokenserver_client_auth_failures_total", Help: "Failed client authentications.",
+		}),
+		tokenCacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keysmith_tokenserver_token_cache_hits_total", Help: "Bearer tokens served from the verified-token cache.",
+		}),
+		tokenCacheMisses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "keysmith_tokenserver_token_cache_misses_total", Help: "Bearer tokens whose signature was verified.",
+		}),
+		usagePatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keysmith_tokenserver_usage_patches_total", Help: "Status patches of credential usage, by result.",
+		}, []string{"result"}),
+		byHandler: map[string]map[int]prometheus.Counter{},
+	}
+	credentials := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "keysmith_tokenserver_credentials", Help: "Issued credentials in the token server's cache.",
+	}, func() float64 { return float64(store.Len()) })
+	reg.MustRegister(m.responses, m.tokensIssued, m.authFailures, m.tokenCacheHits, m.tokenCacheMisses, m.usagePatches, credentials)
+	for _, h := range handlers {
+		m.byHandler[h] = map[int]prometheus.Counter{}
+		for _, code := range statusCodes {
+			m.byHandler[h][code] = m.responses.WithLabelValues(h, strconv.Itoa(code))
+		}
+	}
+	return m
+}
+
+func (m *metrics) respond(handler string, code int) {
+	if c, ok := m.byHandler[handler][code]; ok {
+		c.Inc()
+		return
+	}
+	m.responses.WithLabelValues(handler, strconv.Itoa(code)).Inc()
+}

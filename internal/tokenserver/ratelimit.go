@@ -1,0 +1,71 @@
+package tokenserver
+
+import (
+	"math"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// failureLimiter rate-limits failed authentications per (client ID, source address) and
+// per source address. Keying the client's budget by address as well means an attacker
+// hammering one client ID does not lock the legitimate client out from elsewhere, while
+// the per-address budget stops enumeration of client IDs from one place. Only failures
+// spend the budget; a successful request never waits on it.
+type failureLimiter struct {
+	limit   rate.Limit
+	burst   int
+	buckets sync.Map // string -> *rate.Limiter
+	sweepMu sync.Mutex
+}
+
+func newFailureLimiter(limit rate.Limit, burst int) *failureLimiter {
+	return &failureLimiter{limit: limit, burst: burst}
+}
+
+func pairKey(clientID, addr string) string { return "c\x00" + clientID + "\x00" + addr }
+func addrKey(addr string) string           { return "a\x00" + addr }
+
+// blocked returns the seconds to wait when the client or the address has spent its
+// budget of failures, or 0. It takes no lock unless a failure was recorded for them.
+func (l *failureLimiter) blocked(clientID, addr string, now time.Time) int {
+	return max(l.wait(addrKey(addr), now), l.wait(pairKey(clientID, addr), now))
+}
+
+func (l *failureLimiter) wait(key string, now time.Time) int {
+	v, ok := l.buckets.Load(key)
+	if !ok {
+		return 0
+	}
+	tokens := v.(*rate.Limiter).TokensAt(now)
+	if tokens >= 1 {
+		return 0
+	}
+	return int(math.Ceil((1 - tokens) / float64(l.limit)))
+}
+
+// fail records a failed authentication.
+func (l *failureLimiter) fail(clientID, addr string, now time.Time) {
+	for _, key := range [2]string{addrKey(addr), pairKey(clientID, addr)} {
+		v, ok := l.buckets.Load(key)
+		if !ok {
+			v, _ = l.buckets.LoadOrStore(key, rate.NewLimiter(l.limit, l.burst))
+		}
+		v.(*rate.Limiter).AllowN(now, 1)
+	}
+}
+
+// sweep forgets buckets that have refilled, bounding memory to recent offenders.
+func (l *failureLimiter) sweep(now time.Time) {
+	if !l.sweepMu.TryLock() {
+		return
+	}
+	defer l.sweepMu.Unlock()
+	l.buckets.Range(func(k, v any) bool {
+		if v.(*rate.Limiter).TokensAt(now) >= float64(l.burst) {
+			l.buckets.Delete(k)
+		}
+		return true
+	})
+}

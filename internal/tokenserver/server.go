@@ -1,0 +1,157 @@
+package tokenserver
+
+import (
+	"net/http"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Issuer is the token server's URL: the "iss" of its tokens and the base of the
+	// endpoint URLs it advertises (RFC 8414), e.g. "https://keysmith.example.com".
+	Issuer string
+	// TokenLifetime is how long access tokens live. Default 10 minutes.
+	TokenLifetime time.Duration
+	// WorkspaceHeader names the request header that carries the workspace a forward-auth
+	// request acts in. Default "X-Keysmith-Workspace".
+	WorkspaceHeader string
+	// WorkspacePath, when set, extracts the workspace from the original URI's path: its
+	// first capture group, e.g. `^/workspaces/([^/]+)`.
+	WorkspacePath *regexp.Regexp
+	// TokenCacheSize bounds the verified-token cache. Default 100000.
+	TokenCacheSize int
+	// FailureRate and FailureBurst bound failed authentications per client and address
+	// and per address. Default 1 per second with a burst of 10.
+	FailureRate  rate.Limit
+	FailureBurst int
+	// Usage records that a credential was used; nil records nothing.
+	Usage UsageRecorder
+	// Clock is the time source. Default the real clock.
+	Clock clock.PassiveClock
+	// Log receives the server's logs (never a secret or a token).
+	Log logr.Logger
+	// Registry registers the metrics; default a new registry served on /metrics.
+	Registry *prometheus.Registry
+}
+
+// UsageRecorder is told every time a credential is accepted.
+type UsageRecorder interface {
+	Record(c *Credential, addr string, at time.Time)
+}
+
+// maxBodyBytes caps request bodies.
+const maxBodyBytes = 64 << 10
+
+// Server serves the token server's endpoints. Create it with New.
+type Server struct {
+	opts     Options
+	store    *Store
+	keys     keys
+	tokens   *tokenCache
+	limiter  *failureLimiter
+	metrics  *metrics
+	ready    atomic.Bool
+	metadata []byte
+	mux      *http.ServeMux
+}
+
+// New returns a server over the store. It answers 503 on /readyz until SetReady and on
+// /oauth2/token until SetKeys has given it a signing key.
+func New(store *Store, opts Options) *Server {
+	opts.Issuer = strings.TrimSuffix(opts.Issuer, "/")
+	if opts.TokenLifetime <= 0 {
+		opts.TokenLifetime = 10 * time.Minute
+	}
+	if opts.WorkspaceHeader == "" {
+		opts.WorkspaceHeader = "X-Keysmith-Workspace"
+	}
+	if opts.TokenCacheSize <= 0 {
+		opts.TokenCacheSize = 100_000
+	}
+	if opts.FailureRate <= 0 {
+		opts.FailureRate, opts.FailureBurst = 1, 10
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	s := &Server{
+		opts:    opts,
+		store:   store,
+		tokens:  newTokenCache(opts.TokenCacheSize),
+		limiter: newFailureLimiter(opts.FailureRate, opts.FailureBurst),
+		metrics: newMetrics(opts.Registry, store),
+		mux:     http.NewServeMux(),
+	}
+	store.onConflict = func(clientID string, keys []types.NamespacedName) {
+		opts.Log.Error(nil, "two APICredentials claim one client ID; refusing both", "clientID", clientID, "credentials", keys)
+	}
+	s.metadata = s.buildMetadata()
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("POST /oauth2/token", s.handleToken)
+	s.mux.HandleFunc("POST /oauth2/introspect", s.handleIntrospect)
+	s.mux.HandleFunc("GET /.well-known/jwks.json", s.handleJWKS)
+	s.mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.handleMetadata)
+	s.mux.HandleFunc("/authz/", s.handleAuthz)
+	s.mux.HandleFunc("POST /apis/authentication.k8s.io/v1/tokenreviews", s.handleTokenReview)
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	s.mux.HandleFunc("GET /readyz", s.handleReady)
+	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}))
+}
+
+// Handler returns the HTTP handler of all endpoints. Forward-auth requests bypass the
+// mux's path cleaning: a proxy must get an allow or a deny, never a redirect, whatever
+// path a client sent through it.
+func (s *Server) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/authz/") {
+			s.handleAuthz(w, r)
+			return
+		}
+		s.mux.ServeHTTP(w, r)
+	})
+}
+
+// SetReady marks the server ready: its caches have synced.
+func (s *Server) SetReady() { s.ready.Store(true) }
+
+func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
+	if !s.ready.Load() || s.keys.ring.Load() == nil {
+		http.Error(w, "caches not synced or no signing keys yet", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ok"))
+}
+
+// NewHTTPServer returns an http.Server for handler with the timeouts and limits a server
+// exposed to untrusted clients needs.
+func NewHTTPServer(addr string, handler http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+}
+
+// SweepLimiter forgets failure budgets that have refilled; call it periodically.
+func (s *Server) SweepLimiter() { s.limiter.sweep(s.opts.Clock.Now()) }

@@ -1,0 +1,48 @@
+package tokenserver
+
+import (
+	"context"
+	"time"
+
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+)
+
+// Setup wires a token server into a manager whose cache was built with CacheOptions:
+// the store fed by informers, the signing keys, the usage reporter (every usageInterval;
+// zero disables it) and readiness once the cache has synced. The caller serves
+// Server.Handler.
+func Setup(ctx context.Context, mgr manager.Manager, opts Options, usageInterval time.Duration) (*Server, error) {
+	store := NewStore()
+	var usage *UsageReporter
+	if usageInterval > 0 {
+		usage = NewUsageReporter(mgr.GetClient(), usageInterval)
+		opts.Usage = usage
+	}
+	srv := New(store, opts)
+	if usage != nil {
+		usage.metrics = srv.metrics
+		if err := mgr.Add(usage); err != nil {
+			return nil, err
+		}
+	}
+	if err := Watch(ctx, mgr.GetCache(), store, srv); err != nil {
+		return nil, err
+	}
+	err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if !mgr.GetCache().WaitForCacheSync(ctx) {
+			return nil
+		}
+		srv.SetReady()
+		t := time.NewTicker(time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				srv.SweepLimiter()
+			}
+		}
+	}))
+	return srv, err
+}

@@ -1,0 +1,300 @@
+package tokenserver
+
+import (
+	"crypto/sha256"
+	"encoding/base64"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+)
+
+// Credential is the token server's immutable view of an APICredential: identity, secret
+// hashes, grants and state, nothing else. Entries are replaced, never mutated.
+type Credential struct {
+	// Key is namespace/name.
+	Key types.NamespacedName
+	// Name is Key as "namespace/name", as tokens and headers carry it.
+	Name       string
+	UID        types.UID
+	ClientID   string
+	Active     bool
+	ExpiresAt  time.Time // zero: never
+	Account    string
+	Workspaces []string
+	Grants     []Grant
+	// secrets are the current hash first, then previous hashes within their grace period.
+	secrets []secretVersion
+	// headers are the forward-auth response header values, built once.
+	headers credentialHeaders
+}
+
+// credentialHeaders are the X-Keysmith-* values of a credential, ready to be put into a
+// header map without allocating.
+type credentialHeaders struct {
+	clientID, credential, account, workspaces []string
+	permission                                map[string][]string // by API
+}
+
+// Grant is one API permission of a credential.
+type Grant struct {
+	API        string
+	Permission string
+}
+
+// secretVersion is one secret a credential accepts: its stored hash, an opaque version
+// identifier carried in the tokens issued under it, and when it stops being accepted.
+type secretVersion struct {
+	hash      string
+	version   string
+	expiresAt time.Time // zero: current secret
+}
+
+// versionOf derives the identifier of a secret version from its hash. Tokens carry it so
+// that a rotation past the grace period revokes them; it is not a prefix of the hash.
+func versionOf(hash string) string {
+	sum := sha256.Sum256([]byte("keysmith secret version\x00" + hash))
+	return base64.RawURLEncoding.EncodeToString(sum[:9])
+}
+
+// Usable reports why the credential cannot be used at now, or "" when it can.
+func (c *Credential) unusable(now time.Time) string {
+	switch {
+	case !c.Active:
+		return "the credential is inactive"
+	case !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt):
+		return "the credential has expired"
+	}
+	return ""
+}
+
+// acceptsVersion reports whether tokens issued under the secret version v are still valid.
+func (c *Credential) acceptsVersion(v string, now time.Time) bool {
+	for i := range c.secrets {
+		s := &c.secrets[i]
+		if s.version == v {
+			return s.expiresAt.IsZero() || now.Before(s.expiresAt)
+		}
+	}
+	return false
+}
+
+// currentVersion returns the version of the current secret.
+func (c *Credential) currentVersion() string { return c.secrets[0].version }
+
+// grant returns the credential's grant on api, if any.
+func (c *Credential) grant(api string) (Grant, bool) {
+	for _, g := range c.Grants {
+		if g.API == api {
+			return g, true
+		}
+	}
+	return Grant{}, false
+}
+
+// hasWorkspace reports whether ws is in the credential's scope.
+func (c *Credential) hasWorkspace(ws string) bool {
+	for _, w := range c.Workspaces {
+		if w == ws {
+			return true
+		}
+	}
+	return false
+}
+
+// credentialFrom converts an APICredential; ok is false while it has no issued secret.
+func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
+	st := &obj.Status
+	if st.ClientID == "" || st.SecretHash == "" {
+		return nil, false
+	}
+	c := &Credential{
+		Key:        types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name},
+		Name:       obj.Namespace + "/" + obj.Name,
+		UID:        obj.UID,
+		ClientID:   st.ClientID,
+		Active:     obj.Spec.IsActive(),
+		Account:    st.Account,
+		Workspaces: obj.Spec.Scope.Workspaces,
+		secrets:    make([]secretVersion, 0, 1+len(st.PreviousSecrets)),
+	}
+	if obj.Spec.ExpiresAt != nil {
+		c.ExpiresAt = obj.Spec.ExpiresAt.Time
+	}
+	for _, g := range obj.Spec.APIs {
+		c.Grants = append(c.Grants, Grant{API: g.Name, Permission: g.Permission})
+	}
+	c.headers = credentialHeaders{
+		clientID: []string{c.ClientID}, credential: []string{c.Name}, account: []string{c.Account},
+		workspaces: []string{strings.Join(c.Workspaces, ",")}, permission: make(map[string][]string, len(c.Grants)),
+	}
+	for _, g := range c.Grants {
+		c.headers.permission[g.API] = []string{g.Permission}
+	}
+	c.secrets = append(c.secrets, secretVersion{hash: st.SecretHash, version: versionOf(st.SecretHash)})
+	for _, p := range st.PreviousSecrets {
+		c.secrets = append(c.secrets, secretVersion{hash: p.Hash, version: versionOf(p.Hash), expiresAt: p.ExpiresAt.Time})
+	}
+	return c, true
+}
+
+// API is the token server's view of an APIDefinition.
+type API struct {
+	Name        string
+	ScopeLevel  iamv1alpha1.ScopeLevel
+	Permissions map[string]methodSet
+}
+
+// methodSet is the set of HTTP methods a permission allows.
+type methodSet struct {
+	any     bool
+	methods []string
+}
+
+func (m methodSet) allows(method string) bool {
+	if m.any {
+		return true
+	}
+	for _, x := range m.methods {
+		if x == method {
+			return true
+		}
+	}
+	return false
+}
+
+func apiFrom(obj *iamv1alpha1.APIDefinition) *API {
+	a := &API{Name: obj.Name, ScopeLevel: obj.Spec.ScopeLevel, Permissions: make(map[string]methodSet, len(obj.Spec.Permissions))}
+	for _, p := range obj.Spec.Permissions {
+		var ms methodSet
+		for _, m := range p.Methods {
+			if m == iamv1alpha1.MethodAny {
+				ms.any = true
+			}
+		}
+		ms.methods = p.Methods
+		a.Permissions[p.Name] = ms
+	}
+	return a
+}
+
+// Store holds the credentials and APIs the token server knows, indexed by client ID and
+// by name. Reads take no lock (sync.Map, immutable entries); writes come from informer
+// event handlers and are serialised by mu.
+//
+// Two credentials that claim one client ID are both refused (fail closed) until one goes.
+type Store struct {
+	byClientID sync.Map // client ID -> *Credential (absent while claimed twice)
+	apis       sync.Map // API name -> *API
+
+	mu       sync.Mutex
+	byKey    map[types.NamespacedName]*Credential
+	claimers map[string]map[types.NamespacedName]struct{} // client ID -> credentials claiming it
+	// conflicts is called when a client ID is claimed twice (for logging).
+	onConflict func(clientID string, keys []types.NamespacedName)
+}
+
+// NewStore returns an empty store.
+func NewStore() *Store {
+	return &Store{byKey: map[types.NamespacedName]*Credential{}, claimers: map[string]map[types.NamespacedName]struct{}{}}
+}
+
+// Credential returns the credential with the given client ID.
+func (s *Store) Credential(clientID string) (*Credential, bool) {
+	v, ok := s.byClientID.Load(clientID)
+	if !ok {
+		return nil, false
+	}
+	return v.(*Credential), true
+}
+
+// API returns the API with the given name.
+func (s *Store) API(name string) (*API, bool) {
+	v, ok := s.apis.Load(name)
+	if !ok {
+		return nil, false
+	}
+	return v.(*API), true
+}
+
+// Len returns the number of credentials held.
+func (s *Store) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.byKey)
+}
+
+// SetCredential records an APICredential (add or update).
+func (s *Store) SetCredential(obj *iamv1alpha1.APICredential) {
+	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
+	c, ok := credentialFrom(obj)
+	if !ok {
+		s.DeleteCredential(key)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.byKey[key]; old != nil && old.ClientID != c.ClientID {
+		s.unclaim(old.ClientID, key)
+	}
+	s.byKey[key] = c
+	claim := s.claimers[c.ClientID]
+	if claim == nil {
+		claim = map[types.NamespacedName]struct{}{}
+		s.claimers[c.ClientID] = claim
+	}
+	claim[key] = struct{}{}
+	s.publish(c.ClientID)
+}
+
+// DeleteCredential forgets an APICredential.
+func (s *Store) DeleteCredential(key types.NamespacedName) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.byKey[key]
+	if old == nil {
+		return
+	}
+	delete(s.byKey, key)
+	s.unclaim(old.ClientID, key)
+}
+
+func (s *Store) unclaim(clientID string, key types.NamespacedName) {
+	claim := s.claimers[clientID]
+	delete(claim, key)
+	if len(claim) == 0 {
+		delete(s.claimers, clientID)
+	}
+	s.publish(clientID)
+}
+
+// publish makes the client ID resolvable when exactly one credential claims it.
+func (s *Store) publish(clientID string) {
+	claim := s.claimers[clientID]
+	switch len(claim) {
+	case 0:
+		s.byClientID.Delete(clientID)
+	case 1:
+		for key := range claim {
+			s.byClientID.Store(clientID, s.byKey[key])
+		}
+	default:
+		s.byClientID.Delete(clientID)
+		if s.onConflict != nil {
+			keys := make([]types.NamespacedName, 0, len(claim))
+			for k := range claim {
+				keys = append(keys, k)
+			}
+			s.onConflict(clientID, keys)
+		}
+	}
+}
+
+// SetAPI records an APIDefinition (add or update).
+func (s *Store) SetAPI(obj *iamv1alpha1.APIDefinition) { s.apis.Store(obj.Name, apiFrom(obj)) }
+
+// DeleteAPI forgets an APIDefinition.
+func (s *Store) DeleteAPI(name string) { s.apis.Delete(name) }

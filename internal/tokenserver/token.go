@@ -1,0 +1,158 @@
+package tokenserver
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// handleToken is the token endpoint: the client credentials grant of RFC 6749 §4.4.
+func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	code := s.token(w, r)
+	s.metrics.respond("token", code)
+}
+
+func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
+	form, oerr := readForm(w, r)
+	if oerr != nil {
+		oerr.write(w)
+		return oerr.status
+	}
+	ca, oerr := clientAuthFrom(r, form)
+	if oerr != nil {
+		oerr.write(w)
+		return oerr.status
+	}
+	now := s.opts.Clock.Now()
+	addr := remoteAddr(r)
+	c, version, oerr := s.authenticate(ca, addr, now)
+	if oerr != nil {
+		oerr.write(w)
+		return oerr.status
+	}
+	switch gt := form.Get("grant_type"); gt {
+	case "client_credentials":
+	case "":
+		return writeErr(w, invalidRequest("grant_type is required"))
+	default:
+		return writeErr(w, &oauthError{status: http.StatusBadRequest, code: "unsupported_grant_type",
+			description: "only the client_credentials grant is supported"})
+	}
+	claims, oerr := s.claimsFor(c, form.Get("scope"), version, now)
+	if oerr != nil {
+		return writeErr(w, oerr)
+	}
+	token, err := s.keys.sign(claims)
+	if err != nil {
+		return writeErr(w, &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", description: err.Error()})
+	}
+	s.metrics.tokensIssued.Inc()
+	if s.opts.Usage != nil {
+		s.opts.Usage.Record(c, addr, now)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Pragma", "no-cache")
+	b := make([]byte, 0, len(token)+128)
+	b = append(b, `{"access_token":`...)
+	b = appendJSONString(b, token)
+	b = append(b, `,"token_type":"Bearer","expires_in":`...)
+	b = strconv.AppendInt(b, claims.ExpiresAt-claims.IssuedAt, 10)
+	b = append(b, `,"scope":`...)
+	b = appendJSONString(b, claims.Scope)
+	b = append(b, '}')
+	_, _ = w.Write(b)
+	return http.StatusOK
+}
+
+func writeErr(w http.ResponseWriter, e *oauthError) int {
+	e.write(w)
+	return e.status
+}
+
+// readForm reads an application/x-www-form-urlencoded body of at most maxBodyBytes and
+// refuses repeated parameters (RFC 6749 §3.2).
+func readForm(w http.ResponseWriter, r *http.Request) (url.Values, *oauthError) {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != "application/x-www-form-urlencoded" {
+		return nil, invalidRequest("the body must be application/x-www-form-urlencoded")
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+	if err := r.ParseForm(); err != nil {
+		return nil, invalidRequest("the body is not a valid form or is too large")
+	}
+	for k, v := range r.PostForm {
+		if len(v) > 1 {
+			return nil, invalidRequest("parameter " + strconv.Quote(k) + " is repeated")
+		}
+	}
+	return r.PostForm, nil
+}
+
+// claimsFor builds the claims of a token for the credential, narrowed by the requested
+// scope: space-separated "api" or "api:permission" items, each of which the credential
+// must grant (RFC 6749 §3.3). Without a scope the token carries every grant whose API is
+// in the catalog.
+func (s *Server) claimsFor(c *Credential, scope, version string, now time.Time) (*Claims, *oauthError) {
+	apis := make(map[string]string, len(c.Grants))
+	var audience []string
+	var scopeItems []string
+	add := func(g Grant) {
+		if _, dup := apis[g.API]; dup {
+			return
+		}
+		apis[g.API] = g.Permission
+		audience = append(audience, g.API)
+		scopeItems = append(scopeItems, g.API+":"+g.Permission)
+	}
+	if scope == "" {
+		for _, g := range c.Grants {
+			if a, ok := s.store.API(g.API); ok {
+				if _, ok := a.Permissions[g.Permission]; ok {
+					add(g)
+				}
+			}
+		}
+		if len(audience) == 0 {
+			return nil, &oauthError{status: http.StatusBadRequest, code: "invalid_scope",
+				description: "none of the credential's APIs is in the catalog"}
+		}
+	} else {
+		for item := range strings.FieldsSeq(scope) {
+			api, perm, hasPerm := strings.Cut(item, ":")
+			g, ok := c.grant(api)
+			if !ok || (hasPerm && perm != g.Permission) {
+				return nil, &oauthError{status: http.StatusBadRequest, code: "invalid_scope",
+					description: "scope " + strconv.Quote(item) + " is not granted to this client"}
+			}
+			if _, ok := s.store.API(api); !ok {
+				return nil, &oauthError{status: http.StatusBadRequest, code: "invalid_scope",
+					description: "scope " + strconv.Quote(item) + " names an API that is not in the catalog"}
+			}
+			add(g)
+		}
+	}
+	var jti [16]byte
+	_, _ = rand.Read(jti[:])
+	return &Claims{
+		Issuer:        s.opts.Issuer,
+		Subject:       c.ClientID,
+		Audience:      audience,
+		IssuedAt:      now.Unix(),
+		ExpiresAt:     now.Add(s.opts.TokenLifetime).Unix(),
+		ID:            base64.RawURLEncoding.EncodeToString(jti[:]),
+		ClientID:      c.ClientID,
+		Scope:         strings.Join(scopeItems, " "),
+		Credential:    c.Name,
+		Account:       c.Account,
+		Workspaces:    c.Workspaces,
+		APIs:          apis,
+		SecretVersion: version,
+	}, nil
+}

@@ -1,0 +1,160 @@
+// Package integration runs the operator and the token server together against a real
+// kube-apiserver that authenticates requests through the token server's TokenReview
+// webhook. The token server runs under the RBAC shipped in config/token-server, which
+// grants it no access to credential Secrets.
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/keysmith-dev/keysmith/controllers"
+	"github.com/keysmith-dev/keysmith/internal/signingkey"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
+	"github.com/keysmith-dev/keysmith/internal/tokenserver"
+)
+
+const (
+	systemNamespace = "keysmith-system"
+	signingSecret   = "keysmith-signing-keys"
+	usageInterval   = time.Second
+)
+
+var (
+	testEnv        *envtest.Environment
+	adminCfg       *rest.Config
+	k8sClient      client.Client
+	tokenServerURL string
+	tokenServer    *tokenserver.Server
+)
+
+func TestIntegration(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Integration Suite")
+}
+
+var _ = BeforeSuite(func(ctx SpecContext) {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	tokenServerURL = "http://" + ln.Addr().String()
+
+	By("configuring kube-apiserver with the token server as its webhook token authenticator")
+	webhookConfig := filepath.Join(GinkgoT().TempDir(), "webhook.kubeconfig")
+	Expect(os.WriteFile(webhookConfig, []byte(tokenserver.WebhookKubeconfig(tokenServerURL)), 0o600)).To(Succeed())
+	testEnv, err = testenv.New()
+	Expect(err).NotTo(HaveOccurred())
+	api := testEnv.ControlPlane.GetAPIServer().Configure()
+	api.Set("authentication-token-webhook-config-file", webhookConfig)
+	api.Set("authentication-token-webhook-version", "v1")
+	api.Set("authentication-token-webhook-cache-ttl", "1s")
+	adminCfg, err = testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+	// Cleanups run last-in first-out: the managers and the token server registered below
+	// stop before the control plane does.
+	DeferCleanup(func() { Expect(testEnv.Stop()).To(Succeed()) })
+	k8sClient, err = client.New(adminCfg, client.Options{Scheme: testenv.Scheme()})
+	Expect(err).NotTo(HaveOccurred())
+
+	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: systemNamespace}})).To(Succeed())
+	applyFile(ctx, filepath.Join(testenv.RepoRoot(), "config", "samples", "iam_v1alpha1_apidefinitions.yaml"), "")
+	applyFile(ctx, filepath.Join(testenv.RepoRoot(), "config", "token-server", "rbac.yaml"), systemNamespace)
+
+	By("running the operator")
+	runManager(ctx, adminCfg, controllers.CacheOptions(), func(mgr ctrl.Manager) {
+		Expect((&controllers.APICredentialReconciler{
+			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
+			Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("keysmith-manager"),
+			DefaultTokenURL: tokenServerURL + "/oauth2/token",
+		}).SetupWithManager(ctx, mgr)).To(Succeed())
+		Expect((&controllers.SigningKeyReconciler{
+			Client: mgr.GetClient(), Clock: clock.RealClock{}, Namespace: systemNamespace, Name: signingSecret,
+			Policy: signingkey.Policy{RotationPeriod: 720 * time.Hour, PrePublish: time.Hour, Retention: 24 * time.Hour},
+		}).SetupWithManager(mgr)).To(Succeed())
+	})
+
+	By("running the token server as its own service account, with the shipped RBAC")
+	tsUser, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":token-server"}, adminCfg)
+	Expect(err).NotTo(HaveOccurred())
+	runManager(ctx, tsUser.Config(), tokenserver.CacheOptions(nil, systemNamespace, signingSecret), func(mgr ctrl.Manager) {
+		tokenServer, err = tokenserver.Setup(ctx, mgr, tokenserver.Options{Issuer: tokenServerURL, Log: logf.Log.WithName("token-server")}, usageInterval)
+		Expect(err).NotTo(HaveOccurred())
+	})
+	hs := tokenserver.NewHTTPServer("", tokenServer.Handler())
+	go func() { _ = hs.Serve(ln) }()
+	DeferCleanup(hs.Close)
+	Eventually(func() int {
+		resp, err := http.Get(tokenServerURL + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}).WithTimeout(30 * time.Second).Should(Equal(http.StatusOK))
+})
+
+// runManager starts a manager with the given cache options until the suite ends.
+func runManager(ctx context.Context, cfg *rest.Config, cacheOpts cache.Options, setup func(ctrl.Manager)) {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 testenv.Scheme(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  cacheOpts,
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	Expect(err).NotTo(HaveOccurred())
+	setup(mgr)
+	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer GinkgoRecover()
+		defer close(done)
+		Expect(mgr.Start(mctx)).To(Succeed())
+	}()
+	DeferCleanup(func() { cancel(); <-done })
+}
+
+// applyFile creates every object of a YAML file; namespace replaces "system" when set.
+func applyFile(ctx context.Context, path, namespace string) {
+	data, err := os.ReadFile(path)
+	Expect(err).NotTo(HaveOccurred())
+	if namespace != "" {
+		data = []byte(strings.ReplaceAll(string(data), "namespace: system", "namespace: "+namespace))
+	}
+	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(string(data)), 4096)
+	for {
+		obj := &unstructured.Unstructured{}
+		if err := dec.Decode(&obj.Object); err != nil {
+			break
+		}
+		if len(obj.Object) == 0 {
+			continue
+		}
+		Expect(k8sClient.Create(ctx, obj)).To(Succeed(), fmt.Sprintf("%s %s", obj.GetKind(), obj.GetName()))
+	}
+}

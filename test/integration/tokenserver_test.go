@@ -1,0 +1,166 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"golang.org/x/oauth2/clientcredentials"
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/tokenserver"
+)
+
+var _ = Describe("The token server beside the operator", func() {
+	var ns string
+	BeforeEach(func(ctx SpecContext) {
+		n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "team-", Labels: map[string]string{iamv1alpha1.AccountLabel: "acme"}}}
+		Expect(k8sClient.Create(ctx, n)).To(Succeed())
+		ns = n.Name
+	})
+
+	// issued applies a credential, waits for the operator, and reads its Secret as a
+	// workload would.
+	issued := func(ctx context.Context, name string, apis ...iamv1alpha1.APIGrant) (*iamv1alpha1.APICredential, *clientcredentials.Config) {
+		cred := &iamv1alpha1.APICredential{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec:       iamv1alpha1.APICredentialSpec{APIs: apis, Scope: iamv1alpha1.CredentialScope{Workspaces: []string{"eu-prod"}}},
+		}
+		ExpectWithOffset(1, k8sClient.Create(ctx, cred)).To(Succeed())
+		secret := &corev1.Secret{}
+		EventuallyWithOffset(1, func() error {
+			return k8sClient.Get(ctx, client.ObjectKeyFromObject(cred), secret)
+		}).Should(Succeed())
+		return cred, &clientcredentials.Config{
+			ClientID: string(secret.Data["CLIENT_ID"]), ClientSecret: string(secret.Data["CLIENT_SECRET"]),
+			TokenURL: string(secret.Data["TOKEN_URL"]),
+		}
+	}
+	// tokenFor waits until the token server has seen the credential, then gets a token.
+	tokenFor := func(ctx context.Context, cc *clientcredentials.Config) string {
+		var token string
+		EventuallyWithOffset(1, func() error {
+			tok, err := cc.Token(ctx)
+			if err == nil {
+				token = tok.AccessToken
+			}
+			return err
+		}).Should(Succeed())
+		return token
+	}
+	authz := func(ctx context.Context, token, api, method string) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, tokenServerURL+"/authz/"+api, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("X-Forwarded-Method", method)
+		req.Header.Set("X-Forwarded-Uri", "/")
+		resp, err := http.DefaultClient.Do(req)
+		Expect(err).NotTo(HaveOccurred())
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+
+	It("authenticates kube-apiserver requests that carry an access token", func(ctx SpecContext) {
+		cred, cc := issued(ctx, "kubectl-user", iamv1alpha1.APIGrant{Name: "platform-api", Permission: "user"})
+		token := tokenFor(ctx, cc)
+
+		cs, err := kubernetes.NewForConfig(&rest.Config{Host: adminCfg.Host, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: adminCfg.CAData}})
+		Expect(err).NotTo(HaveOccurred())
+		review, err := cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		user := review.Status.UserInfo
+		Expect(user.Username).To(Equal(tokenserver.UsernamePrefix + ns + ":kubectl-user"))
+		Expect(user.Groups).To(ContainElements(tokenserver.GroupAll, "keysmith:account:acme", "keysmith:api:platform-api:user", "system:authenticated"))
+		Expect(user.UID).To(Equal(string(cred.UID)))
+
+		By("refusing a forged token")
+		forged, err := kubernetes.NewForConfig(&rest.Config{Host: adminCfg.Host, BearerToken: token[:len(token)-6] + "AAAAAA", TLSClientConfig: rest.TLSClientConfig{CAData: adminCfg.CAData}})
+		Expect(err).NotTo(HaveOccurred())
+		_, err = forged.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		Expect(apierrors.IsUnauthorized(err)).To(BeTrue(), "got %v", err)
+	})
+
+	It("refuses a deactivated credential within a second, including tokens issued before", func(ctx SpecContext) {
+		cred, cc := issued(ctx, "revoked", iamv1alpha1.APIGrant{Name: "platform-api", Permission: "admin"})
+		token := tokenFor(ctx, cc)
+		Expect(authz(ctx, token, "platform-api", "DELETE")).To(Equal(http.StatusOK))
+
+		patch := client.MergeFrom(cred.DeepCopy())
+		cred.Spec.Active = ptr.To(false)
+		start := time.Now()
+		Expect(k8sClient.Patch(ctx, cred, patch)).To(Succeed())
+		Eventually(func() int { code, _ := authz(ctx, token, "platform-api", "GET"); return code }).
+			WithTimeout(5 * time.Second).WithPolling(5 * time.Millisecond).Should(Equal(http.StatusUnauthorized))
+		revokedIn := time.Since(start)
+		GinkgoWriter.Printf("revocation observed %s after the deactivation was written\n", revokedIn)
+		AddReportEntry("revocation latency", revokedIn.String())
+		Expect(revokedIn).To(BeNumerically("<", time.Second), "DESIGN §2.6: within a second")
+	})
+
+	It("answers 401 with a JSON body once the credential is deleted", func(ctx SpecContext) {
+		cred, cc := issued(ctx, "deleted", iamv1alpha1.APIGrant{Name: "platform-api", Permission: "user"})
+		token := tokenFor(ctx, cc)
+		Expect(k8sClient.Delete(ctx, cred)).To(Succeed())
+		Eventually(func() int { code, _ := authz(ctx, token, "platform-api", "GET"); return code }).Should(Equal(http.StatusUnauthorized))
+		_, body := authz(ctx, token, "platform-api", "GET")
+		Expect(body).To(MatchJSON(`{"error":"invalid_token","error_description":"the credentials are invalid"}`))
+		_, err := cc.Token(ctx)
+		Expect(err).To(MatchError(ContainSubstring("invalid_client")))
+	})
+
+	It("writes usage into status with bounded writes", func(ctx SpecContext) {
+		cred, cc := issued(ctx, "busy", iamv1alpha1.APIGrant{Name: "platform-api", Permission: "user"})
+		before := usagePatches(ctx)
+		start := time.Now()
+		token := tokenFor(ctx, cc)
+		requests := 0
+		for time.Since(start) < 3*time.Second {
+			Expect(authz(ctx, token, "platform-api", "GET")).To(Equal(http.StatusOK))
+			requests++
+		}
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cred), cred)).To(Succeed())
+			g.Expect(cred.Status.LastUsedTime).NotTo(BeNil())
+			g.Expect(cred.Status.LastUsedAddress).To(Equal("127.0.0.1"))
+		}).Should(Succeed())
+		elapsed := time.Since(start)
+		patches := usagePatches(ctx) - before
+		AddReportEntry("usage writes", fmt.Sprintf("%d status patches for %d requests in %s (interval %s)", int(patches), requests, elapsed.Round(time.Millisecond), usageInterval))
+		Expect(patches).To(BeNumerically(">=", 1))
+		// One flush per tick, and a tick may fall on each edge of the window; the bound
+		// would be in the thousands if every request wrote.
+		Expect(patches).To(BeNumerically("<=", float64(elapsed/usageInterval)+2), "at most one status write per interval")
+		Expect(cred.Status.SecretHash).NotTo(BeEmpty(), "the usage patch leaves the operator's fields alone")
+	})
+})
+
+var usagePatchesRe = regexp.MustCompile(`keysmith_tokenserver_usage_patches_total\{result="ok"\} (\d+)`)
+
+// usagePatches reads the token server's count of successful usage patches from /metrics.
+func usagePatches(ctx context.Context) float64 {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, tokenServerURL+"/metrics", nil)
+	resp, err := http.DefaultClient.Do(req)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	m := usagePatchesRe.FindSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	n, _ := strconv.ParseFloat(string(m[1]), 64)
+	return n
+}
