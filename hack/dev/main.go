@@ -12,10 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -23,20 +25,36 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
+	"github.com/keysmith-dev/keysmith/internal/tokenserver"
 )
 
-const tokenServerURL = "http://127.0.0.1:18080"
+// systemNamespace is the operator's namespace: the signing keys and the token server's
+// service account live there.
+const systemNamespace = "keysmith-system"
+
+// tokenServerAddr is where the token server listens; KEYSMITH_DEV_TOKEN_SERVER_ADDR
+// overrides it so that tests can run beside a developer's `make dev`.
+var tokenServerAddr = cmp.Or(os.Getenv("KEYSMITH_DEV_TOKEN_SERVER_ADDR"), "127.0.0.1:18080")
+
+var tokenServerURL = "http://" + tokenServerAddr
 
 // devDir holds the environment's state, logs and kubeconfig; KEYSMITH_DEV_DIR overrides it
 // (relative to the repository root) so that tests can run beside a developer's `make dev`.
 var devDir = cmp.Or(os.Getenv("KEYSMITH_DEV_DIR"), "bin/dev")
 
-var kubeconfigPath = devDir + "/kubeconfig"
+var (
+	kubeconfigPath = devDir + "/kubeconfig"
+	// tokenKubeconfigPath names the cluster but no user: kubectl --token uses it to
+	// authenticate with an access token alone.
+	tokenKubeconfigPath = devDir + "/token.kubeconfig"
+)
 
 func main() {
 	if err := run(); err != nil {
@@ -59,17 +77,31 @@ func run() (retErr error) {
 	}
 	defer func() { retErr = errors.Join(retErr, os.RemoveAll(devDir)) }()
 
-	step("building the manager")
+	step("building the manager and the token server")
 	if err := goBuild(ctx, devDir+"/manager", "./cmd/manager"); err != nil {
 		return err
 	}
+	if err := goBuild(ctx, devDir+"/token-server", "./cmd/token-server"); err != nil {
+		return err
+	}
 
-	step("starting etcd and kube-apiserver")
+	step("starting etcd and kube-apiserver (token server as webhook token authenticator)")
 	env, err := testenv.New()
 	if err != nil {
 		return err
 	}
 	env.ControlPlaneStartTimeout = 2 * time.Minute
+	webhookConfig, err := filepath.Abs(devDir + "/token-webhook.kubeconfig")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(webhookConfig, []byte(tokenserver.WebhookKubeconfig(tokenServerURL)), 0o600); err != nil {
+		return err
+	}
+	api := env.ControlPlane.GetAPIServer().Configure()
+	api.Set("authentication-token-webhook-config-file", webhookConfig)
+	api.Set("authentication-token-webhook-version", "v1")
+	api.Set("authentication-token-webhook-cache-ttl", "5s")
 	if _, err := env.Start(); err != nil {
 		return fmt.Errorf("starting the control plane: %w", err)
 	}
@@ -83,6 +115,28 @@ func run() (retErr error) {
 		return err
 	}
 	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
+		return err
+	}
+	if err := writeTokenKubeconfig(kubeconfig); err != nil {
+		return err
+	}
+	c, err := client.New(admin.Config(), client.Options{Scheme: testenv.Scheme()})
+	if err != nil {
+		return err
+	}
+	step("creating namespace " + systemNamespace + " and the token server's RBAC")
+	if _, err := applyFile(ctx, c, "config/token-server/rbac.yaml", systemNamespace); err != nil {
+		return err
+	}
+	tsUser, err := env.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":token-server"}, nil)
+	if err != nil {
+		return err
+	}
+	tsKubeconfig, err := tsUser.KubeConfig()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(devDir+"/token-server.kubeconfig", tsKubeconfig, 0o600); err != nil {
 		return err
 	}
 	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
@@ -99,16 +153,24 @@ func run() (retErr error) {
 	step("starting the keysmith manager")
 	mgr, err := startProcess(ctx, "manager", abs(devDir+"/manager"),
 		"--kubeconfig="+abs(kubeconfigPath), "--metrics-bind-address=0", "--health-probe-bind-address=0",
-		"--token-url="+tokenServerURL+"/oauth2/token")
+		"--token-url="+tokenServerURL+"/oauth2/token", "--signing-key-namespace="+systemNamespace)
 	if err != nil {
 		return err
 	}
 	defer func() { retErr = errors.Join(retErr, mgr.stop()) }()
 
-	c, err := client.New(admin.Config(), client.Options{Scheme: testenv.Scheme()})
+	step("starting the token server at " + tokenServerURL + ", as its own service account")
+	ts, err := startProcess(ctx, "token-server", abs(devDir+"/token-server"),
+		"--kubeconfig="+abs(devDir+"/token-server.kubeconfig"), "--listen="+tokenServerAddr, "--issuer="+tokenServerURL,
+		"--signing-key-namespace="+systemNamespace, "--usage-interval=5s")
 	if err != nil {
 		return err
 	}
+	defer func() { retErr = errors.Join(retErr, ts.stop()) }()
+	if err := waitReady(ctx, tokenServerURL+"/readyz", ts); err != nil {
+		return err
+	}
+
 	step("applying config/samples")
 	creds, err := applySamples(ctx, c, "config/samples")
 	if err != nil {
@@ -126,6 +188,8 @@ func run() (retErr error) {
 		return fmt.Errorf("kube-controller-manager exited: %w (see %s)", err, kcm.logPath)
 	case err := <-mgr.exited:
 		return fmt.Errorf("the manager exited: %w (see %s)", err, mgr.logPath)
+	case err := <-ts.exited:
+		return fmt.Errorf("the token server exited: %w (see %s)", err, ts.logPath)
 	}
 	step("shutting down")
 	return nil
@@ -188,43 +252,144 @@ func (p *process) stop() error {
 	}
 }
 
-// applySamples creates every object of the YAML files in dir (kustomization.yaml aside)
-// and returns the keys of the APICredentials among them.
+// applySamples creates every object of the YAML files in dir (kustomization.yaml aside),
+// namespaces and the catalog first, as a GitOps tool orders them, and returns the keys of
+// the APICredentials among them.
 func applySamples(ctx context.Context, c client.Client, dir string) ([]client.ObjectKey, error) {
 	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
 	if err != nil {
 		return nil, err
 	}
-	var creds []client.ObjectKey
+	var objs []*unstructured.Unstructured
 	for _, f := range files {
 		if filepath.Base(f) == "kustomization.yaml" {
 			continue
 		}
-		data, err := os.ReadFile(f)
+		fileObjs, err := readObjects(f, "")
 		if err != nil {
 			return nil, err
 		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-		for {
-			obj := &unstructured.Unstructured{}
-			if err := dec.Decode(&obj.Object); err != nil {
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				return nil, fmt.Errorf("%s: %w", f, err)
-			}
-			if len(obj.Object) == 0 {
-				continue
-			}
-			if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
-				return nil, fmt.Errorf("%s: creating %s %s: %w", f, obj.GetKind(), obj.GetName(), err)
-			}
-			if obj.GetKind() == "APICredential" {
-				creds = append(creds, client.ObjectKeyFromObject(obj))
-			}
+		objs = append(objs, fileObjs...)
+	}
+	rank := func(o *unstructured.Unstructured) int {
+		switch o.GetKind() {
+		case "Namespace":
+			return 0
+		case "APIDefinition":
+			return 1
+		}
+		return 2
+	}
+	slices.SortStableFunc(objs, func(a, b *unstructured.Unstructured) int { return cmp.Compare(rank(a), rank(b)) })
+	var creds []client.ObjectKey
+	for _, obj := range objs {
+		if err := create(ctx, c, obj); err != nil {
+			return nil, err
+		}
+		if obj.GetKind() == "APICredential" {
+			creds = append(creds, client.ObjectKeyFromObject(obj))
 		}
 	}
 	return creds, nil
+}
+
+// applyFile creates the namespace, when given, and every object of a YAML file, with
+// "namespace: system" (kustomize's placeholder) replaced by it.
+func applyFile(ctx context.Context, c client.Client, path, namespace string) ([]*unstructured.Unstructured, error) {
+	if namespace != "" {
+		ns := &unstructured.Unstructured{}
+		ns.SetAPIVersion("v1")
+		ns.SetKind("Namespace")
+		ns.SetName(namespace)
+		if err := create(ctx, c, ns); err != nil {
+			return nil, err
+		}
+	}
+	objs, err := readObjects(path, namespace)
+	if err != nil {
+		return nil, err
+	}
+	for _, obj := range objs {
+		if err := create(ctx, c, obj); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return objs, nil
+}
+
+func create(ctx context.Context, c client.Client, obj *unstructured.Unstructured) error {
+	if err := c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating %s %s: %w", obj.GetKind(), obj.GetName(), err)
+	}
+	return nil
+}
+
+// readObjects decodes the objects of a multi-document YAML file.
+func readObjects(path, namespace string) ([]*unstructured.Unstructured, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if namespace != "" {
+		data = bytes.ReplaceAll(data, []byte("namespace: system\n"), []byte("namespace: "+namespace+"\n"))
+	}
+	var objs []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
+		obj := &unstructured.Unstructured{}
+		if err := dec.Decode(&obj.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs, nil
+			}
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(obj.Object) != 0 {
+			objs = append(objs, obj)
+		}
+	}
+}
+
+// writeTokenKubeconfig writes a kubeconfig with the admin kubeconfig's cluster and no
+// user, so that `kubectl --token` authenticates with the access token alone (a client
+// certificate would otherwise win).
+func writeTokenKubeconfig(admin []byte) error {
+	cfg, err := clientcmd.Load(admin)
+	if err != nil {
+		return err
+	}
+	out := clientcmdapi.NewConfig()
+	for name, cluster := range cfg.Clusters {
+		out.Clusters[name] = cluster
+		out.Contexts["keysmith-dev"] = &clientcmdapi.Context{Cluster: name, AuthInfo: "token"}
+	}
+	out.AuthInfos["token"] = clientcmdapi.NewAuthInfo()
+	out.CurrentContext = "keysmith-dev"
+	return clientcmd.WriteToFile(*out, tokenKubeconfigPath)
+}
+
+// waitReady polls a readiness URL until it answers 200, the process exits or a minute passes.
+func waitReady(ctx context.Context, url string, p *process) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case err := <-p.exited:
+			return fmt.Errorf("the token server exited: %w (see %s)", err, p.logPath)
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not become ready (see %s)", url, p.logPath)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // waitSettled waits until the manager has reconciled every sample credential.
@@ -269,7 +434,18 @@ keysmith is running. In another terminal:
   # delete: the Secret goes with it (garbage collection)
   kubectl -n team-checkout delete apicred profile-reader
 
-Logs: `+devDir+`/manager.log, `+devDir+`/kube-controller-manager.log. Ctrl-C stops everything.
+Trade client credentials for an access token (OAuth 2.0 client credentials):
+
+  ID=$(kubectl -n team-checkout get secret platform-automation-credentials -o jsonpath='{.data.CLIENT_ID}' | base64 -d)
+  SECRET=$(kubectl -n team-checkout get secret platform-automation-credentials -o jsonpath='{.data.CLIENT_SECRET}' | base64 -d)
+  TOKEN=$(curl -s -u "$ID:$SECRET" -d grant_type=client_credentials `+tokenServerURL+`/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  curl -s `+tokenServerURL+`/.well-known/jwks.json
+  # forward auth, as nginx, Envoy or Traefik ask it
+  curl -si -H "Authorization: Bearer $TOKEN" -H "X-Forwarded-Method: DELETE" `+tokenServerURL+`/authz/platform-api/v1/users/42
+  # the Kubernetes API server authenticates the same token (webhook token authentication)
+  kubectl --kubeconfig `+tokenKubeconfigPath+` --token "$TOKEN" auth whoami
+
+Logs: `+devDir+`/manager.log, `+devDir+`/token-server.log, `+devDir+`/kube-controller-manager.log. Ctrl-C stops everything.
 
 `, "\n"))
 }

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,9 +15,13 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"golang.org/x/oauth2/clientcredentials"
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -34,11 +39,13 @@ const readyPrefix = "keysmith dev environment ready: kubeconfig="
 
 var _ = Describe("make dev", Ordered, func() {
 	var (
-		dev     *exec.Cmd
-		exited  chan error
-		devDir  string
-		c       client.Client
-		readyIn time.Duration
+		dev      *exec.Cmd
+		exited   chan error
+		devDir   string
+		c        client.Client
+		cfg      *rest.Config
+		tokenURL string
+		readyIn  time.Duration
 	)
 
 	BeforeAll(func(ctx SpecContext) {
@@ -54,7 +61,12 @@ var _ = Describe("make dev", Ordered, func() {
 		devDir = filepath.Join("bin", "e2e-dev")
 		dev = exec.Command(bin)
 		dev.Dir = root
-		dev.Env = append(os.Environ(), "KUBEBUILDER_ASSETS="+assets, "KEYSMITH_DEV_DIR="+devDir)
+		// A free port, so that the test can run beside a developer's `make dev` on 18080.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		Expect(err).NotTo(HaveOccurred())
+		tsAddr := ln.Addr().String()
+		Expect(ln.Close()).To(Succeed())
+		dev.Env = append(os.Environ(), "KUBEBUILDER_ASSETS="+assets, "KEYSMITH_DEV_DIR="+devDir, "KEYSMITH_DEV_TOKEN_SERVER_ADDR="+tsAddr)
 		dev.Stderr = GinkgoWriter
 		stdout, err := dev.StdoutPipe()
 		Expect(err).NotTo(HaveOccurred())
@@ -96,9 +108,10 @@ var _ = Describe("make dev", Ordered, func() {
 		}).WithTimeout(4 * time.Minute).WithPolling(100 * time.Millisecond).Should(BeTrue())
 		readyIn = time.Since(start)
 		GinkgoWriter.Printf("ready line after %s\n", readyIn)
-		Expect(readyLine).To(Equal(readyPrefix + devDir + "/kubeconfig token-server=http://127.0.0.1:18080"))
+		Expect(readyLine).To(Equal(readyPrefix + devDir + "/kubeconfig token-server=http://" + tsAddr))
+		tokenURL = "http://" + tsAddr + "/oauth2/token"
 
-		cfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(root, devDir, "kubeconfig"))
+		cfg, err = clientcmd.BuildConfigFromFlags("", filepath.Join(root, devDir, "kubeconfig"))
 		Expect(err).NotTo(HaveOccurred())
 		c, err = client.New(cfg, client.Options{Scheme: testenv.Scheme()})
 		Expect(err).NotTo(HaveOccurred())
@@ -140,6 +153,31 @@ var _ = Describe("make dev", Ordered, func() {
 		Eventually(func() bool {
 			return apierrors.IsNotFound(c.Get(ctx, client.ObjectKeyFromObject(secret), &corev1.Secret{}))
 		}).WithTimeout(60*time.Second).Should(BeTrue(), "kube-controller-manager's garbage collector removes the Secret")
+	})
+
+	It("exchanges a sample's credentials for a token the API server authenticates", func(ctx SpecContext) {
+		secret := &corev1.Secret{}
+		Expect(c.Get(ctx, client.ObjectKey{Namespace: "team-checkout", Name: "platform-automation-credentials"}, secret)).To(Succeed())
+		Expect(string(secret.Data["TOKEN_URL"])).To(Equal(tokenURL), "the Secret tells the workload where to trade its credentials")
+		cc := clientcredentials.Config{
+			ClientID:     string(secret.Data["CLIENT_ID"]),
+			ClientSecret: string(secret.Data["CLIENT_SECRET"]),
+			TokenURL:     string(secret.Data["TOKEN_URL"]),
+		}
+		tok, err := cc.Token(ctx)
+		Expect(err).NotTo(HaveOccurred())
+
+		By("authenticating to kube-apiserver with the token alone, as the walk-through's token.kubeconfig does")
+		tokenCfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(testenv.RepoRoot(), devDir, "token.kubeconfig"))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(tokenCfg.CertData).To(BeEmpty(), "no client certificate may win over the token")
+		tokenCfg.BearerToken = tok.AccessToken
+		cs, err := kubernetes.NewForConfig(tokenCfg)
+		Expect(err).NotTo(HaveOccurred())
+		review, err := cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		Expect(err).NotTo(HaveOccurred())
+		Expect(review.Status.UserInfo.Username).To(Equal("keysmith:credential:team-checkout:platform-automation"))
+		Expect(review.Status.UserInfo.Groups).To(ContainElement("keysmith:api:platform-api:admin"))
 	})
 
 	It("stops everything on Ctrl-C and leaves nothing behind", func() {
