@@ -1,4 +1,5 @@
-# Builds the keysmith controller manager into a distroless, non-root image:
+# Builds the keysmith controller manager and token server into one distroless, non-root
+# image (config/ runs /manager and /token-server from it):
 #   docker build -t keysmith:latest .
 
 # Build stage. The binary is pure Go (CGO_ENABLED=0) and is compiled for TARGETOS/TARGETARCH,
@@ -14,20 +15,23 @@ WORKDIR /workspace
 COPY go.mod go.sum ./
 RUN go mod download
 
-# Then the sources the manager is built from.
+# Then the sources the binaries are built from.
 COPY api/ api/
 COPY cmd/ cmd/
 COPY controllers/ controllers/
 COPY internal/ internal/
 
 RUN CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH} \
-    go build -trimpath -ldflags="-s -w" -o manager ./cmd/manager
+    go build -trimpath -ldflags="-s -w" -o manager ./cmd/manager && \
+    CGO_ENABLED=0 GOOS=${TARGETOS:-linux} GOARCH=${TARGETARCH} \
+    go build -trimpath -ldflags="-s -w" -o token-server ./cmd/token-server
 
 # Runtime stage: static binary on distroless, running as the image's "nonroot" user. The
 # numeric UID lets Kubernetes verify runAsNonRoot.
 FROM gcr.io/distroless/static:nonroot
 WORKDIR /
 COPY --from=builder /workspace/manager /manager
+COPY --from=builder /workspace/token-server /token-server
 USER 65532:65532
 
 ENTRYPOINT ["/manager"]

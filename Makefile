@@ -62,8 +62,9 @@ fuzz: ## Run each fuzz target for a short while.
 ##@ Build
 
 .PHONY: build
-build: generate ## Build the manager binary.
+build: generate ## Build the manager and token server binaries.
 	CGO_ENABLED=0 go build -trimpath -o bin/manager ./cmd/manager
+	CGO_ENABLED=0 go build -trimpath -o bin/token-server ./cmd/token-server
 
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).

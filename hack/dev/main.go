@@ -124,22 +124,30 @@ func run() (retErr error) {
 	if err != nil {
 		return err
 	}
-	step("creating namespace " + systemNamespace + " and the token server's RBAC")
-	if _, err := applyFile(ctx, c, "config/token-server/rbac.yaml", systemNamespace); err != nil {
-		return err
+	step("creating namespace " + systemNamespace + ", the shipped RBAC and the status policy")
+	for _, f := range []string{
+		"config/rbac/service_account.yaml", "config/rbac/role.yaml", "config/rbac/role_binding.yaml",
+		"config/token-server/rbac.yaml", "config/policy/apicredential-status.yaml",
+	} {
+		if _, err := applyFile(ctx, c, f, systemNamespace); err != nil {
+			return err
+		}
 	}
-	tsUser, err := env.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":token-server"}, nil)
-	if err != nil {
-		return err
+	// The manager and the token server run as the service accounts of config/, so that
+	// their RBAC and the status policy hold here as they do in a cluster.
+	for _, sa := range []string{"keysmith-manager", "keysmith-token-server"} {
+		u, err := env.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":" + sa}, nil)
+		if err != nil {
+			return err
+		}
+		kc, err := u.KubeConfig()
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(devDir+"/"+sa+".kubeconfig", kc, 0o600); err != nil {
+			return err
+		}
 	}
-	tsKubeconfig, err := tsUser.KubeConfig()
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(devDir+"/token-server.kubeconfig", tsKubeconfig, 0o600); err != nil {
-		return err
-	}
-	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
 
 	step("starting kube-controller-manager (garbage collection)")
 	kcm, err := startProcess(ctx, "kube-controller-manager", filepath.Join(env.BinaryAssetsDirectory, "kube-controller-manager"),
@@ -152,7 +160,7 @@ func run() (retErr error) {
 
 	step("starting the keysmith manager")
 	mgr, err := startProcess(ctx, "manager", abs(devDir+"/manager"),
-		"--kubeconfig="+abs(kubeconfigPath), "--metrics-bind-address=0", "--health-probe-bind-address=0",
+		"--kubeconfig="+abs(devDir+"/keysmith-manager.kubeconfig"), "--metrics-bind-address=0", "--health-probe-bind-address=0",
 		"--token-url="+tokenServerURL+"/oauth2/token", "--signing-key-namespace="+systemNamespace)
 	if err != nil {
 		return err
@@ -161,7 +169,7 @@ func run() (retErr error) {
 
 	step("starting the token server at " + tokenServerURL + ", as its own service account")
 	ts, err := startProcess(ctx, "token-server", abs(devDir+"/token-server"),
-		"--kubeconfig="+abs(devDir+"/token-server.kubeconfig"), "--listen="+tokenServerAddr, "--issuer="+tokenServerURL,
+		"--kubeconfig="+abs(devDir+"/keysmith-token-server.kubeconfig"), "--listen="+tokenServerAddr, "--issuer="+tokenServerURL,
 		"--signing-key-namespace="+systemNamespace, "--usage-interval=5s")
 	if err != nil {
 		return err
@@ -448,4 +456,13 @@ Trade client credentials for an access token (OAuth 2.0 client credentials):
 Logs: `+devDir+`/manager.log, `+devDir+`/token-server.log, `+devDir+`/kube-controller-manager.log. Ctrl-C stops everything.
 
 `, "\n"))
+}
+
+// abs returns the absolute form of a path relative to the repository root.
+func abs(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	return a
 }

@@ -83,10 +83,17 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: systemNamespace}})).To(Succeed())
 	applyFile(ctx, filepath.Join(testenv.RepoRoot(), "config", "samples", "iam_v1alpha1_apidefinitions.yaml"), "")
-	applyFile(ctx, filepath.Join(testenv.RepoRoot(), "config", "token-server", "rbac.yaml"), systemNamespace)
+	for _, f := range []string{
+		"rbac/service_account.yaml", "rbac/role.yaml", "rbac/role_binding.yaml",
+		"token-server/rbac.yaml", "policy/apicredential-status.yaml",
+	} {
+		applyFile(ctx, filepath.Join(testenv.RepoRoot(), "config", f), systemNamespace)
+	}
 
-	By("running the operator")
-	runManager(ctx, adminCfg, controllers.CacheOptions(), func(mgr ctrl.Manager) {
+	By("running the operator as its own service account, with the shipped RBAC")
+	managerUser, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":keysmith-manager"}, adminCfg)
+	Expect(err).NotTo(HaveOccurred())
+	runManager(ctx, managerUser.Config(), controllers.CacheOptions(), func(mgr ctrl.Manager) {
 		Expect((&controllers.APICredentialReconciler{
 			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
 			Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("keysmith-manager"),
@@ -99,7 +106,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	})
 
 	By("running the token server as its own service account, with the shipped RBAC")
-	tsUser, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":token-server"}, adminCfg)
+	tsUser, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":keysmith-token-server"}, adminCfg)
 	Expect(err).NotTo(HaveOccurred())
 	runManager(ctx, tsUser.Config(), tokenserver.CacheOptions(nil, systemNamespace, signingSecret), func(mgr ctrl.Manager) {
 		tokenServer, err = tokenserver.Setup(ctx, mgr, tokenserver.Options{Issuer: tokenServerURL, Log: logf.Log.WithName("token-server")}, usageInterval)

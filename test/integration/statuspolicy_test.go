@@ -1,0 +1,110 @@
+package integration
+
+import (
+	"context"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
+)
+
+// The ValidatingAdmissionPolicy of config/policy: only the manager writes identity and
+// hash fields of status; the token server writes only the usage fields.
+var _ = Describe("APICredential status policy", func() {
+	var (
+		ns   string
+		cred *iamv1alpha1.APICredential
+	)
+	BeforeEach(func(ctx SpecContext) {
+		n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "status-"}}
+		Expect(k8sClient.Create(ctx, n)).To(Succeed())
+		ns = n.Name
+		cred = &iamv1alpha1.APICredential{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "guarded"},
+			Spec: iamv1alpha1.APICredentialSpec{
+				APIs:  []iamv1alpha1.APIGrant{{Name: "platform-api", Permission: "user"}},
+				Scope: iamv1alpha1.CredentialScope{Workspaces: []string{"eu-prod"}},
+			},
+		}
+		Expect(k8sClient.Create(ctx, cred)).To(Succeed())
+		Eventually(func(g Gomega) string {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cred), cred)).To(Succeed())
+			return cred.Status.SecretHash
+		}).ShouldNot(BeEmpty(), "the manager, as its own service account, writes the hash")
+	})
+
+	// clientAs returns a client for a user who may update and patch apicredentials/status.
+	clientAs := func(ctx context.Context, username string) client.Client {
+		role := &rbacv1.ClusterRole{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "status-writer-"},
+			Rules: []rbacv1.PolicyRule{{
+				APIGroups: []string{iamv1alpha1.GroupVersion.Group}, Resources: []string{"apicredentials/status"},
+				Verbs: []string{"get", "update", "patch"},
+			}},
+		}
+		Expect(k8sClient.Create(ctx, role)).To(Succeed())
+		Expect(k8sClient.Create(ctx, &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: role.Name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: username}},
+		})).To(Succeed())
+		u, err := testEnv.ControlPlane.AddUser(envtest.User{Name: username}, adminCfg)
+		Expect(err).NotTo(HaveOccurred())
+		c, err := client.New(u.Config(), client.Options{Scheme: testenv.Scheme()})
+		Expect(err).NotTo(HaveOccurred())
+		return c
+	}
+	patchStatus := func(ctx context.Context, c client.Client, body string, opts ...client.SubResourcePatchOption) error {
+		obj := &iamv1alpha1.APICredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: cred.Name}}
+		return c.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(body)), opts...)
+	}
+
+	It("refuses identity and hash changes from a user with RBAC on apicredentials/status", func(ctx SpecContext) {
+		mallory := clientAs(ctx, "mallory")
+		for _, body := range []string{
+			`{"status":{"secretHash":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}}`,
+			`{"status":{"clientID":"ksc_aaaaaaaaaaaaaaaaaaaaaaaaaa"}}`,
+			`{"status":{"previousSecrets":[{"hash":"sha256:1111111111111111111111111111111111111111111111111111111111111111","expiresAt":"2099-01-01T00:00:00Z"}]}}`,
+		} {
+			err := patchStatus(ctx, mallory, body)
+			Expect(apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(), "%s: got %v", body, err)
+			Expect(err).To(MatchError(ContainSubstring("only the keysmith manager")), body)
+			Expect(err).To(MatchError(ContainSubstring("mallory may not")), body)
+			Expect(patchStatus(ctx, mallory, body, client.DryRunAll)).To(MatchError(ContainSubstring("only the keysmith manager")), "dry run too")
+		}
+		var after iamv1alpha1.APICredential
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cred), &after)).To(Succeed())
+		Expect(after.Status.SecretHash).To(Equal(cred.Status.SecretHash))
+		Expect(after.Status.ClientID).To(Equal(cred.Status.ClientID))
+
+		By("letting the same user touch what is not identity")
+		Expect(patchStatus(ctx, mallory, `{"status":{"lastUsedAddress":"192.0.2.1"}}`)).To(Succeed())
+	})
+
+	It("lets the token server change only the usage fields", func(ctx SpecContext) {
+		ts, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":keysmith-token-server"}, adminCfg)
+		Expect(err).NotTo(HaveOccurred())
+		c, err := client.New(ts.Config(), client.Options{Scheme: testenv.Scheme()})
+		Expect(err).NotTo(HaveOccurred())
+
+		Expect(patchStatus(ctx, c, `{"status":{"lastUsedTime":"2026-11-23T10:00:00Z","lastUsedAddress":"10.0.0.7"}}`)).To(Succeed())
+		for _, body := range []string{
+			`{"status":{"secretHash":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}}`,
+			`{"status":{"observedGeneration":42}}`,
+			`{"status":{"conditions":[]}}`,
+		} {
+			Expect(patchStatus(ctx, c, body)).To(MatchError(Or(
+				ContainSubstring("may change only status.lastUsedTime and status.lastUsedAddress"),
+				ContainSubstring("only the keysmith manager"))), body)
+		}
+	})
+})
