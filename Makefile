@@ -51,13 +51,16 @@ test: manifests generate fmt vet envtest ## Run vet, unit tests and the envtest 
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test ./... -count=1
 
 .PHONY: bench
-bench: ## Run the benchmarks.
-	go test ./... -run='^$$' -bench=. -benchmem
+bench: ## Run the Go benchmarks of the hot paths and the loopback load run (ratios vs a trivial handler).
+	go test ./internal/... -run='^$$' -bench=. -benchmem
+	go run ./test/load
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for a short while.
 	go test ./internal/credential -run='^$$' -fuzz=FuzzParseSecret -fuzztime=30s
 	go test ./internal/credential -run='^$$' -fuzz=FuzzVerify -fuzztime=30s
+	go test ./internal/tokenserver -run='^$$' -fuzz=FuzzTokenRequest -fuzztime=30s
+	go test ./internal/tokenserver -run='^$$' -fuzz=FuzzAuthorizationHeader -fuzztime=30s
 
 ##@ Build
 

@@ -22,8 +22,8 @@ func (e *oauthError) Error() string { return e.code + ": " + e.description }
 
 func (e *oauthError) write(w http.ResponseWriter) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
+	h["Content-Type"] = contentTypeJSON
+	h["Cache-Control"] = cacheNoStore
 	if e.challenge != "" {
 		h.Set("WWW-Authenticate", e.challenge)
 	}

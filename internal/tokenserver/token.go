@@ -3,6 +3,7 @@ package tokenserver
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"io"
 	"mime"
 	"net/http"
 	"net/url"
@@ -55,10 +56,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 	if s.opts.Usage != nil {
 		s.opts.Usage.Record(c, addr, now)
 	}
+	// Shared, never-mutated header values: no allocation per response.
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("Pragma", "no-cache")
+	h["Content-Type"] = contentTypeJSON
+	h["Cache-Control"] = cacheNoStore
+	h["Pragma"] = pragmaNoCache
 	b := make([]byte, 0, len(token)+128)
 	b = append(b, `{"access_token":`...)
 	b = appendJSONString(b, token)
@@ -76,23 +78,37 @@ func writeErr(w http.ResponseWriter, e *oauthError) int {
 	return e.status
 }
 
+var (
+	contentTypeJSON = []string{"application/json"}
+	cacheNoStore    = []string{"no-store"}
+	pragmaNoCache   = []string{"no-cache"}
+)
+
+const formMediaType = "application/x-www-form-urlencoded"
+
 // readForm reads an application/x-www-form-urlencoded body of at most maxBodyBytes and
-// refuses repeated parameters (RFC 6749 §3.2).
+// refuses repeated parameters (RFC 6749 §3.2). Only the body counts: parameters in the
+// query string are ignored, as RFC 6749 §3.2 asks of the token endpoint.
 func readForm(w http.ResponseWriter, r *http.Request) (url.Values, *oauthError) {
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != "application/x-www-form-urlencoded" {
-		return nil, invalidRequest("the body must be application/x-www-form-urlencoded")
+	if ct := r.Header.Get("Content-Type"); ct != formMediaType {
+		if mt, _, _ := mime.ParseMediaType(ct); mt != formMediaType {
+			return nil, invalidRequest("the body must be application/x-www-form-urlencoded")
+		}
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
-	if err := r.ParseForm(); err != nil {
-		return nil, invalidRequest("the body is not a valid form or is too large")
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		return nil, invalidRequest("the body is too large or could not be read")
 	}
-	for k, v := range r.PostForm {
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, invalidRequest("the body is not a valid form")
+	}
+	for k, v := range form {
 		if len(v) > 1 {
 			return nil, invalidRequest("parameter " + strconv.Quote(k) + " is repeated")
 		}
 	}
-	return r.PostForm, nil
+	return form, nil
 }
 
 // claimsFor builds the claims of a token for the credential, narrowed by the requested

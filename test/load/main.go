@@ -4,6 +4,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -38,17 +39,18 @@ type result struct {
 }
 
 func main() {
-	duration := flag.Duration("duration", 5*time.Second, "how long each target is loaded")
+	duration := flag.Duration("duration", 2*time.Second, "how long each target is loaded in each round")
+	rounds := flag.Int("rounds", 5, "rounds; each loads every target in turn, so that a noisy neighbour hits all targets alike")
 	workers := flag.Int("concurrency", 32, "concurrent clients")
 	credentials := flag.Int("credentials", 10000, "credentials in the token server's cache")
 	flag.Parse()
-	if err := run(*duration, *workers, *credentials); err != nil {
+	if err := run(*duration, *rounds, *workers, *credentials); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
 	}
 }
 
-func run(duration time.Duration, workers, n int) error {
+func run(duration time.Duration, rounds, workers, n int) error {
 	trivial, err := serve(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
 	if err != nil {
 		return err
@@ -73,6 +75,7 @@ func run(duration time.Duration, workers, n int) error {
 		ScopeLevel: iamv1alpha1.ScopeLevelAccount, Permissions: []iamv1alpha1.Permission{{Name: "user", Methods: []string{"GET", "POST"}}},
 	}})
 	var id, secret string
+	heapBefore := heapAlloc()
 	for i := range n {
 		cid, _ := credential.NewClientID()
 		s, _ := credential.NewSecret()
@@ -82,6 +85,8 @@ func run(duration time.Duration, workers, n int) error {
 		store.SetCredential(obj)
 		id, secret = cid, s
 	}
+	credentialBytes := float64(heapAlloc()-heapBefore) / float64(n)
+	runtime.KeepAlive(store)
 	token, err := fetchToken(base, id, secret)
 	if err != nil {
 		return err
@@ -113,22 +118,54 @@ func run(duration time.Duration, workers, n int) error {
 			return r
 		}},
 	}
-	fmt.Printf("load: %d concurrent clients, %s per target, %d credentials cached, GOMAXPROCS=%d\n\n", workers, duration, n, runtimeProcs())
-	var results []result
-	for _, t := range targets {
-		results = append(results, load(t.name, t.req, duration, workers))
-	}
-	base0 := results[0].throughput
-	fmt.Printf("%-22s %12s %10s %10s %8s %10s\n", "target", "requests/s", "p50", "p99", "errors", "vs trivial")
-	for _, r := range results {
-		fmt.Printf("%-22s %12.0f %10s %10s %8d %9.0f%%\n", r.name, r.throughput, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.errors, 100*r.throughput/base0)
-	}
-	for _, r := range results {
-		if r.errors > 0 {
-			return fmt.Errorf("%s: %d errors", r.name, r.errors)
+	fmt.Printf("load: %d concurrent clients, %d rounds of %s per target, %d credentials cached, GOMAXPROCS=%d\n", workers, rounds, duration, n, runtimeProcs())
+	// Every round loads each target in turn; ratios are taken within a round and the
+	// median round is reported, so drift in the machine's load cancels out.
+	perTarget := make([][]result, len(targets))
+	ratios := make([][]float64, len(targets))
+	for range rounds {
+		var round []result
+		for i, t := range targets {
+			r := load(t.name, t.req, duration, workers)
+			round = append(round, r)
+			perTarget[i] = append(perTarget[i], r)
+		}
+		for i := range targets {
+			ratios[i] = append(ratios[i], round[i].throughput/round[0].throughput)
 		}
 	}
+	fmt.Printf("\n%-22s %12s %10s %10s %8s %11s %17s\n", "target", "requests/s", "p50", "p99", "errors", "vs trivial", "(min-max ratio)")
+	var failed []string
+	for i, t := range targets {
+		m := median(perTarget[i])
+		rs := slices.Clone(ratios[i])
+		slices.Sort(rs)
+		fmt.Printf("%-22s %12.0f %10s %10s %8d %10.0f%% %8.0f%%-%3.0f%%\n", t.name, m.throughput, m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond),
+			totalErrors(perTarget[i]), 100*rs[len(rs)/2], 100*rs[0], 100*rs[len(rs)-1])
+		if e := totalErrors(perTarget[i]); e > 0 {
+			failed = append(failed, fmt.Sprintf("%s: %d errors", t.name, e))
+		}
+	}
+	fmt.Printf("\nmemory: %.0f bytes of heap per cached credential (%d credentials)\n", credentialBytes, n)
+	if len(failed) > 0 {
+		return fmt.Errorf("%s", strings.Join(failed, "; "))
+	}
 	return nil
+}
+
+// median returns the result with the median throughput.
+func median(rs []result) result {
+	s := slices.Clone(rs)
+	slices.SortFunc(s, func(a, b result) int { return cmp.Compare(a.throughput, b.throughput) })
+	return s[len(s)/2]
+}
+
+func totalErrors(rs []result) int64 {
+	var n int64
+	for _, r := range rs {
+		n += r.errors
+	}
+	return n
 }
 
 func load(name string, newReq func() *http.Request, d time.Duration, workers int) result {
@@ -210,3 +247,11 @@ func fetchToken(base, id, secret string) (string, error) {
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// heapAlloc returns the live heap after a full collection.
+func heapAlloc() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
