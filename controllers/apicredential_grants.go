@@ -5,12 +5,11 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/catalog"
 )
 
 // grantResolution is what the catalog says about a credential's spec.
@@ -29,31 +28,20 @@ type grantResolution struct {
 // grantResolution.invalid, with messages that name the field.
 func (r *APICredentialReconciler) resolveGrants(ctx context.Context, cred *iamv1alpha1.APICredential) (grantResolution, error) {
 	var res grantResolution
-	var errs field.ErrorList
-	apis := field.NewPath("spec", "apis")
-	for i, g := range cred.Spec.APIs {
-		def := &iamv1alpha1.APIDefinition{}
-		if err := r.Get(ctx, client.ObjectKey{Name: g.Name}, def); err != nil {
-			if apierrors.IsNotFound(err) {
-				errs = append(errs, field.Invalid(apis.Index(i).Child("name"), g.Name, "no APIDefinition with this name exists"))
-				continue
-			}
-			return res, fmt.Errorf("reading APIDefinition %q: %w", g.Name, err)
-		}
-		if def.Spec.Permission(g.Permission) == nil {
-			errs = append(errs, field.NotSupported(apis.Index(i).Child("permission"), g.Permission, def.Spec.PermissionNames()))
-		}
-		if def.Spec.ScopeLevel == iamv1alpha1.ScopeLevelWorkspace && len(cred.Spec.Scope.Workspaces) == 0 {
-			errs = append(errs, field.Required(field.NewPath("spec", "scope", "workspaces"),
-				fmt.Sprintf("APIDefinition %q (spec.apis[%d]) applies at the Workspace level: name at least one workspace", g.Name, i)))
-		}
-		if res.tokenURL == "" {
-			res.tokenURL = def.Spec.TokenURL
-		}
+	var defs iamv1alpha1.APIDefinitionList
+	if err := r.List(ctx, &defs); err != nil {
+		return res, fmt.Errorf("listing APIDefinitions: %w", err)
 	}
-	if len(errs) > 0 {
+	idx := catalog.NewIndex(defs.Items)
+	if errs := catalog.Check(&cred.Spec, idx); len(errs) > 0 {
 		res.invalid = errs.ToAggregate()
 		return res, nil
+	}
+	for _, g := range cred.Spec.APIs {
+		if u := idx[g.Name].Spec.TokenURL; u != "" {
+			res.tokenURL = u
+			break
+		}
 	}
 	if res.tokenURL == "" {
 		res.tokenURL = r.DefaultTokenURL

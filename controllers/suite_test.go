@@ -41,7 +41,7 @@ var _ = BeforeSuite(func() {
 	scheme = testenv.Scheme()
 	k8sClient, err = client.New(cfg, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
-	for _, def := range catalog() {
+	for _, def := range seedCatalog() {
 		Expect(k8sClient.Create(context.Background(), def)).To(Succeed())
 	}
 })
@@ -52,9 +52,9 @@ var _ = AfterSuite(func() {
 	}
 })
 
-// catalog returns the APIDefinitions of the seeds: the Profile API (Workspace level,
+// seedCatalog returns the APIDefinitions of the seeds: the Profile API (Workspace level,
 // read-only), the Platform API (Account level, user and admin) and the Data Planning API.
-func catalog() []*iamv1alpha1.APIDefinition {
+func seedCatalog() []*iamv1alpha1.APIDefinition {
 	return []*iamv1alpha1.APIDefinition{
 		{
 			ObjectMeta: metav1.ObjectMeta{Name: "profile-api"},
