@@ -15,10 +15,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/controllers"
 	"github.com/keysmith-dev/keysmith/internal/signingkey"
+	kswebhook "github.com/keysmith-dev/keysmith/internal/webhook"
 )
 
 func main() {
@@ -28,6 +30,7 @@ func main() {
 		leaderElect     bool
 		defaultTokenURL string
 		signing         signingKeyFlags
+		hooks           webhookFlags
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; \"0\" disables it")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
@@ -38,13 +41,17 @@ func main() {
 	flag.DurationVar(&signing.policy.RotationPeriod, "signing-key-rotation-period", 720*time.Hour, "how long a signing key signs before its successor takes over")
 	flag.DurationVar(&signing.policy.PrePublish, "signing-key-prepublish", time.Hour, "how long a new signing key is published in the JWKS before it signs")
 	flag.DurationVar(&signing.policy.Retention, "signing-key-retention", 24*time.Hour, "how long a retired signing key stays published; must exceed the token servers' --token-lifetime")
+	flag.BoolVar(&hooks.enabled, "enable-webhooks", true, "serve the admission webhooks (catalog checks, no escalation, deletion protection)")
+	flag.StringVar(&hooks.host, "webhook-host", "", "address the webhook server binds to; empty for all")
+	flag.IntVar(&hooks.port, "webhook-port", 9443, "port the webhook server listens on")
+	flag.StringVar(&hooks.certDir, "webhook-cert-dir", "", "directory with tls.crt and tls.key for the webhook server (default: controller-runtime's)")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 
-	if err := run(metricsAddr, probeAddr, leaderElect, defaultTokenURL, signing); err != nil {
+	if err := run(metricsAddr, probeAddr, leaderElect, defaultTokenURL, signing, hooks); err != nil {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
@@ -68,7 +75,14 @@ type signingKeyFlags struct {
 	policy          signingkey.Policy
 }
 
-func run(metricsAddr, probeAddr string, leaderElect bool, defaultTokenURL string, signing signingKeyFlags) error {
+// webhookFlags configure the admission webhook server.
+type webhookFlags struct {
+	enabled       bool
+	host, certDir string
+	port          int
+}
+
+func run(metricsAddr, probeAddr string, leaderElect bool, defaultTokenURL string, signing signingKeyFlags, hooks webhookFlags) error {
 	scheme := newScheme()
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
@@ -77,6 +91,7 @@ func run(metricsAddr, probeAddr string, leaderElect bool, defaultTokenURL string
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "manager.iam.keysmith.dev",
 		Cache:                  controllers.CacheOptions(),
+		WebhookServer:          webhook.NewServer(webhook.Options{Host: hooks.host, Port: hooks.port, CertDir: hooks.certDir}),
 	})
 	if err != nil {
 		return err
@@ -101,6 +116,17 @@ func run(metricsAddr, probeAddr string, leaderElect bool, defaultTokenURL string
 		Recorder:  mgr.GetEventRecorder("keysmith-manager"),
 	}).SetupWithManager(mgr); err != nil {
 		return err
+	}
+	if hooks.enabled {
+		if err := (&kswebhook.APICredentialValidator{Reader: mgr.GetClient(), Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+			return err
+		}
+		if err := (&kswebhook.APIDefinitionValidator{Reader: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+			return err
+		}
+		if err := mgr.AddReadyzCheck("webhook", mgr.GetWebhookServer().StartedChecker()); err != nil {
+			return err
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err

@@ -1,0 +1,201 @@
+// Package webhook holds keysmith's admission webhooks. They turn the catalog and the
+// lifecycle invariants into answers at the API server's door: a bad manifest fails at
+// `kubectl apply` (or in an Argo CD sync) with a message that names the field, the value
+// and what is allowed; nobody mints a credential more powerful than they are; a protected
+// credential and a catalog entry still in use cannot be deleted by accident.
+package webhook
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/catalog"
+)
+
+// GrantVerb is the RBAC verb a user needs on apidefinitions/<permission> to grant that
+// permission of that API in a credential.
+const GrantVerb = "grant"
+
+// +kubebuilder:webhook:path=/validate-iam-keysmith-dev-v1alpha1-apicredential,mutating=false,failurePolicy=fail,sideEffects=None,groups=iam.keysmith.dev,resources=apicredentials,verbs=create;update;delete,versions=v1alpha1,name=apicredentials.iam.keysmith.dev,admissionReviewVersions=v1,timeoutSeconds=10
+
+// +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+
+// APICredentialValidator admits APICredentials that fit the catalog and that the
+// requesting user may grant, and refuses to delete a credential under deletion protection.
+type APICredentialValidator struct {
+	// Reader reads the catalog, normally the manager's cache.
+	Reader client.Reader
+	// Client creates SubjectAccessReviews.
+	Client client.Client
+	// Clock is the time source for warnings; default the real clock.
+	Clock clock.PassiveClock
+}
+
+var credentialGK = iamv1alpha1.GroupVersion.WithKind("APICredential").GroupKind()
+
+// ValidateCreate checks the catalog and the user's right to grant every permission.
+func (v *APICredentialValidator) ValidateCreate(ctx context.Context, cred *iamv1alpha1.APICredential) (admission.Warnings, error) {
+	if err := v.checkCatalog(ctx, cred); err != nil {
+		return nil, err
+	}
+	if err := v.checkGrants(ctx, cred, nil); err != nil {
+		return nil, err
+	}
+	return v.warnings(cred), nil
+}
+
+// ValidateUpdate checks the catalog when the grants or the scope change, and the user's
+// right to grant every permission the update adds or changes. An update that leaves
+// them alone (labels, finalizers, active, rotation) is never blocked by the catalog, so
+// a catalog change cannot wedge a credential.
+func (v *APICredentialValidator) ValidateUpdate(ctx context.Context, old, cred *iamv1alpha1.APICredential) (admission.Warnings, error) {
+	if !equality.Semantic.DeepEqual(old.Spec.APIs, cred.Spec.APIs) || !equality.Semantic.DeepEqual(old.Spec.Scope, cred.Spec.Scope) {
+		if err := v.checkCatalog(ctx, cred); err != nil {
+			return nil, err
+		}
+	}
+	if err := v.checkGrants(ctx, cred, old); err != nil {
+		return nil, err
+	}
+	return v.warnings(cred), nil
+}
+
+// ValidateDelete refuses to delete a credential whose spec.deletionProtection is true.
+func (v *APICredentialValidator) ValidateDelete(_ context.Context, cred *iamv1alpha1.APICredential) (admission.Warnings, error) {
+	if !cred.Spec.DeletionProtection {
+		return nil, nil
+	}
+	return nil, apierrors.NewForbidden(iamv1alpha1.GroupVersion.WithResource("apicredentials").GroupResource(), cred.Name, fmt.Errorf(
+		"spec.deletionProtection is true: to delete this credential, first set it to false "+
+			"(kubectl -n %s patch apicredential %s --type=merge -p '{\"spec\":{\"deletionProtection\":false}}'), then delete it again",
+		cred.Namespace, cred.Name))
+}
+
+func (v *APICredentialValidator) checkCatalog(ctx context.Context, cred *iamv1alpha1.APICredential) error {
+	var defs iamv1alpha1.APIDefinitionList
+	if err := v.Reader.List(ctx, &defs); err != nil {
+		return apierrors.NewInternalError(fmt.Errorf("reading the API catalog: %w", err))
+	}
+	if errs := catalog.Check(&cred.Spec, catalog.NewIndex(defs.Items)); len(errs) > 0 {
+		return apierrors.NewInvalid(credentialGK, cred.Name, errs)
+	}
+	return nil
+}
+
+// checkGrants asks a SubjectAccessReview, for every API permission the credential has
+// and old (nil on create) did not, whether the requesting user may grant it.
+func (v *APICredentialValidator) checkGrants(ctx context.Context, cred, old *iamv1alpha1.APICredential) error {
+	req, err := admission.RequestFromContext(ctx)
+	if err != nil {
+		return apierrors.NewInternalError(err)
+	}
+	had := map[iamv1alpha1.APIGrant]bool{}
+	if old != nil {
+		for _, g := range old.Spec.APIs {
+			had[g] = true
+		}
+	}
+	var missing []string
+	var errs field.ErrorList
+	for i, g := range cred.Spec.APIs {
+		if had[g] {
+			continue
+		}
+		allowed, reason, err := v.mayGrant(ctx, req.UserInfo, cred.Namespace, g)
+		if err != nil {
+			return apierrors.NewInternalError(fmt.Errorf("checking the right to grant %s: %w", g.Name, err))
+		}
+		if !allowed {
+			grant := fmt.Sprintf("grant apidefinitions/%s %q", g.Permission, g.Name)
+			missing = append(missing, grant)
+			msg := fmt.Sprintf("%s may not %s in namespace %q", req.UserInfo.Username, grant, cred.Namespace)
+			if reason != "" {
+				msg += " (" + reason + ")"
+			}
+			errs = append(errs, field.Forbidden(field.NewPath("spec", "apis").Index(i), msg))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return apierrors.NewForbidden(iamv1alpha1.GroupVersion.WithResource("apicredentials").GroupResource(), cred.Name, fmt.Errorf(
+		"a credential cannot exceed the privileges of who creates it; missing %s: %w", strings.Join(missing, ", "), errs.ToAggregate()))
+}
+
+func (v *APICredentialValidator) mayGrant(ctx context.Context, user authenticationv1.UserInfo, namespace string, g iamv1alpha1.APIGrant) (bool, string, error) {
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: user.Username, UID: user.UID, Groups: user.Groups, Extra: convertExtra(user.Extra),
+		ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Namespace:   namespace,
+			Verb:        GrantVerb,
+			Group:       iamv1alpha1.GroupVersion.Group,
+			Resource:    "apidefinitions",
+			Subresource: g.Permission,
+			Name:        g.Name,
+		},
+	}}
+	if err := v.Client.Create(ctx, sar); err != nil {
+		return false, "", err
+	}
+	return sar.Status.Allowed, sar.Status.Reason, nil
+}
+
+// warnings are for what is legal but suspicious.
+func (v *APICredentialValidator) warnings(cred *iamv1alpha1.APICredential) admission.Warnings {
+	var w admission.Warnings
+	now := v.now()
+	if e := cred.Spec.ExpiresAt; e != nil && !e.After(now) {
+		w = append(w, fmt.Sprintf("spec.expiresAt %s is in the past: the credential is issued but token servers refuse it", e.UTC().Format("2006-01-02T15:04:05Z")))
+	}
+	if r := cred.Spec.Rotation; r.Period != nil && r.GracePeriod != nil && r.GracePeriod.Duration >= r.Period.Duration {
+		w = append(w, fmt.Sprintf("spec.rotation.gracePeriod %s is not shorter than spec.rotation.period %s: more than one previous secret stays valid at a time", r.GracePeriod.Duration, r.Period.Duration))
+	}
+	seen := map[string]bool{}
+	for _, ws := range cred.Spec.Scope.Workspaces {
+		if seen[ws] {
+			w = append(w, fmt.Sprintf("spec.scope.workspaces lists %q more than once", ws))
+		}
+		seen[ws] = true
+	}
+	return w
+}
+
+func (v *APICredentialValidator) now() time.Time {
+	if v.Clock == nil {
+		return time.Now()
+	}
+	return v.Clock.Now()
+}
+
+// SetupWithManager registers the webhook with the manager's webhook server.
+func (v *APICredentialValidator) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewWebhookManagedBy(mgr, &iamv1alpha1.APICredential{}).WithValidator(v).Complete()
+}
+
+var _ admission.Validator[*iamv1alpha1.APICredential] = &APICredentialValidator{}
+
+// convertExtra copies the requester's extra attributes into a SubjectAccessReview, so
+// that authorizers that decide on them (scopes, for instance) see the same user.
+func convertExtra(in map[string]authenticationv1.ExtraValue) map[string]authorizationv1.ExtraValue {
+	if len(in) == 0 {
+		return nil
+	}
+	out := make(map[string]authorizationv1.ExtraValue, len(in))
+	for k, v := range in {
+		out[k] = authorizationv1.ExtraValue(v)
+	}
+	return out
+}
