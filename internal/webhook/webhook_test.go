@@ -67,9 +67,13 @@ var _ = Describe("APICredential admission", func() {
 		},
 		Entry("an unknown API", func(c *iamv1alpha1.APICredential) { c.Spec.APIs = []iamv1alpha1.APIGrant{grant("billing-api", "user")} },
 			`spec.apis[0].name: Invalid value: "billing-api": no APIDefinition with this name exists; known APIs: "dataplanning-api", "platform-api", "profile-api"`),
-		Entry("a permission the API does not offer", func(c *iamv1alpha1.APICredential) { c.Spec.APIs = []iamv1alpha1.APIGrant{grant("profile-api", "admin")} },
+		Entry("a permission the API does not offer", func(c *iamv1alpha1.APICredential) {
+			c.Spec.APIs = []iamv1alpha1.APIGrant{grant("profile-api", "admin")}
+		},
 			`spec.apis[0].permission: Unsupported value: "admin": supported values: "read-only"`),
-		Entry("a Workspace-level API without workspaces", func(c *iamv1alpha1.APICredential) { c.Spec.APIs = []iamv1alpha1.APIGrant{grant("profile-api", "read-only")} },
+		Entry("a Workspace-level API without workspaces", func(c *iamv1alpha1.APICredential) {
+			c.Spec.APIs = []iamv1alpha1.APIGrant{grant("profile-api", "read-only")}
+		},
 			`spec.scope.workspaces: Required value: APIDefinition "profile-api" (spec.apis[0]) applies at the Workspace level`),
 		Entry("several problems at once", func(c *iamv1alpha1.APICredential) {
 			c.Spec.APIs = []iamv1alpha1.APIGrant{grant("platform-api", "owner"), grant("nope", "x")}
@@ -220,4 +224,3 @@ var _ = Describe("APIDefinition integrity", func() {
 		Eventually(func() error { return k8sClient.Delete(ctx, def) }).Should(Succeed())
 	})
 })
-
