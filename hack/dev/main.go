@@ -9,15 +9,18 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -91,6 +94,9 @@ func run() (retErr error) {
 		return err
 	}
 	env.ControlPlaneStartTimeout = 2 * time.Minute
+	// The admission webhooks of config/webhook, pointed at the manager on loopback with a
+	// serving certificate envtest provisions.
+	env.WebhookInstallOptions = envtest.WebhookInstallOptions{Paths: []string{"config/webhook/manifests.yaml"}}
 	webhookConfig, err := filepath.Abs(devDir + "/token-webhook.kubeconfig")
 	if err != nil {
 		return err
@@ -161,11 +167,17 @@ func run() (retErr error) {
 	step("starting the keysmith manager")
 	mgr, err := startProcess(ctx, "manager", abs(devDir+"/manager"),
 		"--kubeconfig="+abs(devDir+"/keysmith-manager.kubeconfig"), "--metrics-bind-address=0", "--health-probe-bind-address=0",
-		"--token-url="+tokenServerURL+"/oauth2/token", "--signing-key-namespace="+systemNamespace)
+		"--token-url="+tokenServerURL+"/oauth2/token", "--signing-key-namespace="+systemNamespace,
+		"--webhook-host="+env.WebhookInstallOptions.LocalServingHost,
+		fmt.Sprintf("--webhook-port=%d", env.WebhookInstallOptions.LocalServingPort),
+		"--webhook-cert-dir="+env.WebhookInstallOptions.LocalServingCertDir)
 	if err != nil {
 		return err
 	}
 	defer func() { retErr = errors.Join(retErr, mgr.stop()) }()
+	if err := waitTLS(ctx, net.JoinHostPort(env.WebhookInstallOptions.LocalServingHost, strconv.Itoa(env.WebhookInstallOptions.LocalServingPort)), mgr); err != nil {
+		return err
+	}
 
 	step("starting the token server at " + tokenServerURL + ", as its own service account")
 	ts, err := startProcess(ctx, "token-server", abs(devDir+"/token-server"),
@@ -375,6 +387,25 @@ func writeTokenKubeconfig(admin []byte) error {
 	return clientcmd.WriteToFile(*out, tokenKubeconfigPath)
 }
 
+// waitTLS waits until the manager's webhook server accepts TLS connections.
+func waitTLS(ctx context.Context, addr string, p *process) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		d := tls.Dialer{Config: &tls.Config{InsecureSkipVerify: true}} //nolint:gosec // a readiness probe on loopback
+		if conn, err := d.DialContext(ctx, "tcp", addr); err == nil {
+			return conn.Close()
+		}
+		select {
+		case err := <-p.exited:
+			return fmt.Errorf("the manager exited: %w (see %s)", err, p.logPath)
+		case <-ctx.Done():
+			return fmt.Errorf("the webhook server at %s did not come up (see %s)", addr, p.logPath)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
 // waitReady polls a readiness URL until it answers 200, the process exits or a minute passes.
 func waitReady(ctx context.Context, url string, p *process) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -441,6 +472,21 @@ keysmith is running. In another terminal:
   kubectl -n team-checkout patch apicred profile-reader --type=merge -p '{"spec":{"active":true}}'
   # delete: the Secret goes with it (garbage collection)
   kubectl -n team-checkout delete apicred profile-reader
+
+Admission (webhooks and the status policy run here as in a cluster):
+
+  # a permission the API does not offer is refused at the door, naming what is allowed
+  kubectl -n team-checkout create -f - <<'YAML'
+  {"apiVersion":"iam.keysmith.dev/v1alpha1","kind":"APICredential","metadata":{"name":"typo"},"spec":{"apis":[{"name":"profile-api","permission":"admin"}],"scope":{"workspaces":["eu-prod"]}}}
+  YAML
+  # nobody grants more than they may: eve (config/samples/rbac_team_checkout.yaml) may
+  # grant profile-api read-only, but not platform-api admin
+  kubectl --as=eve -n team-checkout create -f - <<'YAML'
+  {"apiVersion":"iam.keysmith.dev/v1alpha1","kind":"APICredential","metadata":{"name":"sneaky"},"spec":{"apis":[{"name":"platform-api","permission":"admin"}]}}
+  YAML
+  # deletion protection: two deliberate steps
+  kubectl -n team-checkout patch apicred platform-automation --type=merge -p '{"spec":{"deletionProtection":true}}'
+  kubectl -n team-checkout delete apicred platform-automation --dry-run=server
 
 Trade client credentials for an access token (OAuth 2.0 client credentials):
 

@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -178,6 +179,46 @@ var _ = Describe("make dev", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred())
 		Expect(review.Status.UserInfo.Username).To(Equal("keysmith:credential:team-checkout:platform-automation"))
 		Expect(review.Status.UserInfo.Groups).To(ContainElement("keysmith:api:platform-api:admin"))
+	})
+
+	It("enforces admission: catalog, no escalation, deletion protection, status policy", func(ctx SpecContext) {
+		bad := &iamv1alpha1.APICredential{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "team-checkout", Name: "typo"},
+			Spec: iamv1alpha1.APICredentialSpec{
+				APIs:  []iamv1alpha1.APIGrant{{Name: "profile-api", Permission: "admin"}},
+				Scope: iamv1alpha1.CredentialScope{Workspaces: []string{"eu-prod"}},
+			},
+		}
+		Expect(c.Create(ctx, bad)).To(MatchError(ContainSubstring(`spec.apis[0].permission: Unsupported value: "admin": supported values: "read-only"`)))
+
+		By("refusing eve what she may not grant, admitting what she may")
+		eveCfg := rest.CopyConfig(cfg)
+		eveCfg.Impersonate = rest.ImpersonationConfig{UserName: "eve"}
+		eve, err := client.New(eveCfg, client.Options{Scheme: testenv.Scheme()})
+		Expect(err).NotTo(HaveOccurred())
+		sneaky := &iamv1alpha1.APICredential{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "team-checkout", Name: "sneaky"},
+			Spec:       iamv1alpha1.APICredentialSpec{APIs: []iamv1alpha1.APIGrant{{Name: "platform-api", Permission: "admin"}}},
+		}
+		Expect(eve.Create(ctx, sneaky)).To(MatchError(ContainSubstring(`missing grant apidefinitions/admin "platform-api"`)))
+		fine := bad.DeepCopy()
+		fine.Name, fine.Spec.APIs[0].Permission = "eve-reader", "read-only"
+		Expect(eve.Create(ctx, fine)).To(Succeed())
+
+		By("protecting a credential from deletion")
+		patch := client.MergeFrom(fine.DeepCopy())
+		fine.Spec.DeletionProtection = true
+		Expect(c.Patch(ctx, fine, patch)).To(Succeed())
+		Expect(c.Delete(ctx, fine, client.DryRunAll)).To(MatchError(ContainSubstring("spec.deletionProtection is true")))
+
+		By("refusing identity changes in status from anyone but the manager")
+		Eventually(func(g Gomega) string {
+			g.Expect(c.Get(ctx, client.ObjectKeyFromObject(fine), fine)).To(Succeed())
+			return fine.Status.SecretHash
+		}).ShouldNot(BeEmpty())
+		err = c.Status().Patch(ctx, fine, client.RawPatch(types.MergePatchType,
+			[]byte(`{"status":{"secretHash":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}}`)))
+		Expect(err).To(MatchError(ContainSubstring("only the keysmith manager")))
 	})
 
 	It("stops everything on Ctrl-C and leaves nothing behind", func() {
