@@ -31,6 +31,9 @@ import (
 // change to an APIDefinition reaches exactly the credentials that use it.
 const apiNameIndex = "spec.apis.name"
 
+// conflictRecheck is how often a credential blocked by a foreign Secret looks again.
+const conflictRecheck = time.Minute
+
 // APICredentialReconciler issues the client ID and secret of APICredentials, writes them
 // once into a Secret, keeps only the hash in status, and rotates them on request.
 type APICredentialReconciler struct {
@@ -91,6 +94,11 @@ func (r *APICredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	r.setReadiness(cred, readyReason(before), computeReadiness(cred, facts, now))
 
 	res = r.requeueAtNextDeadline(cred, now)
+	if facts.secret == secretConflict && (res.RequeueAfter == 0 || res.RequeueAfter > conflictRecheck) {
+		// The foreign Secret is outside the cache (it lacks keysmith's label), so its
+		// deletion raises no event: look again now and then, not in a hot loop.
+		res.RequeueAfter = conflictRecheck
+	}
 	if grants.invalid != nil {
 		return res, reconcile.TerminalError(grants.invalid)
 	}
@@ -225,6 +233,8 @@ func (r *APICredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	}); err != nil {
 		return fmt.Errorf("indexing APICredentials by API: %w", err)
 	}
+	var reader client.Reader = mgr.GetClient()
+	stateReader.Store(&reader)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&iamv1alpha1.APICredential{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.Secret{}).

@@ -226,12 +226,18 @@ var _ = Describe("APICredential", func() {
 			rv := h.secret("taken").ResourceVersion
 
 			cred := h.create(h.credential("taken", grant("platform-api", "user")))
-			h.mustReconcile(cred)
+			res := h.mustReconcile(cred)
 			conflicted := h.fetch("taken")
 			Expect(ready(conflicted).Reason).To(Equal(iamv1alpha1.ReasonSecretConflict))
 			Expect(hasCondition(conflicted, iamv1alpha1.ConditionStalled)).To(BeTrue())
 			Expect(conflicted.Status.SecretHash).To(BeEmpty())
 			Expect(h.secret("taken").ResourceVersion).To(Equal(rv))
+			Expect(res.RequeueAfter).To(Equal(conflictRecheck), "the foreign Secret's deletion raises no event: look again")
+
+			By("issuing once the foreign Secret is gone")
+			Expect(k8sClient.Delete(h.ctx, foreign)).To(Succeed())
+			h.mustReconcile(cred)
+			Expect(ready(h.fetch("taken")).Reason).To(Equal(iamv1alpha1.ReasonIssued))
 		})
 	})
 

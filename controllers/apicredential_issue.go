@@ -47,6 +47,7 @@ func (r *APICredentialReconciler) issue(ctx context.Context, cred *iamv1alpha1.A
 		return fmt.Errorf("creating Secret %q: %w", secret.Name, err)
 	}
 	r.record(cred, clientID, clientSecret, cred.Spec.Rotation.KeyVersion, issuedAt)
+	issuedTotal.Inc()
 	log.FromContext(ctx).Info("issued credential", "clientID", clientID, "secret", secret.Name)
 	r.event(cred, corev1.EventTypeNormal, iamv1alpha1.ReasonIssued, "Issue",
 		fmt.Sprintf("issued client ID %s into Secret %q", clientID, secret.Name))
@@ -82,6 +83,7 @@ func (r *APICredentialReconciler) rotate(ctx context.Context, cred *iamv1alpha1.
 	}
 	r.retirePrevious(cred, issuedAt)
 	r.record(cred, cred.Status.ClientID, clientSecret, cred.Spec.Rotation.KeyVersion, issuedAt)
+	rotatedTotal.Inc()
 	grace := gracePeriod(cred)
 	log.FromContext(ctx).Info("rotated credential", "clientID", cred.Status.ClientID, "keyVersion", cred.Status.KeyVersion, "gracePeriod", grace)
 	r.event(cred, corev1.EventTypeNormal, "Rotated", "Rotate",
@@ -92,6 +94,7 @@ func (r *APICredentialReconciler) rotate(ctx context.Context, cred *iamv1alpha1.
 // adopt records the secret held by the credential's own Secret, after a crash between
 // creating the Secret and writing status, or after status was lost. Nothing is minted.
 func (r *APICredentialReconciler) adopt(ctx context.Context, cred *iamv1alpha1.APICredential, f secretFacts, now time.Time) {
+	adoptedTotal.Inc()
 	keyVersion := f.keyVersion
 	if keyVersion == 0 && cred.Status.SecretHash == "" {
 		keyVersion = cred.Spec.Rotation.KeyVersion // no annotation: it was issued for this spec

@@ -50,6 +50,30 @@ func startManager(ctx context.Context, ns string) (stop func()) {
 	return func() { cancel(); <-done }
 }
 
+// metricValue reads a counter or gauge with the given labels from the manager's registry.
+func metricValue(name string, want map[string]string) float64 {
+	families, err := ctrlmetrics.Registry.Gather()
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if v, ok := want[l.GetName()]; ok && v != l.GetValue() {
+					continue metrics
+				}
+			}
+			if m.GetCounter() != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
 // reconcileCount reads controller_runtime_reconcile_total for successful reconciles of
 // APICredentials from the metrics registry the managers share.
 func reconcileCount() float64 {
@@ -107,6 +131,28 @@ var _ = Describe("APICredential with the manager running", func() {
 		ExpectWithOffset(1, k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s)).To(Succeed())
 		return s
 	}
+
+	It("reports credentials by state and counts issues in Prometheus metrics", func(ctx context.Context) {
+		issuedBefore := metricValue("keysmith_credentials_issued_total", nil)
+		create(ctx, "counted", grant("platform-api", "user"))
+		paused := create(ctx, "paused", grant("platform-api", "user"))
+		create(ctx, "broken", grant("platform-api", "owner"))
+		Eventually(readyReasonOf(ctx, "counted")).Should(Equal(iamv1alpha1.ReasonIssued))
+		Eventually(readyReasonOf(ctx, "paused")).Should(Equal(iamv1alpha1.ReasonIssued))
+		Eventually(readyReasonOf(ctx, "broken")).Should(Equal(iamv1alpha1.ReasonInvalidSpec))
+		Expect(metricValue("keysmith_credentials_issued_total", nil) - issuedBefore).To(Equal(2.0))
+
+		patch := client.MergeFrom(paused.DeepCopy())
+		paused.Spec.Active = ptr.To(false)
+		Expect(k8sClient.Patch(ctx, paused, patch)).To(Succeed())
+		Eventually(func() map[string]float64 {
+			out := map[string]float64{}
+			for _, s := range []string{StateActive, StateInactive, StateInvalid, StateExpired} {
+				out[s] = metricValue("keysmith_credentials", map[string]string{"state": s})
+			}
+			return out
+		}).Should(Equal(map[string]float64{StateActive: 1, StateInactive: 1, StateInvalid: 1, StateExpired: 0}))
+	})
 
 	It("issues an applied credential within seconds and sees its Secret deleted", func(ctx context.Context) {
 		start := time.Now()
