@@ -8,8 +8,10 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"regexp"
 	"strings"
@@ -29,6 +31,7 @@ import (
 type config struct {
 	listen, issuer, namespaces, signingNamespace, signingSecret string
 	workspaceHeader, workspacePath, tlsCert, tlsKey             string
+	trustedProxies                                              string
 	tokenLifetime, usageInterval                                time.Duration
 }
 
@@ -43,6 +46,7 @@ func main() {
 	flag.DurationVar(&cfg.usageInterval, "usage-interval", 30*time.Second, "how often usage (last used time and address) is written to status")
 	flag.StringVar(&cfg.workspaceHeader, "workspace-header", "X-Keysmith-Workspace", "request header naming the workspace of a forward-auth request")
 	flag.StringVar(&cfg.workspacePath, "workspace-path", "", "regular expression whose first group extracts the workspace from the original path, e.g. ^/workspaces/([^/]+)")
+	flag.StringVar(&cfg.trustedProxies, "trusted-proxies", "127.0.0.0/8,::1/128", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed (nginx beside the server, your ingress); the client address drives rate limiting and lastUsedAddress")
 	flag.StringVar(&cfg.tlsCert, "tls-cert-file", "", "serve HTTPS with this certificate (with --tls-key-file)")
 	flag.StringVar(&cfg.tlsKey, "tls-key-file", "", "private key of --tls-cert-file")
 	opts := zap.Options{}
@@ -72,6 +76,20 @@ func run(ctx context.Context, cfg config) error {
 			return errors.New("--workspace-path: " + err.Error())
 		}
 	}
+	var proxies []netip.Prefix
+	for _, c := range strings.Split(cfg.trustedProxies, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return fmt.Errorf("--trusted-proxies: %q is not a CIDR: %w", c, err)
+		}
+		proxies = append(proxies, p)
+	}
+	if proxies == nil {
+		proxies = []netip.Prefix{} // trust nobody
+	}
 	var namespaces []string
 	if cfg.namespaces != "" {
 		namespaces = strings.Split(cfg.namespaces, ",")
@@ -97,6 +115,7 @@ func run(ctx context.Context, cfg config) error {
 		TokenLifetime:   cfg.tokenLifetime,
 		WorkspaceHeader: cfg.workspaceHeader,
 		WorkspacePath:   wsPath,
+		TrustedProxies:  proxies,
 		Log:             ctrl.Log.WithName("token-server"),
 	}, cfg.usageInterval)
 	if err != nil {

@@ -4,7 +4,9 @@ import (
 	"encoding/base64"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -106,28 +108,49 @@ func (s *Server) checkSecret(ca clientAuth, now time.Time) (*Credential, string)
 	return nil, ""
 }
 
-// remoteAddr returns the host of the TCP peer.
-func remoteAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
+// clientAddr returns the address of the client a request comes from: the TCP peer,
+// unless the peer is a trusted proxy (Options.TrustedProxies), in which case the
+// X-Forwarded-For chain is walked from the right, past every trusted proxy, to the first
+// address no trusted proxy vouches for. A client cannot choose its address by sending
+// the header itself, and failures behind an ingress are counted per real client, not
+// per ingress.
+func (s *Server) clientAddr(r *http.Request) string {
+	peer := r.RemoteAddr
+	if host, _, err := net.SplitHostPort(peer); err == nil {
+		peer = host
 	}
-	return host
-}
-
-// forwardedFor returns the original client address a proxy reports (X-Forwarded-For's
-// first entry, else X-Real-Ip), else the TCP peer. Used for /authz, which only proxies call.
-func forwardedFor(r *http.Request) string {
-	if xff := r.Header.Get("X-Forwarded-For"); xff != "" {
-		first, _, _ := strings.Cut(xff, ",")
-		if first = strings.TrimSpace(first); first != "" {
-			return first
+	if !s.trusted(peer) {
+		return peer
+	}
+	addr := peer
+	for _, xff := range slices.Backward(r.Header.Values("X-Forwarded-For")) {
+		hops := strings.Split(xff, ",")
+		for i := len(hops) - 1; i >= 0; i-- {
+			hop := strings.TrimSpace(hops[i])
+			if _, err := netip.ParseAddr(hop); err != nil {
+				return addr // garbage: stop at the last address we could vouch for
+			}
+			addr = hop
+			if !s.trusted(hop) {
+				return addr
+			}
 		}
 	}
-	if ip := r.Header.Get("X-Real-Ip"); ip != "" {
-		return ip
+	return addr
+}
+
+func (s *Server) trusted(addr string) bool {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return false
 	}
-	return remoteAddr(r)
+	ip = ip.Unmap()
+	for _, p := range s.opts.TrustedProxies {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // verifyBearer returns the claims of a valid access token and the credential it belongs

@@ -30,7 +30,7 @@ func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
 		method = r.Method
 	}
 	now := s.opts.Clock.Now()
-	addr := forwardedFor(r)
+	addr := s.clientAddr(r)
 
 	var (
 		c         *Credential

@@ -185,7 +185,8 @@ func TestAuthzRecordsUsage(t *testing.T) {
 	if resp, _ := f.do(req); resp.StatusCode != 200 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	if f.usage.count() != before+1 || f.usage.addrs[len(f.usage.addrs)-1] != "192.0.2.44" {
+	// The TCP peer (loopback) is a trusted proxy; 10.0.0.1 is the nearest hop it vouches for.
+	if f.usage.count() != before+1 || f.usage.addrs[len(f.usage.addrs)-1] != "10.0.0.1" {
 		t.Errorf("usage %v %v", f.usage.names, f.usage.addrs)
 	}
 }

@@ -23,7 +23,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) int {
 		return writeErr(w, oerr)
 	}
 	now := s.opts.Clock.Now()
-	if _, _, oerr := s.authenticate(ca, remoteAddr(r), now); oerr != nil {
+	if _, _, oerr := s.authenticate(ca, s.clientAddr(r), now); oerr != nil {
 		return writeErr(w, oerr)
 	}
 	token := form.Get("token")

@@ -2,6 +2,7 @@ package tokenserver
 
 import (
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -34,6 +35,9 @@ type Options struct {
 	// and per address. Default 1 per second with a burst of 10.
 	FailureRate  rate.Limit
 	FailureBurst int
+	// TrustedProxies are the proxies whose X-Forwarded-For is believed when they are the
+	// TCP peer (nginx beside the token server, an ingress). Default: loopback only.
+	TrustedProxies []netip.Prefix
 	// Usage records that a credential was used; nil records nothing.
 	Usage UsageRecorder
 	// Clock is the time source. Default the real clock.
@@ -83,6 +87,9 @@ func New(store *Store, opts Options) *Server {
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
+	}
+	if opts.TrustedProxies == nil {
+		opts.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()

@@ -30,7 +30,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 		return oerr.status
 	}
 	now := s.opts.Clock.Now()
-	addr := remoteAddr(r)
+	addr := s.clientAddr(r)
 	c, version, oerr := s.authenticate(ca, addr, now)
 	if oerr != nil {
 		oerr.write(w)
