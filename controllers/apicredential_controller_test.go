@@ -170,6 +170,28 @@ var _ = Describe("APICredential", func() {
 			Expect(again.Status.IssuedAt.Time).To(BeTemporally("==", cred.Status.IssuedAt.Time), "issue time comes from the Secret")
 			Expect(h.secret("restored").ResourceVersion).To(Equal(secret.ResourceVersion))
 		})
+
+		It("reports SecretModified when the Secret is unusable too, and issues new keys once the key version is bumped", func() {
+			_, secret := issued("wrecked")
+			secret.Data[iamv1alpha1.DefaultClientSecretKey] = []byte("hunter2")
+			Expect(k8sClient.Update(h.ctx, secret)).To(Succeed())
+			lost := h.fetch("wrecked")
+			lost.Status = iamv1alpha1.APICredentialStatus{}
+			Expect(k8sClient.Status().Update(h.ctx, lost)).To(Succeed())
+
+			h.mustReconcile(lost)
+			Expect(ready(h.fetch("wrecked")).Reason).To(Equal(iamv1alpha1.ReasonSecretModified))
+			Expect(string(h.secret("wrecked").Data[iamv1alpha1.DefaultClientSecretKey])).To(Equal("hunter2"), "never rewritten unasked")
+
+			h.update("wrecked", func(c *iamv1alpha1.APICredential) { c.Spec.Rotation.KeyVersion = 1 })
+			h.mustReconcile(lost)
+			fixed := h.fetch("wrecked")
+			Expect(ready(fixed).Reason).To(Equal(iamv1alpha1.ReasonIssued))
+			plain := string(h.secret("wrecked").Data[iamv1alpha1.DefaultClientSecretKey])
+			Expect(credential.Verify(plain, fixed.Status.SecretHash)).To(BeTrue())
+			Expect(credential.ValidClientID(fixed.Status.ClientID)).To(BeTrue())
+			Expect(string(h.secret("wrecked").Data[iamv1alpha1.DefaultClientIDKey])).To(Equal(fixed.Status.ClientID))
+		})
 	})
 
 	Context("when someone deletes the Secret", func() {

@@ -63,6 +63,12 @@ func (r *APICredentialReconciler) rotate(ctx context.Context, cred *iamv1alpha1.
 	if err != nil {
 		return err
 	}
+	if cred.Status.ClientID == "" {
+		// Status was lost and the Secret held nothing usable: there is no identity to keep.
+		if cred.Status.ClientID, err = credential.NewClientID(); err != nil {
+			return err
+		}
+	}
 	issuedAt := now.Truncate(time.Second)
 	create := secret == nil
 	if create {

@@ -114,7 +114,7 @@ func rotationDue(cred *iamv1alpha1.APICredential, now time.Time) bool {
 //	absent             empty                mint
 //	absent             set                  rotate if due, else report missing
 //	present, not ours  any                  report conflict
-//	present, ours      empty                adopt (crash or restore); report modified if unusable
+//	present, ours      empty                adopt (crash or restore); if unusable, rotate if due, else report modified
 //	present, ours      matches              rotate if due, else nothing
 //	present, ours      differs, newer data  adopt the rotation whose status write was lost
 //	present, ours      differs              rotate if due, else report modified
@@ -137,10 +137,16 @@ func decideSecret(cred *iamv1alpha1.APICredential, s secretFacts, now time.Time)
 	usable := credential.ValidClientID(s.clientID) && credential.ParseSecret(s.clientSecret) == nil &&
 		(st.ClientID == "" || st.ClientID == s.clientID)
 	if st.SecretHash == "" {
-		if usable {
+		switch {
+		case usable:
 			return actionAdopt
+		case cred.Spec.Rotation.KeyVersion > s.keyVersion:
+			// Status and the Secret's data are both lost; status cannot say whether the key
+			// version was bumped, the Secret's annotation can: new keys on request.
+			return actionRotate
+		default:
+			return actionReportModified
 		}
-		return actionReportModified
 	}
 	if s.clientID == st.ClientID && credential.Verify(s.clientSecret, st.SecretHash) {
 		if due {

@@ -44,6 +44,7 @@ func TestDecideSecret(t *testing.T) {
 		{"present, not ours, nothing issued: conflict", iamv1alpha1.APICredentialStatus{}, 0, 0, notOurs, actionReportConflict},
 		{"present, ours, status lost: adopt", iamv1alpha1.APICredentialStatus{}, 2, 0, holding(current), actionAdopt},
 		{"present, ours, status lost, data unusable: report modified", iamv1alpha1.APICredentialStatus{}, 2, 0, holding("hunter2"), actionReportModified},
+		{"present, ours, status lost, data unusable, key version bumped: rotate", iamv1alpha1.APICredentialStatus{}, 3, 0, holding("hunter2"), actionRotate},
 		{"present, matches: nothing", issued, 2, 0, holding(current), actionNone},
 		{"present, matches, key version bumped: rotate", issued, 3, 0, holding(current), actionRotate},
 		{"present, matches, period elapsed: rotate", issued, 2, time.Hour, holding(current), actionRotate},
