@@ -20,6 +20,7 @@ import (
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/credential"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 // startManager runs the reconciler in a manager, as cmd/manager does, watching only ns.
@@ -40,14 +41,8 @@ func startManager(ctx context.Context, ns string) (stop func()) {
 		Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("keysmith-manager"), DefaultTokenURL: testTokenURL,
 	}).SetupWithManager(ctx, mgr)).To(Succeed())
 
-	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer GinkgoRecover()
-		defer close(done)
-		Expect(mgr.Start(mctx)).To(Succeed())
-	}()
-	return func() { cancel(); <-done }
+	stopMgr := testenv.Start(ctx, mgr)
+	return func() { Expect(stopMgr()).To(Succeed()) }
 }
 
 // metricValue reads a counter or gauge with the given labels from the manager's registry.

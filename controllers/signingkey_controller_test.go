@@ -16,6 +16,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/keysmith-dev/keysmith/internal/signingkey"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 var _ = Describe("Signing keys", func() {
@@ -36,14 +37,8 @@ var _ = Describe("Signing keys", func() {
 		Expect(err).NotTo(HaveOccurred())
 		r = &SigningKeyReconciler{Client: mgr.GetClient(), Clock: clock, Namespace: ns, Name: name, Policy: policy}
 		Expect(r.SetupWithManager(mgr)).To(Succeed())
-		mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		done := make(chan struct{})
-		go func() {
-			defer GinkgoRecover()
-			defer close(done)
-			Expect(mgr.Start(mctx)).To(Succeed())
-		}()
-		DeferCleanup(func() { cancel(); <-done })
+		stop := testenv.Start(ctx, mgr)
+		DeferCleanup(func() { Expect(stop()).To(Succeed()) })
 	})
 
 	secret := func(ctx context.Context) func(Gomega) *corev1.Secret {

@@ -3,6 +3,7 @@
 package testenv
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 )
@@ -63,4 +65,14 @@ func New() (*envtest.Environment, error) {
 		ErrorIfCRDPathMissing: true,
 		Scheme:                Scheme(),
 	}, nil
+}
+
+// Start runs the manager in the background, outliving the context of the test step that
+// starts it (a BeforeEach's context ends with it), and returns a function that stops the
+// manager, waits for it, and returns what Start returned.
+func Start(ctx context.Context, mgr manager.Manager) (stop func() error) {
+	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(mctx) }()
+	return func() error { cancel(); return <-done }
 }

@@ -70,14 +70,8 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred())
 	Expect((&APICredentialValidator{Reader: mgr.GetClient(), Client: mgr.GetClient()}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&APIDefinitionValidator{Reader: mgr.GetClient()}).SetupWithManager(mgr)).To(Succeed())
-	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer GinkgoRecover()
-		defer close(done)
-		Expect(mgr.Start(mctx)).To(Succeed())
-	}()
-	DeferCleanup(func() { cancel(); <-done })
+	stop := testenv.Start(ctx, mgr)
+	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
 
 	By("waiting for the webhook server")
 	addr := net.JoinHostPort(wio.LocalServingHost, fmt.Sprint(wio.LocalServingPort))

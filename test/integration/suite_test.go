@@ -136,14 +136,8 @@ func runManager(ctx context.Context, cfg *rest.Config, cacheOpts cache.Options, 
 	})
 	Expect(err).NotTo(HaveOccurred())
 	setup(mgr)
-	mctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	go func() {
-		defer GinkgoRecover()
-		defer close(done)
-		Expect(mgr.Start(mctx)).To(Succeed())
-	}()
-	DeferCleanup(func() { cancel(); <-done })
+	stop := testenv.Start(ctx, mgr)
+	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
 }
 
 // applyFile creates every object of a YAML file; namespace replaces "system" when set.
