@@ -70,6 +70,11 @@ var _ = Describe("APICredential status policy", func() {
 
 	It("refuses identity and hash changes from a user with RBAC on apicredentials/status", func(ctx SpecContext) {
 		mallory := clientAs(ctx, "mallory")
+		// The API server loads policies and bindings asynchronously: wait with a dry run,
+		// which changes nothing either way, until the policy answers.
+		Eventually(func() error {
+			return patchStatus(ctx, mallory, `{"status":{"clientID":"ksc_aaaaaaaaaaaaaaaaaaaaaaaaaa"}}`, client.DryRunAll)
+		}).Should(MatchError(ContainSubstring("only the keysmith manager")))
 		for _, body := range []string{
 			`{"status":{"secretHash":"sha256:0000000000000000000000000000000000000000000000000000000000000000"}}`,
 			`{"status":{"clientID":"ksc_aaaaaaaaaaaaaaaaaaaaaaaaaa"}}`,
