@@ -106,7 +106,7 @@ var _ = Describe("APICredential admission", func() {
 		})
 		cred := credential(ns, "stale", grant("platform-api", "user"))
 		cred.Spec.ExpiresAt = &metav1.Time{Time: time.Now().Add(-time.Hour)}
-		Expect(c.Create(ctx, cred)).To(Succeed())
+		Eventually(func() error { return c.Create(ctx, cred.DeepCopy()) }).Should(Succeed())
 		Expect(w.all()).To(ContainElement(ContainSubstring("spec.expiresAt")))
 		Expect(w.all()).To(ContainElement(ContainSubstring("is in the past")))
 	})
@@ -118,9 +118,9 @@ var _ = Describe("APICredential admission", func() {
 
 			cred := credential(ns, "reader", grant("profile-api", "read-only"))
 			cred.Spec.Scope.Workspaces = []string{"eu-prod"}
-			err := alice.Create(ctx, cred.DeepCopy())
-			Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
-			Expect(err).To(MatchError(ContainSubstring(`missing grant apidefinitions/read-only "profile-api"`)))
+			// RBAC sees the new binding shortly; until then the refusal is RBAC's, not ours.
+			Eventually(func() error { return alice.Create(ctx, cred.DeepCopy()) }).
+				Should(MatchError(ContainSubstring(`missing grant apidefinitions/read-only "profile-api"`)))
 			Expect(alice.Create(ctx, cred.DeepCopy(), client.DryRunAll)).To(MatchError(ContainSubstring(`missing grant apidefinitions/read-only "profile-api"`)))
 
 			By("delegating grant on apidefinitions/read-only for profile-api only, in this namespace")
@@ -133,7 +133,7 @@ var _ = Describe("APICredential admission", func() {
 			By("refusing an update that adds a permission alice may not grant")
 			Expect(alice.Get(ctx, client.ObjectKeyFromObject(cred), cred)).To(Succeed())
 			cred.Spec.APIs = append(cred.Spec.APIs, grant("platform-api", "admin"))
-			err = alice.Update(ctx, cred)
+			err := alice.Update(ctx, cred)
 			Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
 			Expect(err).To(MatchError(ContainSubstring(`alice may not grant apidefinitions/admin "platform-api"`)))
 
@@ -148,7 +148,8 @@ var _ = Describe("APICredential admission", func() {
 			allow(ctx, other, "alice", manageCredentials)
 			elsewhere := cred.DeepCopy()
 			elsewhere.ObjectMeta = metav1.ObjectMeta{Namespace: other, Name: "reader"}
-			Expect(alice.Create(ctx, elsewhere)).To(MatchError(ContainSubstring(`missing grant apidefinitions/read-only "profile-api"`)))
+			Eventually(func() error { return alice.Create(ctx, elsewhere.DeepCopy()) }).
+				Should(MatchError(ContainSubstring(`missing grant apidefinitions/read-only "profile-api"`)))
 		})
 
 		It("asks again when an update changes a permission", func(ctx SpecContext) {
