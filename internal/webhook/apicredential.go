@@ -96,14 +96,17 @@ func (v *APICredentialValidator) checkCatalog(ctx context.Context, cred *iamv1al
 }
 
 // checkGrants asks a SubjectAccessReview, for every API permission the credential has
-// and old (nil on create) did not, whether the requesting user may grant it.
+// and old (nil on create) did not, whether the requesting user may grant it. When the
+// scope changes, every permission counts as new.
 func (v *APICredentialValidator) checkGrants(ctx context.Context, cred, old *iamv1alpha1.APICredential) error {
 	req, err := admission.RequestFromContext(ctx)
 	if err != nil {
 		return apierrors.NewInternalError(err)
 	}
 	had := map[iamv1alpha1.APIGrant]bool{}
-	if old != nil {
+	// A new account or workspace set re-grants everything: pointing an admin credential
+	// at another account is as powerful as creating one there.
+	if old != nil && equality.Semantic.DeepEqual(old.Spec.Scope, cred.Spec.Scope) {
 		for _, g := range old.Spec.APIs {
 			had[g] = true
 		}

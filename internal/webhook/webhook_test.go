@@ -164,6 +164,31 @@ var _ = Describe("APICredential admission", func() {
 			cred.Spec.APIs[0].Permission = "admin"
 			Expect(bob.Update(ctx, cred)).To(MatchError(ContainSubstring(`bob may not grant apidefinitions/admin "platform-api"`)))
 		})
+
+		It("asks again when an update moves the credential to another account", func(ctx SpecContext) {
+			admin := credential(ns, "powerful", grant("platform-api", "admin"))
+			Expect(k8sClient.Create(ctx, admin)).To(Succeed()) // the cluster admin may grant it
+			carol, _ := userClient("carol")
+			allow(ctx, ns, "carol", manageCredentials)
+			Eventually(func() error {
+				c := &iamv1alpha1.APICredential{}
+				if err := carol.Get(ctx, client.ObjectKeyFromObject(admin), c); err != nil {
+					return err
+				}
+				c.Spec.Scope.Account = "another-account"
+				return carol.Update(ctx, c)
+			}).Should(MatchError(ContainSubstring(`carol may not grant apidefinitions/admin "platform-api"`)))
+
+			By("while edits that keep grants and scope pass")
+			Eventually(func() error {
+				c := &iamv1alpha1.APICredential{}
+				if err := carol.Get(ctx, client.ObjectKeyFromObject(admin), c); err != nil {
+					return err
+				}
+				c.Spec.DisplayName = "Renamed by carol"
+				return carol.Update(ctx, c)
+			}).Should(Succeed())
+		})
 	})
 
 	Context("deletion protection", func() {
