@@ -4,7 +4,7 @@
 KUBE_VERSION ?= 1.37.2
 ETCD_VERSION ?= 3.7.3
 CONTROLLER_GEN_VERSION ?= v0.23.0
-IMG ?= keysmith:dev
+IMG ?= keysmith:latest
 
 export GOTOOLCHAIN := local
 export KUBE_VERSION ETCD_VERSION
@@ -29,7 +29,7 @@ dev: manifests envtest ## Run a local control plane with the operator and sample
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" exec bin/keysmith-dev
 
 .PHONY: manifests
-manifests: controller-gen ## Generate CRDs and RBAC into config/.
+manifests: controller-gen ## Generate CRDs, RBAC and the webhook configuration into config/.
 	$(CONTROLLER_GEN) rbac:roleName=keysmith-manager crd webhook paths="./api/..." paths="./controllers/..." paths="./internal/webhook/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
 

@@ -99,7 +99,10 @@ func (r *APICredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		// deletion raises no event: look again now and then, not in a hot loop.
 		res.RequeueAfter = conflictRecheck
 	}
-	if grants.invalid != nil {
+	if grants.invalid != nil && res.RequeueAfter == 0 {
+		// Nothing to come back for: retrying cannot fix the spec, a change to it or to
+		// the catalog will. (A terminal error would drop a pending RequeueAfter, such as
+		// the end of a previous secret's grace period, so it is used only without one.)
 		return res, reconcile.TerminalError(grants.invalid)
 	}
 	return res, nil

@@ -476,14 +476,12 @@ keysmith is running. In another terminal:
 Admission (webhooks and the status policy run here as in a cluster):
 
   # a permission the API does not offer is refused at the door, naming what is allowed
-  kubectl -n team-checkout create -f - <<'YAML'
-  {"apiVersion":"iam.keysmith.dev/v1alpha1","kind":"APICredential","metadata":{"name":"typo"},"spec":{"apis":[{"name":"profile-api","permission":"admin"}],"scope":{"workspaces":["eu-prod"]}}}
-  YAML
+  echo '{"apiVersion":"iam.keysmith.dev/v1alpha1","kind":"APICredential","metadata":{"name":"typo"},"spec":{"apis":[{"name":"profile-api","permission":"admin"}],"scope":{"workspaces":["eu-prod"]}}}' \
+    | kubectl -n team-checkout create -f -
   # nobody grants more than they may: eve (config/samples/rbac_team_checkout.yaml) may
   # grant profile-api read-only, but not platform-api admin
-  kubectl --as=eve -n team-checkout create -f - <<'YAML'
-  {"apiVersion":"iam.keysmith.dev/v1alpha1","kind":"APICredential","metadata":{"name":"sneaky"},"spec":{"apis":[{"name":"platform-api","permission":"admin"}]}}
-  YAML
+  echo '{"apiVersion":"iam.keysmith.dev/v1alpha1","kind":"APICredential","metadata":{"name":"sneaky"},"spec":{"apis":[{"name":"platform-api","permission":"admin"}]}}' \
+    | kubectl --as=eve -n team-checkout create -f -
   # deletion protection: two deliberate steps
   kubectl -n team-checkout patch apicred platform-automation --type=merge -p '{"spec":{"deletionProtection":true}}'
   kubectl -n team-checkout delete apicred platform-automation --dry-run=server

@@ -166,13 +166,6 @@ func (v *APICredentialValidator) warnings(cred *iamv1alpha1.APICredential) admis
 	if r := cred.Spec.Rotation; r.Period != nil && r.GracePeriod != nil && r.GracePeriod.Duration >= r.Period.Duration {
 		w = append(w, fmt.Sprintf("spec.rotation.gracePeriod %s is not shorter than spec.rotation.period %s: more than one previous secret stays valid at a time", r.GracePeriod.Duration, r.Period.Duration))
 	}
-	seen := map[string]bool{}
-	for _, ws := range cred.Spec.Scope.Workspaces {
-		if seen[ws] {
-			w = append(w, fmt.Sprintf("spec.scope.workspaces lists %q more than once", ws))
-		}
-		seen[ws] = true
-	}
 	return w
 }
 
