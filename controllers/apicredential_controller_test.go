@@ -293,6 +293,24 @@ var _ = Describe("APICredential", func() {
 			Expect(res.RequeueAfter).To(BeZero(), "no deadline left, so no polling")
 		})
 
+		It("still prunes the previous secret on time when the spec turns invalid during the grace period", func() {
+			cred, _ := issued("rotating-invalid", func(c *iamv1alpha1.APICredential) {
+				c.Spec.Rotation.GracePeriod = &metav1.Duration{Duration: 30 * time.Minute}
+			})
+			h.update("rotating-invalid", func(c *iamv1alpha1.APICredential) { c.Spec.Rotation.KeyVersion = 1 })
+			h.mustReconcile(cred)
+			h.update("rotating-invalid", func(c *iamv1alpha1.APICredential) { c.Spec.APIs[0].Permission = "owner" })
+			res, err := h.reconcile(cred)
+			Expect(err).NotTo(HaveOccurred(), "a terminal error would drop the requeue")
+			Expect(res.RequeueAfter).To(Equal(30 * time.Minute))
+			Expect(ready(h.fetch("rotating-invalid")).Reason).To(Equal(iamv1alpha1.ReasonInvalidSpec))
+
+			h.clock.Step(30 * time.Minute)
+			_, err = h.reconcile(cred)
+			Expect(err).To(HaveOccurred(), "with no deadline left the invalid spec is terminal")
+			Expect(h.fetch("rotating-invalid").Status.PreviousSecrets).To(BeEmpty())
+		})
+
 		It("adopts a rotation whose status write was lost, without rotating twice", func() {
 			cred, _ := issued("halfway")
 			h.update("halfway", func(c *iamv1alpha1.APICredential) { c.Spec.Rotation.KeyVersion = 1 })
