@@ -491,7 +491,7 @@ Trade client credentials for an access token (OAuth 2.0 client credentials):
   ID=$(kubectl -n team-checkout get secret platform-automation-credentials -o jsonpath='{.data.CLIENT_ID}' | base64 -d)
   SECRET=$(kubectl -n team-checkout get secret platform-automation-credentials -o jsonpath='{.data.CLIENT_SECRET}' | base64 -d)
   TOKEN=$(curl -s -u "$ID:$SECRET" -d grant_type=client_credentials `+tokenServerURL+`/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
-  curl -s `+tokenServerURL+`/.well-known/jwks.json
+  curl -s `+tokenServerURL+`/.well-known/jwks.json; echo
   # forward auth, as nginx, Envoy or Traefik ask it
   curl -si -H "Authorization: Bearer $TOKEN" -H "X-Forwarded-Method: DELETE" `+tokenServerURL+`/authz/platform-api/v1/users/42
   # the Kubernetes API server authenticates the same token (webhook token authentication)
