@@ -6,6 +6,7 @@ package main
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -121,14 +123,25 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	if err := mgr.Add(serve(cfg, srv.Handler())); err != nil {
+	var certs *certwatcher.CertWatcher
+	if cfg.tlsCert != "" {
+		// Reloaded when the files change (cert-manager renewals), without a restart.
+		if certs, err = certwatcher.New(cfg.tlsCert, cfg.tlsKey); err != nil {
+			return fmt.Errorf("--tls-cert-file/--tls-key-file: %w", err)
+		}
+		if err := mgr.Add(certs); err != nil {
+			return err
+		}
+	}
+	if err := mgr.Add(serve(cfg, srv.Handler(), certs)); err != nil {
 		return err
 	}
 	return mgr.Start(ctx)
 }
 
-// serve runs the HTTP(S) server until the manager stops, then drains it.
-func serve(cfg config, h http.Handler) manager.RunnableFunc {
+// serve runs the HTTP(S) server until the manager stops, then drains it. With certs it
+// serves TLS 1.2+ with the watcher's current certificate.
+func serve(cfg config, h http.Handler, certs *certwatcher.CertWatcher) manager.RunnableFunc {
 	return func(ctx context.Context) error {
 		hs := tokenserver.NewHTTPServer(cfg.listen, h)
 		ln, err := net.Listen("tcp", cfg.listen)
@@ -137,8 +150,9 @@ func serve(cfg config, h http.Handler) manager.RunnableFunc {
 		}
 		errc := make(chan error, 1)
 		go func() {
-			if cfg.tlsCert != "" {
-				errc <- hs.ServeTLS(ln, cfg.tlsCert, cfg.tlsKey)
+			if certs != nil {
+				hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate}
+				errc <- hs.ServeTLS(ln, "", "")
 			} else {
 				errc <- hs.Serve(ln)
 			}
