@@ -7,6 +7,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
@@ -27,7 +28,9 @@ const SigningKeyLabel = "iam.keysmith.dev/signing-keys"
 
 // SigningKeyReconciler keeps the one Secret of token signing keys: it creates it, adds a
 // successor key ahead of each rotation, and prunes keys retired for longer than the
-// policy's retention. Token servers read only that Secret.
+// policy's retention. It publishes the public keys in a ConfigMap beside it
+// (signingkey.PublicName) for verify-only token servers. Token servers read only one
+// of the two.
 type SigningKeyReconciler struct {
 	// Client writes the Secret. Reads go through a cache that holds only this Secret.
 	client.Client
@@ -97,7 +100,38 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 		logger.Info("signing keys updated", "keys", len(next.Keys))
 		r.event(secret, corev1.EventTypeNormal, "SigningKeysUpdated", describe(current, next))
 	}
+	if err := r.publish(ctx, next); err != nil {
+		return ctrl.Result{}, err
+	}
 	return ctrl.Result{RequeueAfter: max(signingkey.NextEvent(next, r.Policy).Sub(now), time.Second)}, nil
+}
+
+// publish writes the JWKS of the published keys into the public ConfigMap, which
+// verify-only token servers (sidecars) read instead of the Secret. It writes only when
+// the JWKS changed.
+func (r *SigningKeyReconciler) publish(ctx context.Context, set *signingkey.Set) error {
+	jwks, err := set.JWKS()
+	if err != nil {
+		return err
+	}
+	cm := &corev1.ConfigMap{}
+	err = r.reader.Get(ctx, client.ObjectKey{Namespace: r.Namespace, Name: signingkey.PublicName(r.Name)}, cm)
+	switch {
+	case apierrors.IsNotFound(err):
+		cm = &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: signingkey.PublicName(r.Name), Labels: map[string]string{
+				SigningKeyLabel: "public", "app.kubernetes.io/managed-by": "keysmith",
+			}},
+			Data: map[string]string{signingkey.PublicDataKey: string(jwks)},
+		}
+		return r.Create(ctx, cm)
+	case err != nil:
+		return err
+	case cm.Data[signingkey.PublicDataKey] == string(jwks):
+		return nil
+	}
+	cm.Data = map[string]string{signingkey.PublicDataKey: string(jwks)}
+	return r.Update(ctx, cm)
 }
 
 func describe(before, after *signingkey.Set) string {
@@ -129,6 +163,7 @@ func (r *SigningKeyReconciler) event(obj *corev1.Secret, typ, reason, msg string
 }
 
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update
 
 // SetupWithManager registers the controller. It reads the Secret through a cache of its
 // own that holds only that Secret, reconciles once at start (the Secret may not exist
@@ -145,7 +180,8 @@ func (r *SigningKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Mapper:            mgr.GetRESTMapper(),
 		DefaultNamespaces: map[string]cache.Config{r.Namespace: {}},
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Field: fields.OneTermEqualSelector("metadata.name", r.Name)},
+			&corev1.Secret{}:    {Field: fields.OneTermEqualSelector("metadata.name", r.Name)},
+			&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", signingkey.PublicName(r.Name))},
 		},
 	})
 	if err != nil {
@@ -160,6 +196,8 @@ func (r *SigningKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("signingkeys").
 		WatchesRawSource(source.Kind(c, &corev1.Secret{}, handler.TypedEnqueueRequestsFromMapFunc(
 			func(context.Context, *corev1.Secret) []reconcile.Request { return []reconcile.Request{key} }))).
+		WatchesRawSource(source.Kind(c, &corev1.ConfigMap{}, handler.TypedEnqueueRequestsFromMapFunc(
+			func(context.Context, *corev1.ConfigMap) []reconcile.Request { return []reconcile.Request{key} }))).
 		WatchesRawSource(source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
 			q.Add(key)
 			return nil

@@ -35,6 +35,7 @@ type config struct {
 	workspaceHeader, workspacePath, tlsCert, tlsKey             string
 	trustedProxies                                              string
 	tokenLifetime, usageInterval                                time.Duration
+	verifyOnly                                                  bool
 }
 
 func main() {
@@ -48,6 +49,7 @@ func main() {
 	flag.DurationVar(&cfg.usageInterval, "usage-interval", 30*time.Second, "how often usage (last used time and address) is written to status")
 	flag.StringVar(&cfg.workspaceHeader, "workspace-header", "X-Keysmith-Workspace", "request header naming the workspace of a forward-auth request")
 	flag.StringVar(&cfg.workspacePath, "workspace-path", "", "regular expression whose first group extracts the workspace from the original path, e.g. ^/workspaces/([^/]+)")
+	flag.BoolVar(&cfg.verifyOnly, "verify-only", false, "serve everything but the token endpoint, from the public keys of the ConfigMap <signing-key-secret>-public: for sidecars, which then hold no private key and need no access to the signing key Secret")
 	flag.StringVar(&cfg.trustedProxies, "trusted-proxies", "127.0.0.0/8,::1/128", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed (nginx beside the server, your ingress); the client address drives rate limiting and lastUsedAddress")
 	flag.StringVar(&cfg.tlsCert, "tls-cert-file", "", "serve HTTPS with this certificate (with --tls-key-file)")
 	flag.StringVar(&cfg.tlsKey, "tls-key-file", "", "private key of --tls-cert-file")
@@ -107,7 +109,7 @@ func run(ctx context.Context, cfg config) error {
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"}, // served on --listen
-		Cache:   tokenserver.CacheOptions(namespaces, cfg.signingNamespace, cfg.signingSecret),
+		Cache:   tokenserver.CacheOptions(namespaces, cfg.signingNamespace, cfg.signingSecret, cfg.verifyOnly),
 	})
 	if err != nil {
 		return err
@@ -118,6 +120,7 @@ func run(ctx context.Context, cfg config) error {
 		WorkspaceHeader: cfg.workspaceHeader,
 		WorkspacePath:   wsPath,
 		TrustedProxies:  proxies,
+		VerifyOnly:      cfg.verifyOnly,
 		Log:             ctrl.Log.WithName("token-server"),
 	}, cfg.usageInterval)
 	if err != nil {

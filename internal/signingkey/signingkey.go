@@ -29,6 +29,14 @@ import (
 // DataKey is the key of the signing key Secret's data that holds the key set.
 const DataKey = "keys.json"
 
+// PublicDataKey is the key of the public ConfigMap's data that holds the JWKS: what
+// verify-only token servers read, so that sidecars never see a private key.
+const PublicDataKey = "jwks.json"
+
+// PublicName is the name of the ConfigMap that publishes the public keys of the signing
+// key Secret named secret.
+func PublicName(secret string) string { return secret + "-public" }
+
 // Algorithm is the JWS algorithm of every keysmith signing key.
 const Algorithm = "ES256"
 

@@ -2,10 +2,12 @@ package tokenserver
 
 import (
 	"crypto/ecdsa"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/keysmith-dev/keysmith/internal/signingkey"
@@ -56,5 +58,42 @@ func (s *Server) SetKeys(set *signingkey.Set) error {
 			}
 		})
 	}
+	return nil
+}
+
+// SetVerifyKeysFromConfigMap loads the public keys a verify-only server verifies with
+// from the ConfigMap the operator publishes beside the signing key Secret.
+func (s *Server) SetVerifyKeysFromConfigMap(cm *corev1.ConfigMap) error {
+	if err := s.SetVerifyKeys([]byte(cm.Data[signingkey.PublicDataKey])); err != nil {
+		return fmt.Errorf("public key ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
+	}
+	return nil
+}
+
+// SetVerifyKeys swaps in public keys only, from a JWKS: the server verifies tokens and
+// serves the JWKS, and cannot sign.
+func (s *Server) SetVerifyKeys(jwks []byte) error {
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(jwks, &set); err != nil {
+		return fmt.Errorf("%s: %w", signingkey.PublicDataKey, err)
+	}
+	ring := &keyRing{verify: map[string]*ecdsa.PublicKey{}}
+	public := jose.JSONWebKeySet{}
+	for _, k := range set.Keys {
+		pub, ok := k.Key.(*ecdsa.PublicKey)
+		if !ok || k.Algorithm != signingkey.Algorithm || k.KeyID == "" {
+			continue // not a key keysmith signs with
+		}
+		ring.verify[headerFor(k.KeyID)] = pub
+		public.Keys = append(public.Keys, k.Public())
+	}
+	if len(ring.verify) == 0 {
+		return errors.New("the public key set holds no ES256 key")
+	}
+	var err error
+	if ring.jwks, err = json.Marshal(public); err != nil {
+		return err
+	}
+	s.keys.ring.Store(ring)
 	return nil
 }

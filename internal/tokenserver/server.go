@@ -35,6 +35,9 @@ type Options struct {
 	// and per address. Default 1 per second with a burst of 10.
 	FailureRate  rate.Limit
 	FailureBurst int
+	// VerifyOnly serves everything but the token endpoint, from public keys only
+	// (SetVerifyKeys): the mode for sidecars, which then never hold a private key.
+	VerifyOnly bool
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed when they are the
 	// TCP peer (nginx beside the token server, an ingress). Default: loopback only.
 	TrustedProxies []netip.Prefix
@@ -111,7 +114,9 @@ func New(store *Store, opts Options) *Server {
 }
 
 func (s *Server) routes() {
-	s.mux.HandleFunc("POST /oauth2/token", s.handleToken)
+	if !s.opts.VerifyOnly {
+		s.mux.HandleFunc("POST /oauth2/token", s.handleToken)
+	}
 	s.mux.HandleFunc("POST /oauth2/introspect", s.handleIntrospect)
 	s.mux.HandleFunc("GET /.well-known/jwks.json", s.handleJWKS)
 	s.mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.handleMetadata)

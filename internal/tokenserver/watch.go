@@ -11,23 +11,31 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/signingkey"
 )
 
 // CacheOptions limits the token server's informer cache to what it serves from: the
 // identity, hashes, grants and state of APICredentials (in namespaces, or all when
-// empty), the APIDefinitions, and the one Secret of signing keys. It never sees
-// credential Secrets.
-func CacheOptions(namespaces []string, signingNamespace, signingSecret string) cache.Options {
+// empty), the APIDefinitions, and either the one Secret of signing keys or, when
+// verifyOnly, the ConfigMap of public keys beside it. It never sees credential Secrets.
+func CacheOptions(namespaces []string, signingNamespace, signingSecret string, verifyOnly bool) cache.Options {
 	opts := cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&iamv1alpha1.APICredential{}: {Transform: trimCredential},
 			&iamv1alpha1.APIDefinition{}: {Transform: trimDefinition},
-			&corev1.Secret{}: {
-				Namespaces: map[string]cache.Config{signingNamespace: {}},
-				Field:      fields.OneTermEqualSelector("metadata.name", signingSecret),
-			},
 		},
+	}
+	if verifyOnly {
+		opts.ByObject[&corev1.ConfigMap{}] = cache.ByObject{
+			Namespaces: map[string]cache.Config{signingNamespace: {}},
+			Field:      fields.OneTermEqualSelector("metadata.name", signingkey.PublicName(signingSecret)),
+		}
+	} else {
+		opts.ByObject[&corev1.Secret{}] = cache.ByObject{
+			Namespaces: map[string]cache.Config{signingNamespace: {}},
+			Field:      fields.OneTermEqualSelector("metadata.name", signingSecret),
+		}
 	}
 	if len(namespaces) > 0 {
 		opts.DefaultNamespaces = map[string]cache.Config{}
@@ -97,11 +105,22 @@ func Watch(ctx context.Context, c cache.Cache, store *Store, srv *Server) error 
 		return err
 	}
 	setKeys := func(o any) {
-		if err := srv.SetKeysFromSecret(o.(*corev1.Secret)); err != nil {
+		var err error
+		switch obj := o.(type) {
+		case *corev1.Secret:
+			err = srv.SetKeysFromSecret(obj)
+		case *corev1.ConfigMap:
+			err = srv.SetVerifyKeysFromConfigMap(obj)
+		}
+		if err != nil {
 			srv.opts.Log.Error(err, "ignoring unusable signing keys; keeping the previous ones")
 		}
 	}
-	return add(&corev1.Secret{}, toolscache.ResourceEventHandlerFuncs{
+	var keysObj client.Object = &corev1.Secret{}
+	if srv.opts.VerifyOnly {
+		keysObj = &corev1.ConfigMap{}
+	}
+	return add(keysObj, toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    setKeys,
 		UpdateFunc: func(_, o any) { setKeys(o) },
 	})

@@ -18,6 +18,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -51,6 +52,7 @@ var (
 	k8sClient      client.Client
 	tokenServerURL string
 	tokenServer    *tokenserver.Server
+	sidecarURL     string
 )
 
 func TestIntegration(t *testing.T) {
@@ -85,7 +87,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	applyFile(ctx, filepath.Join(testenv.RepoRoot(), "config", "samples", "iam_v1alpha1_apidefinitions.yaml"), "")
 	for _, f := range []string{
 		"rbac/service_account.yaml", "rbac/role.yaml", "rbac/role_binding.yaml",
-		"token-server/rbac.yaml", "policy/apicredential-status.yaml",
+		"token-server/rbac.yaml", "token-server/sidecar-rbac.yaml", "policy/apicredential-status.yaml",
 	} {
 		applyFile(ctx, filepath.Join(testenv.RepoRoot(), "config", f), systemNamespace)
 	}
@@ -108,10 +110,13 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	By("running the token server as its own service account, with the shipped RBAC")
 	tsUser, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":keysmith-token-server"}, adminCfg)
 	Expect(err).NotTo(HaveOccurred())
-	runManager(ctx, tsUser.Config(), tokenserver.CacheOptions(nil, systemNamespace, signingSecret), func(mgr ctrl.Manager) {
+	runManager(ctx, tsUser.Config(), tokenserver.CacheOptions(nil, systemNamespace, signingSecret, false), func(mgr ctrl.Manager) {
 		tokenServer, err = tokenserver.Setup(ctx, mgr, tokenserver.Options{Issuer: tokenServerURL, Log: logf.Log.WithName("token-server")}, usageInterval)
 		Expect(err).NotTo(HaveOccurred())
 	})
+	By("running a verify-only sidecar as an API's service account, with the shipped sidecar roles")
+	sidecarURL = startSidecar(ctx)
+
 	hs := tokenserver.NewHTTPServer("", tokenServer.Handler())
 	go func() { _ = hs.Serve(ln) }()
 	DeferCleanup(hs.Close)
@@ -158,4 +163,39 @@ func applyFile(ctx context.Context, path, namespace string) {
 		}
 		Expect(k8sClient.Create(ctx, obj)).To(Succeed(), fmt.Sprintf("%s %s", obj.GetKind(), obj.GetName()))
 	}
+}
+
+// sidecarUser is the service account of the API Pod the verify-only sidecar runs in.
+const sidecarUser = "system:serviceaccount:platform:platform-api"
+
+// startSidecar binds the sidecar roles of config/token-server to an API's service account
+// and runs a verify-only token server as that account. It returns its URL.
+func startSidecar(ctx context.Context) string {
+	for _, obj := range []client.Object{
+		&rbacv1.ClusterRoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Name: "keysmith-token-server-verifier-platform-api"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "keysmith-token-server-verifier"},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "platform-api", Namespace: "platform"}},
+		},
+		&rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: systemNamespace, Name: "keysmith-signing-keys-public-platform-api"},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "keysmith-signing-keys-public-reader"},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: "platform-api", Namespace: "platform"}},
+		},
+	} {
+		Expect(k8sClient.Create(ctx, obj)).To(Succeed())
+	}
+	u, err := testEnv.ControlPlane.AddUser(envtest.User{Name: sidecarUser}, adminCfg)
+	Expect(err).NotTo(HaveOccurred())
+	var srv *tokenserver.Server
+	runManager(ctx, u.Config(), tokenserver.CacheOptions(nil, systemNamespace, signingSecret, true), func(mgr ctrl.Manager) {
+		srv, err = tokenserver.Setup(ctx, mgr, tokenserver.Options{Issuer: tokenServerURL, VerifyOnly: true, Log: logf.Log.WithName("sidecar")}, 0)
+		Expect(err).NotTo(HaveOccurred())
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	Expect(err).NotTo(HaveOccurred())
+	hs := tokenserver.NewHTTPServer("", srv.Handler())
+	go func() { _ = hs.Serve(ln) }()
+	DeferCleanup(hs.Close)
+	return "http://" + ln.Addr().String()
 }
