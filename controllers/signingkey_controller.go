@@ -72,21 +72,28 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if changed {
-		data, err := next.Marshal()
-		if err != nil {
-			return ctrl.Result{}, err
-		}
+	retention := r.Policy.Retention.String()
+	if changed || secret.Annotations[signingkey.RetentionAnnotation] != retention {
 		if !exists {
 			secret = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: r.Name}}
+		}
+		if changed || !exists {
+			data, err := next.Marshal()
+			if err != nil {
+				return ctrl.Result{}, err
+			}
+			secret.Data = map[string][]byte{signingkey.DataKey: data}
 		}
 		if secret.Labels == nil {
 			secret.Labels = map[string]string{}
 		}
 		secret.Labels[SigningKeyLabel] = "true"
 		secret.Labels["app.kubernetes.io/managed-by"] = "keysmith"
+		if secret.Annotations == nil {
+			secret.Annotations = map[string]string{}
+		}
+		secret.Annotations[signingkey.RetentionAnnotation] = retention
 		secret.Type = corev1.SecretTypeOpaque
-		secret.Data = map[string][]byte{signingkey.DataKey: data}
 		if exists {
 			err = r.Update(ctx, secret)
 		} else {
@@ -121,16 +128,20 @@ func (r *SigningKeyReconciler) publish(ctx context.Context, set *signingkey.Set)
 		cm = &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Namespace: r.Namespace, Name: signingkey.PublicName(r.Name), Labels: map[string]string{
 				SigningKeyLabel: "public", "app.kubernetes.io/managed-by": "keysmith",
-			}},
+			}, Annotations: map[string]string{signingkey.RetentionAnnotation: r.Policy.Retention.String()}},
 			Data: map[string]string{signingkey.PublicDataKey: string(jwks)},
 		}
 		return r.Create(ctx, cm)
 	case err != nil:
 		return err
-	case cm.Data[signingkey.PublicDataKey] == string(jwks):
+	case cm.Data[signingkey.PublicDataKey] == string(jwks) && cm.Annotations[signingkey.RetentionAnnotation] == r.Policy.Retention.String():
 		return nil
 	}
 	cm.Data = map[string]string{signingkey.PublicDataKey: string(jwks)}
+	if cm.Annotations == nil {
+		cm.Annotations = map[string]string{}
+	}
+	cm.Annotations[signingkey.RetentionAnnotation] = r.Policy.Retention.String()
 	return r.Update(ctx, cm)
 }
 

@@ -70,6 +70,7 @@ var _ = Describe("Signing keys", func() {
 		Eventually(secret(ctx)).Should(Not(BeNil()))
 		s := secret(ctx)(Default)
 		Expect(s.Labels).To(HaveKeyWithValue(SigningKeyLabel, "true"))
+		Expect(s.Annotations).To(HaveKeyWithValue(signingkey.RetentionAnnotation, "24h0m0s"), "token servers compare their token lifetime with it")
 		first := keysOf(s)
 		Expect(first.Keys).To(HaveLen(1))
 

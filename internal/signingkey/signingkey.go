@@ -29,6 +29,11 @@ import (
 // DataKey is the key of the signing key Secret's data that holds the key set.
 const DataKey = "keys.json"
 
+// RetentionAnnotation on the signing key Secret and its public ConfigMap records the
+// manager's retention policy, so that a token server can warn when its token lifetime
+// exceeds it (tokens would then outlive the key that signed them).
+const RetentionAnnotation = "iam.keysmith.dev/retention"
+
 // PublicDataKey is the key of the public ConfigMap's data that holds the JWKS: what
 // verify-only token servers read, so that sidecars never see a private key.
 const PublicDataKey = "jwks.json"

@@ -21,7 +21,22 @@ func (s *Server) SetKeysFromSecret(secret *corev1.Secret) error {
 	if err != nil {
 		return fmt.Errorf("signing key Secret %s/%s: %w", secret.Namespace, secret.Name, err)
 	}
+	s.checkRetention(secret.Annotations[signingkey.RetentionAnnotation])
 	return s.SetKeys(set)
+}
+
+// checkRetention logs an error when tokens live longer than the manager keeps a retired
+// key published: a token signed just before a rotation would then fail verification
+// before its exp. It is reported, not fixed: the two settings belong to two binaries.
+func (s *Server) checkRetention(annotation string) {
+	retention, err := time.ParseDuration(annotation)
+	if err != nil || retention <= 0 {
+		return
+	}
+	if s.opts.TokenLifetime >= retention {
+		s.opts.Log.Error(nil, "--token-lifetime is not shorter than the manager's --signing-key-retention: tokens signed just before a key rotation will be refused before they expire",
+			"tokenLifetime", s.opts.TokenLifetime.String(), "signingKeyRetention", retention.String())
+	}
 }
 
 // SetKeys swaps in a new set of signing keys.
@@ -64,6 +79,7 @@ func (s *Server) SetKeys(set *signingkey.Set) error {
 // SetVerifyKeysFromConfigMap loads the public keys a verify-only server verifies with
 // from the ConfigMap the operator publishes beside the signing key Secret.
 func (s *Server) SetVerifyKeysFromConfigMap(cm *corev1.ConfigMap) error {
+	s.checkRetention(cm.Annotations[signingkey.RetentionAnnotation])
 	if err := s.SetVerifyKeys([]byte(cm.Data[signingkey.PublicDataKey])); err != nil {
 		return fmt.Errorf("public key ConfigMap %s/%s: %w", cm.Namespace, cm.Name, err)
 	}
