@@ -132,9 +132,9 @@ var _ = Describe("APICredential with the manager running", func() {
 		create(ctx, "counted", grant("platform-api", "user"))
 		paused := create(ctx, "paused", grant("platform-api", "user"))
 		create(ctx, "broken", grant("platform-api", "owner"))
-		Eventually(readyReasonOf(ctx, "counted")).Should(Equal(iamv1alpha1.ReasonIssued))
-		Eventually(readyReasonOf(ctx, "paused")).Should(Equal(iamv1alpha1.ReasonIssued))
-		Eventually(readyReasonOf(ctx, "broken")).Should(Equal(iamv1alpha1.ReasonInvalidSpec))
+		Eventually(readyReasonOf(ctx, "counted")).WithTimeout(10 * time.Second).Should(Equal(iamv1alpha1.ReasonIssued))
+		Eventually(readyReasonOf(ctx, "paused")).WithTimeout(10 * time.Second).Should(Equal(iamv1alpha1.ReasonIssued))
+		Eventually(readyReasonOf(ctx, "broken")).WithTimeout(10 * time.Second).Should(Equal(iamv1alpha1.ReasonInvalidSpec))
 		Expect(metricValue("keysmith_credentials_issued_total", nil) - issuedBefore).To(Equal(2.0))
 
 		patch := client.MergeFrom(paused.DeepCopy())
