@@ -95,15 +95,15 @@ func readSecretFacts(cred *iamv1alpha1.APICredential, s *corev1.Secret) secretFa
 	return f
 }
 
-// rotationDue reports whether new keys must be issued: spec.rotation.keyVersion was
-// increased, or the automatic rotation period has elapsed since the current secret was issued.
-func rotationDue(cred *iamv1alpha1.APICredential, now time.Time) bool {
-	st := &cred.Status
-	if cred.Spec.Rotation.KeyVersion > st.KeyVersion {
+// rotationDue reports whether new keys must be issued over a secret issued at keyVersion
+// and issuedAt (zero when unknown): spec.rotation.keyVersion was increased past it, or the
+// automatic rotation period has elapsed since it was issued.
+func rotationDue(cred *iamv1alpha1.APICredential, keyVersion int64, issuedAt, now time.Time) bool {
+	if cred.Spec.Rotation.KeyVersion > keyVersion {
 		return true
 	}
 	p := cred.Spec.Rotation.Period
-	return p != nil && st.IssuedAt != nil && !now.Before(st.IssuedAt.Add(p.Duration))
+	return p != nil && !issuedAt.IsZero() && !now.Before(issuedAt.Add(p.Duration))
 }
 
 // decideSecret is the write-once table: given the credential and its Secret, what to do.
@@ -120,7 +120,15 @@ func rotationDue(cred *iamv1alpha1.APICredential, now time.Time) bool {
 //	present, ours      differs              rotate if due, else report modified
 func decideSecret(cred *iamv1alpha1.APICredential, s secretFacts, now time.Time) secretAction {
 	st := &cred.Status
-	due := rotationDue(cred, now)
+	// What was issued last: status says, unless it was lost; then the Secret's annotations.
+	issuedVersion, issuedAt := st.KeyVersion, time.Time{}
+	if st.IssuedAt != nil {
+		issuedAt = st.IssuedAt.Time
+	}
+	if st.SecretHash == "" {
+		issuedVersion, issuedAt = s.keyVersion, s.issuedAt
+	}
+	due := rotationDue(cred, issuedVersion, issuedAt, now)
 	if !s.exists {
 		switch {
 		case st.SecretHash == "":
@@ -140,10 +148,8 @@ func decideSecret(cred *iamv1alpha1.APICredential, s secretFacts, now time.Time)
 		switch {
 		case usable:
 			return actionAdopt
-		case cred.Spec.Rotation.KeyVersion > s.keyVersion:
-			// Status and the Secret's data are both lost; status cannot say whether the key
-			// version was bumped, the Secret's annotation can: new keys on request.
-			return actionRotate
+		case due:
+			return actionRotate // status and the Secret's data are both lost: new keys on request
 		default:
 			return actionReportModified
 		}

@@ -6,13 +6,11 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -27,7 +25,6 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -285,7 +282,7 @@ func applySamples(ctx context.Context, c client.Client, dir string) ([]client.Ob
 		if filepath.Base(f) == "kustomization.yaml" {
 			continue
 		}
-		fileObjs, err := readObjects(f, "")
+		fileObjs, err := testenv.ReadObjects(f, "")
 		if err != nil {
 			return nil, err
 		}
@@ -325,7 +322,7 @@ func applyFile(ctx context.Context, c client.Client, path, namespace string) ([]
 			return nil, err
 		}
 	}
-	objs, err := readObjects(path, namespace)
+	objs, err := testenv.ReadObjects(path, namespace)
 	if err != nil {
 		return nil, err
 	}
@@ -342,31 +339,6 @@ func create(ctx context.Context, c client.Client, obj *unstructured.Unstructured
 		return fmt.Errorf("creating %s %s: %w", obj.GetKind(), obj.GetName(), err)
 	}
 	return nil
-}
-
-// readObjects decodes the objects of a multi-document YAML file.
-func readObjects(path, namespace string) ([]*unstructured.Unstructured, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	if namespace != "" {
-		data = bytes.ReplaceAll(data, []byte("namespace: system\n"), []byte("namespace: "+namespace+"\n"))
-	}
-	var objs []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	for {
-		obj := &unstructured.Unstructured{}
-		if err := dec.Decode(&obj.Object); err != nil {
-			if errors.Is(err, io.EOF) {
-				return objs, nil
-			}
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		if len(obj.Object) != 0 {
-			objs = append(objs, obj)
-		}
-	}
 }
 
 // writeTokenKubeconfig writes a kubeconfig with the admin kubeconfig's cluster and no

@@ -61,7 +61,8 @@ type Key struct {
 	RetiredAt *time.Time
 }
 
-// Set is the ordered set of keys stored in the signing key Secret, oldest first.
+// Set is the ordered set of keys stored in the signing key Secret, oldest first. Every
+// key in it is published (Plan prunes keys retired for longer than the retention).
 type Set struct {
 	// Keys are the keys, oldest ActivatesAt first.
 	Keys []Key
@@ -126,12 +127,6 @@ func (s *Set) Signing(now time.Time) (*Key, bool) {
 		}
 	}
 	return nil, false
-}
-
-// Published returns the keys that verify tokens at now: all but those retired for longer
-// than the retention the set was planned with (Plan prunes those, so this is every key).
-func (s *Set) Published(time.Time) []Key {
-	return s.Keys
 }
 
 // NextActivation returns the earliest ActivatesAt after now, if any: the moment a token

@@ -67,7 +67,7 @@ func TestPlanLifecycle(t *testing.T) {
 
 	// The retired key stays published for the retention, then goes.
 	tKeep := second.ActivatesAt.Add(policy.Retention - time.Second)
-	if set2, _ := mustPlan(t, set, tKeep); len(set2.Published(tKeep)) != 2 {
+	if set2, _ := mustPlan(t, set, tKeep); len(set2.Keys) != 2 {
 		t.Fatalf("a retired key must stay published for the retention")
 	}
 	if got := NextEvent(set, policy); !got.Equal(second.ActivatesAt.Add(policy.Retention)) {

@@ -3,16 +3,22 @@
 package testenv
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
@@ -75,4 +81,45 @@ func Start(ctx context.Context, mgr manager.Manager) (stop func() error) {
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(mctx) }()
 	return func() error { cancel(); return <-done }
+}
+
+// ReadObjects decodes the objects of a multi-document YAML file. A non-empty namespace
+// replaces kustomize's "namespace: system" placeholder, so that files under config/ can
+// be applied as they are.
+func ReadObjects(path, namespace string) ([]*unstructured.Unstructured, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if namespace != "" {
+		data = bytes.ReplaceAll(data, []byte("namespace: system\n"), []byte("namespace: "+namespace+"\n"))
+	}
+	var objs []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+	for {
+		obj := &unstructured.Unstructured{}
+		if err := dec.Decode(&obj.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				return objs, nil
+			}
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if len(obj.Object) != 0 {
+			objs = append(objs, obj)
+		}
+	}
+}
+
+// CreateFromFile creates every object of a YAML file (see ReadObjects).
+func CreateFromFile(ctx context.Context, c client.Client, path, namespace string) error {
+	objs, err := ReadObjects(path, namespace)
+	if err != nil {
+		return err
+	}
+	for _, obj := range objs {
+		if err := c.Create(ctx, obj); err != nil {
+			return fmt.Errorf("%s: creating %s %s: %w", path, obj.GetKind(), obj.GetName(), err)
+		}
+	}
+	return nil
 }

@@ -96,12 +96,12 @@ func (s *Server) checkSecret(ca clientAuth, now time.Time) (*Credential, string)
 		return nil, ""
 	}
 	c, ok := s.store.Credential(ca.id)
-	if !ok || c.unusable(now) != "" {
+	if !ok || !c.usable(now) {
 		return nil, ""
 	}
 	for i := range c.secrets {
 		v := &c.secrets[i]
-		if (v.expiresAt.IsZero() || now.Before(v.expiresAt)) && credential.Verify(ca.secret, v.hash) {
+		if v.live(now) && credential.Verify(ca.secret, v.hash) {
 			return c, v.version
 		}
 	}
@@ -173,7 +173,7 @@ func (s *Server) verifyBearer(token string, now time.Time) (*Claims, *Credential
 		s.tokens.put(d, claims, now)
 	}
 	c, found := s.store.Credential(claims.ClientID)
-	if !found || c.Name != claims.Credential || c.unusable(now) != "" || !c.acceptsVersion(claims.SecretVersion, now) {
+	if !found || c.Name != claims.Credential || !c.usable(now) || !c.acceptsVersion(claims.SecretVersion, now) {
 		return nil, nil, invalidToken(credentialsInvalid)
 	}
 	return claims, c, nil

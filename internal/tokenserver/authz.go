@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// handleAuthz answers forward-auth requests: nginx auth_request, Traefik ForwardAuth and
+// authz answers forward-auth requests: nginx auth_request, Traefik ForwardAuth and
 // Envoy ext_authz (HTTP). The path names the API, /authz/{api}/...; the original method
 // and URI come from X-Forwarded-Method / X-Forwarded-Uri (Traefik), X-Original-Method /
 // X-Original-URI (nginx), or else the request itself and the rest of the path (Envoy
@@ -15,11 +15,6 @@ import (
 // 200 with X-Keysmith-* headers when the caller's credential is known, active, unexpired,
 // grants the API with a permission whose methods cover the original method, and, if the
 // request names a workspace, has it in scope; 401 or 403 with a JSON error otherwise.
-func (s *Server) handleAuthz(w http.ResponseWriter, r *http.Request) {
-	code := s.authz(w, r)
-	s.metrics.respond("authz", code)
-}
-
 func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
 	api, suffix, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/authz/"), "/")
 	if api == "" {

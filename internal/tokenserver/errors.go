@@ -69,10 +69,6 @@ func tooManyFailures(retryAfter int) *oauthError {
 		description: "too many failed authentications; retry later", retryAfter: retryAfter}
 }
 
-func serverError(desc string) *oauthError {
-	return &oauthError{status: http.StatusInternalServerError, code: "server_error", description: desc}
-}
-
 // credentialsInvalid is the description of every refused credential, so that callers
 // learn nothing about which part was wrong.
 const credentialsInvalid = "the credentials are invalid"

@@ -5,14 +5,9 @@ import (
 	"net/http"
 )
 
-// handleIntrospect is token introspection (RFC 7662). The caller authenticates with its
+// introspect is token introspection (RFC 7662). The caller authenticates with its
 // own client credentials; a token that is invalid, expired or whose credential is
 // inactive, expired, deleted or rotated past its grace period is {"active":false}.
-func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
-	code := s.introspect(w, r)
-	s.metrics.respond("introspect", code)
-}
-
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) int {
 	form, oerr := readForm(w, r)
 	if oerr != nil {

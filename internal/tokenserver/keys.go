@@ -47,7 +47,7 @@ func (s *Server) SetKeys(set *signingkey.Set) error {
 		return err
 	}
 	ring := &keyRing{verify: map[string]*ecdsa.PublicKey{}, jwks: jwks}
-	for _, k := range set.Published(now) {
+	for _, k := range set.Keys {
 		ring.verify[headerFor(k.ID)] = &k.Private.PublicKey
 	}
 	if k, ok := set.Signing(now); ok {

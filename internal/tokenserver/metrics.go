@@ -1,13 +1,14 @@
 package tokenserver
 
 import (
+	"net/http"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // metrics are the token server's Prometheus metrics. Label children used on the request
-// path are resolved once, so recording costs an atomic add.
+// path are resolved once (see instrument), so recording costs an atomic add.
 type metrics struct {
 	responses        *prometheus.CounterVec
 	tokensIssued     prometheus.Counter
@@ -15,10 +16,9 @@ type metrics struct {
 	tokenCacheHits   prometheus.Counter
 	tokenCacheMisses prometheus.Counter
 	usagePatches     *prometheus.CounterVec
-	byHandler        map[string]map[int]prometheus.Counter
 }
 
-var handlers = []string{"token", "introspect", "authz", "tokenreview"}
+// statusCodes are the codes whose counters instrument resolves ahead of time.
 var statusCodes = []int{200, 400, 401, 403, 405, 413, 415, 429, 500, 503}
 
 func newMetrics(reg prometheus.Registerer, store *Store) *metrics {
@@ -41,25 +41,27 @@ func newMetrics(reg prometheus.Registerer, store *Store) *metrics {
 		usagePatches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keysmith_tokenserver_usage_patches_total", Help: "Status patches of credential usage, by result.",
 		}, []string{"result"}),
-		byHandler: map[string]map[int]prometheus.Counter{},
 	}
 	credentials := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "keysmith_tokenserver_credentials", Help: "Issued credentials in the token server's cache.",
 	}, func() float64 { return float64(store.Len()) })
 	reg.MustRegister(m.responses, m.tokensIssued, m.authFailures, m.tokenCacheHits, m.tokenCacheMisses, m.usagePatches, credentials)
-	for _, h := range handlers {
-		m.byHandler[h] = map[int]prometheus.Counter{}
-		for _, code := range statusCodes {
-			m.byHandler[h][code] = m.responses.WithLabelValues(h, strconv.Itoa(code))
-		}
-	}
 	return m
 }
 
-func (m *metrics) respond(handler string, code int) {
-	if c, ok := m.byHandler[handler][code]; ok {
-		c.Inc()
-		return
+// instrument turns a handler that returns the status code it answered into an
+// http.HandlerFunc that counts responses by handler name and code.
+func (m *metrics) instrument(name string, h func(http.ResponseWriter, *http.Request) int) http.HandlerFunc {
+	counters := make(map[int]prometheus.Counter, len(statusCodes))
+	for _, code := range statusCodes {
+		counters[code] = m.responses.WithLabelValues(name, strconv.Itoa(code))
 	}
-	m.responses.WithLabelValues(handler, strconv.Itoa(code)).Inc()
+	return func(w http.ResponseWriter, r *http.Request) {
+		code := h(w, r)
+		if c, ok := counters[code]; ok {
+			c.Inc()
+			return
+		}
+		m.responses.WithLabelValues(name, strconv.Itoa(code)).Inc()
+	}
 }

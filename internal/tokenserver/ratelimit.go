@@ -3,6 +3,7 @@ package tokenserver
 import (
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -17,6 +18,9 @@ type failureLimiter struct {
 	limit   rate.Limit
 	burst   int
 	buckets sync.Map // string -> *rate.Limiter
+	// size counts the buckets, so that blocked costs one atomic load, and builds no
+	// keys, while nobody has failed recently: the common case on the request path.
+	size    atomic.Int64
 	sweepMu sync.Mutex
 }
 
@@ -30,6 +34,9 @@ func addrKey(addr string) string           { return "a\x00" + addr }
 // blocked returns the seconds to wait when the client or the address has spent its
 // budget of failures, or 0. It takes no lock unless a failure was recorded for them.
 func (l *failureLimiter) blocked(clientID, addr string, now time.Time) int {
+	if l.size.Load() == 0 {
+		return 0
+	}
 	return max(l.wait(addrKey(addr), now), l.wait(pairKey(clientID, addr), now))
 }
 
@@ -50,7 +57,10 @@ func (l *failureLimiter) fail(clientID, addr string, now time.Time) {
 	for _, key := range [2]string{addrKey(addr), pairKey(clientID, addr)} {
 		v, ok := l.buckets.Load(key)
 		if !ok {
-			v, _ = l.buckets.LoadOrStore(key, rate.NewLimiter(l.limit, l.burst))
+			var loaded bool
+			if v, loaded = l.buckets.LoadOrStore(key, rate.NewLimiter(l.limit, l.burst)); !loaded {
+				l.size.Add(1)
+			}
 		}
 		v.(*rate.Limiter).AllowN(now, 1)
 	}
@@ -64,7 +74,9 @@ func (l *failureLimiter) sweep(now time.Time) {
 	defer l.sweepMu.Unlock()
 	l.buckets.Range(func(k, v any) bool {
 		if v.(*rate.Limiter).TokensAt(now) >= float64(l.burst) {
-			l.buckets.Delete(k)
+			if _, loaded := l.buckets.LoadAndDelete(k); loaded {
+				l.size.Add(-1)
+			}
 		}
 		return true
 	})

@@ -70,6 +70,7 @@ type Server struct {
 	ready    atomic.Bool
 	metadata []byte
 	mux      *http.ServeMux
+	handler  http.Handler
 }
 
 // New returns a server over the store. It answers 503 on /readyz until SetReady and on
@@ -114,31 +115,32 @@ func New(store *Store, opts Options) *Server {
 }
 
 func (s *Server) routes() {
+	m := s.metrics
 	if !s.opts.VerifyOnly {
-		s.mux.HandleFunc("POST /oauth2/token", s.handleToken)
+		s.mux.HandleFunc("POST /oauth2/token", m.instrument("token", s.token))
 	}
-	s.mux.HandleFunc("POST /oauth2/introspect", s.handleIntrospect)
+	s.mux.HandleFunc("POST /oauth2/introspect", m.instrument("introspect", s.introspect))
 	s.mux.HandleFunc("GET /.well-known/jwks.json", s.handleJWKS)
 	s.mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.handleMetadata)
-	s.mux.HandleFunc("/authz/", s.handleAuthz)
-	s.mux.HandleFunc("POST /apis/authentication.k8s.io/v1/tokenreviews", s.handleTokenReview)
+	s.mux.HandleFunc("POST /apis/authentication.k8s.io/v1/tokenreviews", m.instrument("tokenreview", s.tokenReview))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
 	s.mux.HandleFunc("GET /readyz", s.handleReady)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}))
-}
 
-// Handler returns the HTTP handler of all endpoints. Forward-auth requests bypass the
-// mux's path cleaning: a proxy must get an allow or a deny, never a redirect, whatever
-// path a client sent through it.
-func (s *Server) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// Forward-auth requests bypass the mux's path cleaning: a proxy must get an allow or a
+	// deny, never a redirect, whatever path a client sent through it.
+	authz := m.instrument("authz", s.authz)
+	s.handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/authz/") {
-			s.handleAuthz(w, r)
+			authz(w, r)
 			return
 		}
 		s.mux.ServeHTTP(w, r)
 	})
 }
+
+// Handler returns the HTTP handler of all endpoints.
+func (s *Server) Handler() http.Handler { return s.handler }
 
 // SetReady marks the server ready: its caches have synced.
 func (s *Server) SetReady() { s.ready.Store(true) }

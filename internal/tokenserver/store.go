@@ -3,6 +3,7 @@ package tokenserver
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -60,30 +61,25 @@ func versionOf(hash string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:9])
 }
 
-// Usable reports why the credential cannot be used at now, or "" when it can.
-func (c *Credential) unusable(now time.Time) string {
-	switch {
-	case !c.Active:
-		return "the credential is inactive"
-	case !c.ExpiresAt.IsZero() && !now.Before(c.ExpiresAt):
-		return "the credential has expired"
-	}
-	return ""
+// usable reports whether the credential is active and unexpired at now.
+func (c *Credential) usable(now time.Time) bool {
+	return c.Active && (c.ExpiresAt.IsZero() || now.Before(c.ExpiresAt))
+}
+
+// live reports whether the secret version is still accepted at now.
+func (v *secretVersion) live(now time.Time) bool {
+	return v.expiresAt.IsZero() || now.Before(v.expiresAt)
 }
 
 // acceptsVersion reports whether tokens issued under the secret version v are still valid.
 func (c *Credential) acceptsVersion(v string, now time.Time) bool {
 	for i := range c.secrets {
-		s := &c.secrets[i]
-		if s.version == v {
-			return s.expiresAt.IsZero() || now.Before(s.expiresAt)
+		if c.secrets[i].version == v {
+			return c.secrets[i].live(now)
 		}
 	}
 	return false
 }
-
-// currentVersion returns the version of the current secret.
-func (c *Credential) currentVersion() string { return c.secrets[0].version }
 
 // grant returns the credential's grant on api, if any.
 func (c *Credential) grant(api string) (Grant, bool) {
@@ -96,14 +92,7 @@ func (c *Credential) grant(api string) (Grant, bool) {
 }
 
 // hasWorkspace reports whether ws is in the credential's scope.
-func (c *Credential) hasWorkspace(ws string) bool {
-	for _, w := range c.Workspaces {
-		if w == ws {
-			return true
-		}
-	}
-	return false
-}
+func (c *Credential) hasWorkspace(ws string) bool { return slices.Contains(c.Workspaces, ws) }
 
 // credentialFrom converts an APICredential; ok is false while it has no issued secret.
 func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
@@ -144,7 +133,6 @@ func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
 // API is the token server's view of an APIDefinition.
 type API struct {
 	Name        string
-	ScopeLevel  iamv1alpha1.ScopeLevel
 	Permissions map[string]methodSet
 }
 
@@ -154,29 +142,12 @@ type methodSet struct {
 	methods []string
 }
 
-func (m methodSet) allows(method string) bool {
-	if m.any {
-		return true
-	}
-	for _, x := range m.methods {
-		if x == method {
-			return true
-		}
-	}
-	return false
-}
+func (m methodSet) allows(method string) bool { return m.any || slices.Contains(m.methods, method) }
 
 func apiFrom(obj *iamv1alpha1.APIDefinition) *API {
-	a := &API{Name: obj.Name, ScopeLevel: obj.Spec.ScopeLevel, Permissions: make(map[string]methodSet, len(obj.Spec.Permissions))}
+	a := &API{Name: obj.Name, Permissions: make(map[string]methodSet, len(obj.Spec.Permissions))}
 	for _, p := range obj.Spec.Permissions {
-		var ms methodSet
-		for _, m := range p.Methods {
-			if m == iamv1alpha1.MethodAny {
-				ms.any = true
-			}
-		}
-		ms.methods = p.Methods
-		a.Permissions[p.Name] = ms
+		a.Permissions[p.Name] = methodSet{any: slices.Contains(p.Methods, iamv1alpha1.MethodAny), methods: p.Methods}
 	}
 	return a
 }

@@ -12,29 +12,21 @@ import (
 	"time"
 )
 
-// handleToken is the token endpoint: the client credentials grant of RFC 6749 §4.4.
-func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	code := s.token(w, r)
-	s.metrics.respond("token", code)
-}
-
+// token is the token endpoint: the client credentials grant of RFC 6749 §4.4.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 	form, oerr := readForm(w, r)
 	if oerr != nil {
-		oerr.write(w)
-		return oerr.status
+		return writeErr(w, oerr)
 	}
 	ca, oerr := clientAuthFrom(r, form)
 	if oerr != nil {
-		oerr.write(w)
-		return oerr.status
+		return writeErr(w, oerr)
 	}
 	now := s.opts.Clock.Now()
 	addr := s.clientAddr(r)
 	c, version, oerr := s.authenticate(ca, addr, now)
 	if oerr != nil {
-		oerr.write(w)
-		return oerr.status
+		return writeErr(w, oerr)
 	}
 	switch gt := form.Get("grant_type"); gt {
 	case "client_credentials":

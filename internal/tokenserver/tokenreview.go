@@ -22,16 +22,11 @@ const (
 	ExtraClientID = "iam.keysmith.dev/client-id"
 )
 
-// handleTokenReview lets kube-apiserver authenticate requests that carry a keysmith
+// tokenReview lets kube-apiserver authenticate requests that carry a keysmith
 // access token (--authentication-token-webhook-config-file). The user is
 // keysmith:credential:<namespace>:<name> with UID the credential's UID, in the groups
 // keysmith:credentials, keysmith:account:<account> and keysmith:api:<api>:<permission>.
 // Status audiences are left empty: the API server then applies its own audiences.
-func (s *Server) handleTokenReview(w http.ResponseWriter, r *http.Request) {
-	code := s.tokenReview(w, r)
-	s.metrics.respond("tokenreview", code)
-}
-
 func (s *Server) tokenReview(w http.ResponseWriter, r *http.Request) int {
 	var review authnv1.TokenReview
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes)).Decode(&review); err != nil {

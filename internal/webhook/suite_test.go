@@ -5,17 +5,13 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -83,24 +79,8 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		return conn.Close()
 	}).WithTimeout(30 * time.Second).Should(Succeed())
 
-	applyFile(ctx, filepath.Join(testenv.RepoRoot(), "config", "samples", "iam_v1alpha1_apidefinitions.yaml"))
+	Expect(testenv.CreateFromFile(ctx, k8sClient, filepath.Join(testenv.RepoRoot(), "config", "samples", "iam_v1alpha1_apidefinitions.yaml"), "")).To(Succeed())
 })
-
-// applyFile creates every object of a YAML file as the admin.
-func applyFile(ctx context.Context, path string) {
-	data, err := os.ReadFile(path)
-	Expect(err).NotTo(HaveOccurred())
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(string(data)), 4096)
-	for {
-		obj := &unstructured.Unstructured{}
-		if err := dec.Decode(&obj.Object); err != nil {
-			break
-		}
-		if len(obj.Object) != 0 {
-			Expect(k8sClient.Create(ctx, obj)).To(Succeed())
-		}
-	}
-}
 
 // warnings collects the admission warnings a client receives.
 type warnings struct {

@@ -6,12 +6,10 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,8 +18,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
@@ -84,12 +80,12 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	Expect(err).NotTo(HaveOccurred())
 
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: systemNamespace}})).To(Succeed())
-	applyFile(ctx, filepath.Join(testenv.RepoRoot(), "config", "samples", "iam_v1alpha1_apidefinitions.yaml"), "")
+	Expect(testenv.CreateFromFile(ctx, k8sClient, filepath.Join(testenv.RepoRoot(), "config", "samples", "iam_v1alpha1_apidefinitions.yaml"), "")).To(Succeed())
 	for _, f := range []string{
 		"rbac/service_account.yaml", "rbac/role.yaml", "rbac/role_binding.yaml",
 		"token-server/rbac.yaml", "token-server/sidecar-rbac.yaml", "policy/apicredential-status.yaml",
 	} {
-		applyFile(ctx, filepath.Join(testenv.RepoRoot(), "config", f), systemNamespace)
+		Expect(testenv.CreateFromFile(ctx, k8sClient, filepath.Join(testenv.RepoRoot(), "config", f), systemNamespace)).To(Succeed())
 	}
 
 	By("running the operator as its own service account, with the shipped RBAC")
@@ -143,26 +139,6 @@ func runManager(ctx context.Context, cfg *rest.Config, cacheOpts cache.Options, 
 	setup(mgr)
 	stop := testenv.Start(ctx, mgr)
 	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
-}
-
-// applyFile creates every object of a YAML file; namespace replaces "system" when set.
-func applyFile(ctx context.Context, path, namespace string) {
-	data, err := os.ReadFile(path)
-	Expect(err).NotTo(HaveOccurred())
-	if namespace != "" {
-		data = []byte(strings.ReplaceAll(string(data), "namespace: system", "namespace: "+namespace))
-	}
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(string(data)), 4096)
-	for {
-		obj := &unstructured.Unstructured{}
-		if err := dec.Decode(&obj.Object); err != nil {
-			break
-		}
-		if len(obj.Object) == 0 {
-			continue
-		}
-		Expect(k8sClient.Create(ctx, obj)).To(Succeed(), fmt.Sprintf("%s %s", obj.GetKind(), obj.GetName()))
-	}
 }
 
 // sidecarUser is the service account of the API Pod the verify-only sidecar runs in.

@@ -5,10 +5,7 @@
 package rbac
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,8 +20,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -158,7 +153,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 
 	By("applying config/rbac/roles.yaml and the delegating Role of the docs")
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}})).To(Succeed())
-	applyFile(ctx, filepath.Join(testenv.RepoRoot(), "config", "rbac", "roles.yaml"))
+	Expect(testenv.CreateFromFile(ctx, k8sClient, filepath.Join(testenv.RepoRoot(), "config", "rbac", "roles.yaml"), "")).To(Succeed())
 	Expect(k8sClient.Create(ctx, grantProfileReadOnly.DeepCopy())).To(Succeed())
 
 	// envtest runs no kube-controller-manager, so admin, edit and view would stay without
@@ -328,23 +323,4 @@ func tail(path string) string {
 		data = data[len(data)-4096:]
 	}
 	return string(data)
-}
-
-// applyFile creates every object of a multi-document YAML file.
-func applyFile(ctx SpecContext, path string) {
-	data, err := os.ReadFile(path)
-	Expect(err).NotTo(HaveOccurred())
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
-	for {
-		obj := &unstructured.Unstructured{}
-		err := dec.Decode(&obj.Object)
-		if errors.Is(err, io.EOF) {
-			return
-		}
-		Expect(err).NotTo(HaveOccurred(), path)
-		if len(obj.Object) == 0 {
-			continue
-		}
-		Expect(k8sClient.Create(ctx, obj)).To(Succeed(), "%s %s", obj.GetKind(), obj.GetName())
-	}
 }
