@@ -44,6 +44,16 @@ const (
 	KeyVersionAnnotation = "iam.keysmith.dev/key-version"
 	// IssuedAtAnnotation on a Secret records when its data was issued (RFC 3339).
 	IssuedAtAnnotation = "iam.keysmith.dev/issued-at"
+	// BindingAnnotation on a Secret is the operator's HMAC-SHA256 binding of its data to the
+	// credential (DESIGN §2 item 9): keyed by a manager-held key, over the namespace, the
+	// credential name, the client ID, the secret hash and the key version. Only a Secret
+	// whose binding verifies is adopted, so a Secret writer can neither choose a secret nor
+	// take another credential's client ID.
+	BindingAnnotation = "iam.keysmith.dev/binding"
+	// RebindAnnotation, set to "true" on an APICredential, asks the operator to bind the
+	// Secret it holds once, deliberately, after a restore into an install that lost the
+	// binding key. Admission accepts it only from someone who holds the credential's grants.
+	RebindAnnotation = "iam.keysmith.dev/rebind"
 )
 
 // Default Secret key names, chosen so that `envFrom` exposes them as environment variables.

@@ -83,6 +83,26 @@ type APIDefinitionSpec struct {
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https']",message="spec.endpoint must be an absolute http or https URL"
 	Endpoint string `json:"endpoint,omitempty"`
+
+	// audience is the value access tokens carry in their aud claim for this API (default:
+	// the API's name). Tokens are bound to the audiences of the APIs they carry: /authz
+	// checks the API's audience, and a Kubernetes API server (TokenReview) authenticates a
+	// token only when its aud holds one of the server's audiences. To let credentials log
+	// in to a cluster, catalogue the Kubernetes API with an audience of that API server
+	// (its --api-audiences, by default its service-account issuer).
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	Audience string `json:"audience,omitempty"`
+}
+
+// AudienceOf returns the aud value tokens carry for the API called name with this spec:
+// spec.audience, else the name.
+func (s *APIDefinitionSpec) AudienceOf(name string) string {
+	if s.Audience != "" {
+		return s.Audience
+	}
+	return name
 }
 
 // Permission returns the permission with the given name, or nil if the API does not offer it.
