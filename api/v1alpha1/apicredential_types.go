@@ -56,6 +56,11 @@ const (
 	RebindAnnotation = "iam.keysmith.dev/rebind"
 )
 
+// ClientIDField is the field selector of status.clientID, selectable on the API server
+// (`kubectl get apicred -A --field-selector status.clientID=ksc_...`) and indexed by the
+// manager's cache, so that one client ID is found held by at most one credential.
+const ClientIDField = "status.clientID"
+
 // Default Secret key names, chosen so that `envFrom` exposes them as environment variables.
 const (
 	DefaultClientIDKey     = "CLIENT_ID"
@@ -336,6 +341,7 @@ type APICredentialStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=apicred,categories=keysmith
+// +kubebuilder:selectablefield:JSONPath=`.status.clientID`
 // +kubebuilder:printcolumn:name="Display Name",type=string,JSONPath=`.spec.displayName`
 // +kubebuilder:printcolumn:name="Client ID",type=string,JSONPath=`.status.clientID`
 // +kubebuilder:printcolumn:name="Active",type=boolean,JSONPath=`.spec.active`
