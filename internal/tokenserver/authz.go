@@ -14,16 +14,18 @@ import (
 //
 // 200 with X-Keysmith-* headers when the caller's credential is known, active, unexpired,
 // grants the API with a permission whose methods cover the original method, and, if the
-// request names a workspace, has it in scope; 401 or 403 with a JSON error otherwise.
+// request names a workspace, has it in scope; 401 or 403 with a JSON error otherwise, and
+// 400 for an original request that could be read two ways (originalRequest).
 func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
-	api, suffix, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/authz/"), "/")
+	api, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/authz/"), "/")
 	if api == "" {
 		return writeErr(w, invalidRequest("the path must name an API: /authz/{api}/..."))
 	}
-	method := firstHeader(r, "X-Forwarded-Method", "X-Original-Method")
-	if method == "" {
-		method = r.Method
+	orig, badOrigin := originalRequest(r, &s.opts)
+	if badOrigin != nil {
+		return writeErr(w, badOrigin)
 	}
+	method := orig.method
 	now := s.opts.Clock.Now()
 	addr := s.clientAddr(r)
 
@@ -69,8 +71,10 @@ func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
 	if !methods.allows(method) {
 		return writeErr(w, insufficientScope(fmt.Sprintf("permission %q of API %q does not allow %s", g.Permission, api, method)))
 	}
-	if ws := s.workspace(r, suffix); ws != "" && !c.hasWorkspace(ws) {
-		return writeErr(w, insufficientScope(fmt.Sprintf("workspace %q is not in the credential's scope", ws)))
+	for _, ws := range orig.workspaces {
+		if ws != "" && !c.hasWorkspace(ws) {
+			return writeErr(w, insufficientScope(fmt.Sprintf("workspace %q is not in the credential's scope", ws)))
+		}
 	}
 
 	h := w.Header()
@@ -84,33 +88,4 @@ func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
 		s.opts.Usage.Record(c, addr, now)
 	}
 	return http.StatusOK
-}
-
-// workspace returns the workspace the original request acts in: the workspace header,
-// else the WorkspacePath pattern's first group matched against the original URI's path.
-func (s *Server) workspace(r *http.Request, suffix string) string {
-	if ws := r.Header.Get(s.opts.WorkspaceHeader); ws != "" {
-		return ws
-	}
-	if s.opts.WorkspacePath == nil {
-		return ""
-	}
-	uri := firstHeader(r, "X-Forwarded-Uri", "X-Original-Uri")
-	if uri == "" {
-		uri = "/" + suffix
-	}
-	path, _, _ := strings.Cut(uri, "?")
-	if m := s.opts.WorkspacePath.FindStringSubmatch(path); len(m) > 1 {
-		return m[1]
-	}
-	return ""
-}
-
-func firstHeader(r *http.Request, names ...string) string {
-	for _, n := range names {
-		if v := r.Header.Get(n); v != "" {
-			return v
-		}
-	}
-	return ""
 }
