@@ -8,7 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/big"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +43,9 @@ type Claims struct {
 	// SecretVersion identifies the client secret the token was issued under; the token
 	// dies with that secret (rotation past its grace period).
 	SecretVersion string `json:"ks_sv"`
+	// apiOrder lists the keys of APIs in grant order, so that ks_apis is encoded in a
+	// stable order without sorting; when nil, appendJSON sorts the keys.
+	apiOrder []string
 }
 
 // appendJSON encodes the claims without reflection: the token endpoint's hot path.
@@ -72,12 +77,14 @@ func (c *Claims) appendJSON(b []byte) []byte {
 		b = appendJSONStrings(b, c.Workspaces)
 	}
 	b = append(b, `,"ks_apis":{`...)
-	first := true
-	for _, api := range c.Audience { // the audiences are the granted APIs, in grant order
-		if !first {
+	order := c.apiOrder
+	if order == nil {
+		order = slices.Sorted(maps.Keys(c.APIs))
+	}
+	for i, api := range order {
+		if i > 0 {
 			b = append(b, ',')
 		}
-		first = false
 		b = appendJSONString(b, api)
 		b = append(b, ':')
 		b = appendJSONString(b, c.APIs[api])

@@ -132,7 +132,9 @@ func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
 
 // API is the token server's view of an APIDefinition.
 type API struct {
-	Name        string
+	Name string
+	// Audience is the aud value tokens carry for this API (spec.audience, else Name).
+	Audience    string
 	Permissions map[string]methodSet
 }
 
@@ -145,7 +147,7 @@ type methodSet struct {
 func (m methodSet) allows(method string) bool { return m.any || slices.Contains(m.methods, method) }
 
 func apiFrom(obj *iamv1alpha1.APIDefinition) *API {
-	a := &API{Name: obj.Name, Permissions: make(map[string]methodSet, len(obj.Spec.Permissions))}
+	a := &API{Name: obj.Name, Audience: obj.Spec.AudienceOf(obj.Name), Permissions: make(map[string]methodSet, len(obj.Spec.Permissions))}
 	for _, p := range obj.Spec.Permissions {
 		a.Permissions[p.Name] = methodSet{any: slices.Contains(p.Methods, iamv1alpha1.MethodAny), methods: p.Methods}
 	}

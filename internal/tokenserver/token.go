@@ -7,6 +7,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -105,29 +106,35 @@ func readForm(w http.ResponseWriter, r *http.Request) (url.Values, *oauthError) 
 
 // claimsFor builds the claims of a token for the credential, narrowed by the requested
 // scope: space-separated "api" or "api:permission" items, each of which the credential
-// must grant (RFC 6749 §3.3). Without a scope the token carries every grant whose API is
-// in the catalog.
+// must grant (RFC 6749 §3.3). Without a scope (an empty parameter counts as omitted, RFC
+// 6749 §3.1) the token carries every grant whose API is in the catalog; a scope of only
+// whitespace names nothing and is invalid_scope, never a token without APIs. The token's
+// audiences are those of the APIs it carries (spec.audience, else the API's name), each once.
 func (s *Server) claimsFor(c *Credential, scope, version string, now time.Time) (*Claims, *oauthError) {
 	apis := make(map[string]string, len(c.Grants))
+	order := make([]string, 0, len(c.Grants))
 	var audience []string
 	var scopeItems []string
-	add := func(g Grant) {
+	add := func(g Grant, a *API) {
 		if _, dup := apis[g.API]; dup {
 			return
 		}
 		apis[g.API] = g.Permission
-		audience = append(audience, g.API)
+		order = append(order, g.API)
+		if !slices.Contains(audience, a.Audience) {
+			audience = append(audience, a.Audience)
+		}
 		scopeItems = append(scopeItems, g.API+":"+g.Permission)
 	}
 	if scope == "" {
 		for _, g := range c.Grants {
 			if a, ok := s.store.API(g.API); ok {
 				if _, ok := a.Permissions[g.Permission]; ok {
-					add(g)
+					add(g, a)
 				}
 			}
 		}
-		if len(audience) == 0 {
+		if len(order) == 0 {
 			return nil, &oauthError{status: http.StatusBadRequest, code: "invalid_scope",
 				description: "none of the credential's APIs is in the catalog"}
 		}
@@ -139,11 +146,16 @@ func (s *Server) claimsFor(c *Credential, scope, version string, now time.Time) 
 				return nil, &oauthError{status: http.StatusBadRequest, code: "invalid_scope",
 					description: "scope " + strconv.Quote(item) + " is not granted to this client"}
 			}
-			if _, ok := s.store.API(api); !ok {
+			a, ok := s.store.API(api)
+			if !ok {
 				return nil, &oauthError{status: http.StatusBadRequest, code: "invalid_scope",
 					description: "scope " + strconv.Quote(item) + " names an API that is not in the catalog"}
 			}
-			add(g)
+			add(g, a)
+		}
+		if len(order) == 0 {
+			return nil, &oauthError{status: http.StatusBadRequest, code: "invalid_scope",
+				description: "scope names no API; omit it to request every granted API"}
 		}
 	}
 	var jti [16]byte
@@ -162,5 +174,6 @@ func (s *Server) claimsFor(c *Credential, scope, version string, now time.Time) 
 		Workspaces:    c.Workspaces,
 		APIs:          apis,
 		SecretVersion: version,
+		apiOrder:      order,
 	}, nil
 }
