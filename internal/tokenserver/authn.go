@@ -157,24 +157,46 @@ func (s *Server) trusted(addr string) bool {
 // to: signature (served from the token cache after the first time), issuer, expiry, and,
 // on every request, the credential's state and the secret version the token was issued under.
 func (s *Server) verifyBearer(token string, now time.Time) (*Claims, *Credential, *oauthError) {
+	claims, oerr := s.verifyToken(token, now)
+	if oerr != nil {
+		return nil, nil, oerr
+	}
+	c, oerr := s.credentialOf(claims, now)
+	if oerr != nil {
+		return nil, nil, oerr
+	}
+	return claims, c, nil
+}
+
+// verifyToken returns the claims of a token whose signature, issuer and expiry are
+// valid, from the token cache after the first time. A failure here is a property of the
+// token itself (and of the key set), never of a credential's state.
+func (s *Server) verifyToken(token string, now time.Time) (*Claims, *oauthError) {
 	d := tokenDigest(token)
 	claims, ok := s.tokens.get(d, now)
 	if ok {
 		s.metrics.tokenCacheHits.Inc()
-	} else {
-		s.metrics.tokenCacheMisses.Inc()
-		var err error
-		if claims, err = s.keys.verify(token); err != nil {
-			return nil, nil, invalidToken("the access token is invalid")
-		}
-		if claims.Issuer != s.opts.Issuer || now.Unix() >= claims.ExpiresAt {
-			return nil, nil, invalidToken("the access token is invalid or expired")
-		}
-		s.tokens.put(d, claims, now)
+		return claims, nil
 	}
+	s.metrics.tokenCacheMisses.Inc()
+	claims, err := s.keys.verify(token)
+	if err != nil {
+		return nil, invalidToken("the access token is invalid")
+	}
+	if claims.Issuer != s.opts.Issuer || now.Unix() >= claims.ExpiresAt {
+		return nil, invalidToken("the access token is invalid or expired")
+	}
+	s.tokens.put(d, claims, now)
+	return claims, nil
+}
+
+// credentialOf returns the credential a verified token belongs to while it accepts the
+// token: known, usable (active, unexpired, not terminating) and the secret version the
+// token was issued under not yet past its grace period. Checked on every request.
+func (s *Server) credentialOf(claims *Claims, now time.Time) (*Credential, *oauthError) {
 	c, found := s.store.Credential(claims.ClientID)
 	if !found || c.Name != claims.Credential || !c.usable(now) || !c.acceptsVersion(claims.SecretVersion, now) {
-		return nil, nil, invalidToken(credentialsInvalid)
+		return nil, invalidToken(credentialsInvalid)
 	}
-	return claims, c, nil
+	return c, nil
 }
