@@ -3,6 +3,7 @@ package tokenserver
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 )
 
@@ -30,16 +31,13 @@ func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
 	addr := s.clientAddr(r)
 
 	var (
-		c         *Credential
-		tokenAPIs map[string]string // nil for Basic credentials
-		oerr      *oauthError
+		c      *Credential
+		claims *Claims // nil for Basic credentials
+		oerr   *oauthError
 	)
 	switch scheme, value := authorization(r); scheme {
 	case "bearer":
-		var claims *Claims
-		if claims, c, oerr = s.verifyBearer(value, now); oerr == nil {
-			tokenAPIs = claims.APIs
-		}
+		claims, c, oerr = s.verifyBearer(value, now) // failures count against addr
 	case "basic":
 		id, secret, ok := parseBasic(value)
 		if !ok {
@@ -57,12 +55,15 @@ func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
 	if !ok {
 		return writeErr(w, insufficientScope(fmt.Sprintf("the credential is not granted API %q", api)))
 	}
-	if tokenAPIs != nil && tokenAPIs[api] != g.Permission {
+	if claims != nil && claims.APIs[api] != g.Permission {
 		return writeErr(w, insufficientScope(fmt.Sprintf("the access token's scope does not include API %q with permission %q", api, g.Permission)))
 	}
 	a, ok := s.store.API(api)
 	if !ok {
 		return writeErr(w, insufficientScope(fmt.Sprintf("API %q is not in the catalog", api)))
+	}
+	if claims != nil && !slices.Contains(claims.Audience, a.Audience) { // audience-bound tokens (DESIGN §3)
+		return writeErr(w, invalidToken(fmt.Sprintf("the access token's audience does not hold %q, the audience of API %q", a.Audience, api)))
 	}
 	methods, ok := a.Permissions[g.Permission]
 	if !ok {

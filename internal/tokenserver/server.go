@@ -41,6 +41,10 @@ type Options struct {
 	// TrustedProxies are the proxies whose X-Forwarded-For is believed when they are the
 	// TCP peer (nginx beside the token server, an ingress). Default: loopback only.
 	TrustedProxies []netip.Prefix
+	// KubernetesAudiences are the audiences a TokenReview that names none is decided
+	// for (an API server without --api-audiences). Empty: such reviews authenticate no
+	// one. Reviews that name audiences are decided for those.
+	KubernetesAudiences []string
 	// Usage records that a credential was used; nil records nothing.
 	Usage UsageRecorder
 	// Clock is the time source. Default the real clock.
@@ -71,6 +75,9 @@ type Server struct {
 	metadata []byte
 	mux      *http.ServeMux
 	handler  http.Handler
+
+	// badTokens are tokens that failed verification at TokenReview.
+	badTokens *negativeCache
 }
 
 // New returns a server over the store. It answers 503 on /readyz until SetReady and on
@@ -106,6 +113,7 @@ func New(store *Store, opts Options) *Server {
 		metrics: newMetrics(opts.Registry, store),
 		mux:     http.NewServeMux(),
 	}
+	s.badTokens = newNegativeCache(negativeCacheSize, negativeCacheTTL)
 	store.onConflict = func(clientID string, keys []types.NamespacedName) {
 		opts.Log.Error(nil, "two APICredentials claim one client ID; refusing both", "clientID", clientID, "credentials", keys)
 	}

@@ -19,14 +19,18 @@ type Credential struct {
 	// Key is namespace/name.
 	Key types.NamespacedName
 	// Name is Key as "namespace/name", as tokens and headers carry it.
-	Name       string
-	UID        types.UID
-	ClientID   string
-	Active     bool
-	ExpiresAt  time.Time // zero: never
-	Account    string
-	Workspaces []string
-	Grants     []Grant
+	Name      string
+	UID       types.UID
+	ClientID  string
+	Active    bool
+	ExpiresAt time.Time // zero: never
+	// Terminating is set once the APICredential has a deletionTimestamp (a finalizer,
+	// foreground deletion, a GitOps prune in progress): it is refused like a deleted one
+	// (DESIGN §2 item 10), yet keeps its claim on the client ID until it is gone.
+	Terminating bool
+	Account     string
+	Workspaces  []string
+	Grants      []Grant
 	// secrets are the current hash first, then previous hashes within their grace period.
 	secrets []secretVersion
 	// headers are the forward-auth response header values, built once.
@@ -61,9 +65,9 @@ func versionOf(hash string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:9])
 }
 
-// usable reports whether the credential is active and unexpired at now.
+// usable reports whether the credential is active, unexpired at now and not being deleted.
 func (c *Credential) usable(now time.Time) bool {
-	return c.Active && (c.ExpiresAt.IsZero() || now.Before(c.ExpiresAt))
+	return c.Active && !c.Terminating && (c.ExpiresAt.IsZero() || now.Before(c.ExpiresAt))
 }
 
 // live reports whether the secret version is still accepted at now.
@@ -101,14 +105,15 @@ func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
 		return nil, false
 	}
 	c := &Credential{
-		Key:        types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name},
-		Name:       obj.Namespace + "/" + obj.Name,
-		UID:        obj.UID,
-		ClientID:   st.ClientID,
-		Active:     obj.Spec.IsActive(),
-		Account:    st.Account,
-		Workspaces: obj.Spec.Scope.Workspaces,
-		secrets:    make([]secretVersion, 0, 1+len(st.PreviousSecrets)),
+		Key:         types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name},
+		Name:        obj.Namespace + "/" + obj.Name,
+		UID:         obj.UID,
+		ClientID:    st.ClientID,
+		Active:      obj.Spec.IsActive(),
+		Terminating: obj.DeletionTimestamp != nil,
+		Account:     st.Account,
+		Workspaces:  obj.Spec.Scope.Workspaces,
+		secrets:     make([]secretVersion, 0, 1+len(st.PreviousSecrets)),
 	}
 	if obj.Spec.ExpiresAt != nil {
 		c.ExpiresAt = obj.Spec.ExpiresAt.Time

@@ -116,6 +116,27 @@ func TestTokenScopeNarrowsTheGrant(t *testing.T) {
 	}
 }
 
+// TestBlankScopeIsInvalidScope: a scope of only whitespace names no API; it is
+// invalid_scope, never a token without APIs. An empty scope parameter counts as omitted
+// (RFC 6749 §3.1) and gets every granted API.
+func TestBlankScopeIsInvalidScope(t *testing.T) {
+	f := newFixture(t)
+	c := f.issue("billing", grants("platform-api:admin", "profile-api:read-only"))
+	for _, scopes := range [][]string{{" "}, {"  ", "\t"}, {"\t\n"}} {
+		for _, style := range []oauth2.AuthStyle{oauth2.AuthStyleInHeader, oauth2.AuthStyleInParams} {
+			tok, err := f.config(c, style, scopes...).Token(context.Background())
+			var re *oauth2.RetrieveError
+			if !errors.As(err, &re) || re.ErrorCode != "invalid_scope" || re.Response.StatusCode != http.StatusBadRequest {
+				t.Errorf("scope %q: want invalid_scope, got token %v, error %v", strings.Join(scopes, " "), tok, err)
+			}
+		}
+	}
+	resp, body := f.post("/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "scope": {""}}, c.id, c.secret)
+	if resp.StatusCode != 200 || body["scope"] != "platform-api:admin profile-api:read-only" {
+		t.Errorf("an empty scope parameter: %d %v, want every granted API", resp.StatusCode, body)
+	}
+}
+
 // TestTokenErrors is the error matrix of RFC 6749 §5.2.
 func TestTokenErrors(t *testing.T) {
 	f := newFixture(t)

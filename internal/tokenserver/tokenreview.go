@@ -3,7 +3,9 @@ package tokenserver
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"sort"
+	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
 )
@@ -16,7 +18,8 @@ const (
 	GroupAll = "keysmith:credentials"
 	// GroupAccountPrefix is followed by the credential's account.
 	GroupAccountPrefix = "keysmith:account:"
-	// GroupAPIPrefix is followed by "<api>:<permission>" for each API in the token.
+	// GroupAPIPrefix is followed by "<api>:<permission>" for each API in the token whose
+	// audience the review asked for.
 	GroupAPIPrefix = "keysmith:api:"
 	// ExtraClientID carries the client ID in the user's extra attributes.
 	ExtraClientID = "iam.keysmith.dev/client-id"
@@ -26,7 +29,12 @@ const (
 // access token (--authentication-token-webhook-config-file). The user is
 // keysmith:credential:<namespace>:<name> with UID the credential's UID, in the groups
 // keysmith:credentials, keysmith:account:<account> and keysmith:api:<api>:<permission>.
-// Status audiences are left empty: the API server then applies its own audiences.
+//
+// Tokens are audience-bound (DESIGN §3): a token authenticates only when its aud
+// intersects the audiences asked for, the review's spec.audiences or, when it sends
+// none, Options.KubernetesAudiences (empty: nothing authenticates). status.audiences is
+// that intersection and the API groups name only the APIs whose audience is in it, so a
+// token for a billing API is not a login to the cluster.
 func (s *Server) tokenReview(w http.ResponseWriter, r *http.Request) int {
 	var review authnv1.TokenReview
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes)).Decode(&review); err != nil {
@@ -37,33 +45,84 @@ func (s *Server) tokenReview(w http.ResponseWriter, r *http.Request) int {
 	if resp.APIVersion == "" {
 		resp.APIVersion, resp.Kind = "authentication.k8s.io/v1", "TokenReview"
 	}
-	claims, c, oerr := s.verifyBearer(review.Spec.Token, s.opts.Clock.Now())
-	if oerr != nil {
-		resp.Status.Error = credentialsInvalid
-	} else {
-		groups := []string{GroupAll}
-		if c.Account != "" {
-			groups = append(groups, GroupAccountPrefix+c.Account)
-		}
-		for api, perm := range claims.APIs {
-			if g, ok := c.grant(api); ok && g.Permission == perm {
-				groups = append(groups, GroupAPIPrefix+api+":"+perm)
-			}
-		}
-		sort.Strings(groups[1:])
-		resp.Status = authnv1.TokenReviewStatus{
-			Authenticated: true,
-			User: authnv1.UserInfo{
-				Username: UsernamePrefix + c.Key.Namespace + ":" + c.Key.Name,
-				UID:      string(c.UID),
-				Groups:   groups,
-				Extra:    map[string]authnv1.ExtraValue{ExtraClientID: {c.ClientID}},
-			},
-		}
+	wanted := review.Spec.Audiences
+	if len(wanted) == 0 {
+		wanted = s.opts.KubernetesAudiences
 	}
+	resp.Status = s.review(review.Spec.Token, wanted, s.opts.Clock.Now())
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(&resp)
 	return http.StatusOK
+}
+
+// review decides a TokenReview of token for the audiences wanted. Every refusal is the
+// same unauthenticated answer. A token that fails verification is remembered in the
+// negative cache, so a replay costs no signature check; failures that depend on a
+// credential's state are not remembered (a reactivated credential works at once) and
+// cost no signature check anyway, its claims being in the token cache.
+func (s *Server) review(token string, wanted []string, now time.Time) authnv1.TokenReviewStatus {
+	refused := authnv1.TokenReviewStatus{Error: credentialsInvalid}
+	if len(wanted) == 0 || token == "" {
+		return refused
+	}
+	d, ring := tokenDigest(token), s.keys.ring.Load()
+	if s.badTokens.has(d, ring, now) {
+		return refused
+	}
+	claims, oerr := s.verifyToken(token, now)
+	if oerr != nil {
+		s.badTokens.add(d, ring, now)
+		return refused
+	}
+	c, oerr := s.credentialOf(claims, now)
+	if oerr != nil {
+		return refused
+	}
+	audiences, apiGroups := s.matchAudiences(claims, c, wanted)
+	if len(audiences) == 0 {
+		return refused
+	}
+	groups := []string{GroupAll}
+	if c.Account != "" {
+		groups = append(groups, GroupAccountPrefix+c.Account)
+	}
+	groups = append(groups, apiGroups...)
+	sort.Strings(groups[1:])
+	return authnv1.TokenReviewStatus{
+		Authenticated: true,
+		User: authnv1.UserInfo{
+			Username: UsernamePrefix + c.Key.Namespace + ":" + c.Key.Name,
+			UID:      string(c.UID),
+			Groups:   groups,
+			Extra:    map[string]authnv1.ExtraValue{ExtraClientID: {c.ClientID}},
+		},
+		Audiences: audiences,
+	}
+}
+
+// matchAudiences returns the audiences of wanted that the token is for, in the order of
+// wanted, and the keysmith:api groups of the APIs behind them. An API counts when the
+// token carries it, the credential still grants it with the same permission, it is in the
+// catalog, and its audience is both in the token's aud and in wanted; an audience counts
+// only through such an API, so a token whose APIs have since left the catalog or changed
+// audience authenticates nowhere.
+func (s *Server) matchAudiences(claims *Claims, c *Credential, wanted []string) (audiences, groups []string) {
+	for api, perm := range claims.APIs {
+		g, ok := c.grant(api)
+		if !ok || g.Permission != perm {
+			continue
+		}
+		a, ok := s.store.API(api)
+		if !ok || !slices.Contains(claims.Audience, a.Audience) || !slices.Contains(wanted, a.Audience) {
+			continue
+		}
+		groups = append(groups, GroupAPIPrefix+api+":"+perm)
+		if !slices.Contains(audiences, a.Audience) {
+			audiences = append(audiences, a.Audience)
+		}
+	}
+	slices.SortFunc(audiences, func(x, y string) int { return slices.Index(wanted, x) - slices.Index(wanted, y) })
+	return audiences, groups
 }
 
 // WebhookKubeconfig returns the file kube-apiserver's
