@@ -4,10 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/catalog"
 )
@@ -57,17 +53,7 @@ func (r *APICredentialReconciler) resolveGrants(ctx context.Context, cred *iamv1
 // selectAccount returns spec.scope.account, else the namespace's iam.keysmith.dev/account
 // label, else the namespace name ("scope selected for you"). It is shown in status and
 // never written into spec, so GitOps tools see no drift.
+// The admission webhook's `assume` check uses the same function (catalog.Account).
 func (r *APICredentialReconciler) selectAccount(ctx context.Context, cred *iamv1alpha1.APICredential) (string, error) {
-	if a := cred.Spec.Scope.Account; a != "" {
-		return a, nil
-	}
-	ns := &metav1.PartialObjectMetadata{}
-	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	if err := r.Get(ctx, client.ObjectKey{Name: cred.Namespace}, ns); err != nil {
-		return "", fmt.Errorf("reading namespace %q: %w", cred.Namespace, err)
-	}
-	if a := ns.GetLabels()[iamv1alpha1.AccountLabel]; a != "" {
-		return a, nil
-	}
-	return cred.Namespace, nil
+	return catalog.Account(ctx, r, cred)
 }

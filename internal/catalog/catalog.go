@@ -1,7 +1,8 @@
 // Package catalog checks APICredential grants against the APIDefinition catalog. The
 // reconciler and the admission webhook share it, so a spec the webhook admits is one the
 // reconciler issues, and a catalog change that slips past admission is reported by the
-// reconciler with the same messages.
+// reconciler with the same messages. It also selects the account a credential acts in
+// (account.go), so that status.account and the webhook's `assume` check agree.
 package catalog
 
 import (

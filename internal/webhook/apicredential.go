@@ -29,14 +29,21 @@ import (
 // permission of that API in a credential.
 const GrantVerb = "grant"
 
+// AssumeVerb is the RBAC verb a user needs on the pseudo-resource accounts (group
+// iam.keysmith.dev, name = the account) in the credential's namespace to name an account
+// other than the namespace's own in spec.scope.account.
+const AssumeVerb = "assume"
+
 // +kubebuilder:webhook:path=/validate-iam-keysmith-dev-v1alpha1-apicredential,mutating=false,failurePolicy=fail,sideEffects=None,groups=iam.keysmith.dev,resources=apicredentials,verbs=create;update;delete,versions=v1alpha1,name=apicredentials.iam.keysmith.dev,admissionReviewVersions=v1,timeoutSeconds=10
 
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
 
 // APICredentialValidator admits APICredentials that fit the catalog and that the
 // requesting user may grant, and refuses to delete a credential under deletion protection.
 type APICredentialValidator struct {
-	// Reader reads the catalog, normally the manager's cache.
+	// Reader reads the catalog and the Namespaces (their account label), normally the
+	// manager's cache.
 	Reader client.Reader
 	// Client creates SubjectAccessReviews.
 	Client client.Client
@@ -46,7 +53,8 @@ type APICredentialValidator struct {
 
 var credentialGK = iamv1alpha1.GroupVersion.WithKind("APICredential").GroupKind()
 
-// ValidateCreate checks the catalog and the user's right to grant every permission.
+// ValidateCreate checks the catalog, the user's right to grant every permission, and
+// to assume spec.scope.account when it is not the namespace's own.
 func (v *APICredentialValidator) ValidateCreate(ctx context.Context, cred *iamv1alpha1.APICredential) (admission.Warnings, error) {
 	if err := v.checkCatalog(ctx, cred); err != nil {
 		return nil, err
@@ -58,9 +66,12 @@ func (v *APICredentialValidator) ValidateCreate(ctx context.Context, cred *iamv1
 }
 
 // ValidateUpdate checks the catalog when the grants or the scope change, and the user's
-// right to grant every permission the update adds or changes. An update that leaves
-// them alone (labels, finalizers, active, rotation) is never blocked by the catalog, so
-// a catalog change cannot wedge a credential.
+// right to grant every permission the update adds or changes — every permission, and
+// assume on a foreign account, when the update makes the credential as powerful as a new
+// one (regrants: a new scope, reactivation, a removed or later expiry, the rebind
+// annotation). An update that leaves grants and scope alone (labels, finalizers,
+// deactivation, rotation) is never blocked by the catalog, so a catalog change cannot
+// wedge a credential.
 func (v *APICredentialValidator) ValidateUpdate(ctx context.Context, old, cred *iamv1alpha1.APICredential) (admission.Warnings, error) {
 	if !equality.Semantic.DeepEqual(old.Spec.APIs, cred.Spec.APIs) || !equality.Semantic.DeepEqual(old.Spec.Scope, cred.Spec.Scope) {
 		if err := v.checkCatalog(ctx, cred); err != nil {
@@ -95,18 +106,22 @@ func (v *APICredentialValidator) checkCatalog(ctx context.Context, cred *iamv1al
 	return nil
 }
 
-// checkGrants asks a SubjectAccessReview, for every API permission the credential has
-// and old (nil on create) did not, whether the requesting user may grant it. When the
-// scope changes, every permission counts as new.
+// checkGrants refuses a credential more powerful than who creates or changes it (DESIGN
+// §2 item 8). It asks SubjectAccessReviews whether the requesting user may grant every
+// API permission the credential has and old (nil on create) did not, and every one of
+// them when the change is a regrant (a create, a new scope, reactivation, a longer life,
+// the rebind annotation). Whenever it asks for every grant, it also asks for `assume` on
+// spec.scope.account if that names an account other than the namespace's own.
 func (v *APICredentialValidator) checkGrants(ctx context.Context, cred, old *iamv1alpha1.APICredential) error {
 	req, err := admission.RequestFromContext(ctx)
 	if err != nil {
 		return apierrors.NewInternalError(err)
 	}
+	user := req.UserInfo
+	reasons := regrants(old, cred)
+	all := old == nil || len(reasons) > 0
 	had := map[iamv1alpha1.APIGrant]bool{}
-	// A new account or workspace set re-grants everything: pointing an admin credential
-	// at another account is as powerful as creating one there.
-	if old != nil && equality.Semantic.DeepEqual(old.Spec.Scope, cred.Spec.Scope) {
+	if old != nil {
 		for _, g := range old.Spec.APIs {
 			had[g] = true
 		}
@@ -114,21 +129,43 @@ func (v *APICredentialValidator) checkGrants(ctx context.Context, cred, old *iam
 	var missing []string
 	var errs field.ErrorList
 	for i, g := range cred.Spec.APIs {
-		if had[g] {
+		if had[g] && !all {
 			continue
 		}
-		allowed, reason, err := v.mayGrant(ctx, req.UserInfo, cred.Namespace, g)
+		allowed, reason, err := v.review(ctx, user, authorizationv1.ResourceAttributes{
+			Namespace: cred.Namespace, Verb: GrantVerb, Group: iamv1alpha1.GroupVersion.Group,
+			Resource: "apidefinitions", Subresource: g.Permission, Name: g.Name,
+		})
 		if err != nil {
 			return apierrors.NewInternalError(fmt.Errorf("checking the right to grant %s: %w", g.Name, err))
 		}
-		if !allowed {
-			grant := fmt.Sprintf("grant apidefinitions/%s %q", g.Permission, g.Name)
-			missing = append(missing, grant)
-			msg := fmt.Sprintf("%s may not %s in namespace %q", req.UserInfo.Username, grant, cred.Namespace)
+		if allowed {
+			continue
+		}
+		grant := fmt.Sprintf("grant apidefinitions/%s %q", g.Permission, g.Name)
+		missing = append(missing, grant)
+		if !had[g] {
+			msg := fmt.Sprintf("%s may not %s in namespace %q", user.Username, grant, cred.Namespace)
 			if reason != "" {
 				msg += " (" + reason + ")"
 			}
 			errs = append(errs, field.Forbidden(field.NewPath("spec", "apis").Index(i), msg))
+		}
+	}
+	if len(missing) > 0 {
+		for _, r := range reasons {
+			errs = append(errs, field.Forbidden(r.field, fmt.Sprintf("%s, which needs every grant the credential holds: %s may not %s in namespace %q",
+				r.what, user.Username, strings.Join(missing, ", "), cred.Namespace)))
+		}
+	}
+	if all {
+		refused, err := v.checkAccount(ctx, user, cred)
+		if err != nil {
+			return err
+		}
+		if refused != nil {
+			missing = append(missing, fmt.Sprintf("%s accounts %q", AssumeVerb, cred.Spec.Scope.Account))
+			errs = append(errs, refused)
 		}
 	}
 	if len(errs) == 0 {
@@ -138,17 +175,52 @@ func (v *APICredentialValidator) checkGrants(ctx context.Context, cred, old *iam
 		"a credential cannot exceed the privileges of who creates it; missing %s: %w", strings.Join(missing, ", "), errs.ToAggregate()))
 }
 
-func (v *APICredentialValidator) mayGrant(ctx context.Context, user authenticationv1.UserInfo, namespace string, g iamv1alpha1.APIGrant) (bool, string, error) {
+// checkAccount asks whether the user may `assume` spec.scope.account in the credential's
+// namespace, when it names an account other than the namespace's own (the one the
+// reconciler selects when the field is empty, catalog.NamespaceAccount). It returns the
+// refusal, or nil. A namespace the cache has not seen yet has no known account of its
+// own, so any named account needs `assume` then: admission fails closed.
+func (v *APICredentialValidator) checkAccount(ctx context.Context, user authenticationv1.UserInfo, cred *iamv1alpha1.APICredential) (*field.Error, error) {
+	account := cred.Spec.Scope.Account
+	if account == "" {
+		return nil, nil
+	}
+	own, err := catalog.NamespaceAccount(ctx, v.Reader, cred.Namespace)
+	switch {
+	case apierrors.IsNotFound(err):
+		own = ""
+	case err != nil:
+		return nil, apierrors.NewInternalError(fmt.Errorf("selecting the account of namespace %q: %w", cred.Namespace, err))
+	case own == account:
+		return nil, nil
+	}
+	allowed, reason, err := v.review(ctx, user, authorizationv1.ResourceAttributes{
+		Namespace: cred.Namespace, Verb: AssumeVerb, Group: iamv1alpha1.GroupVersion.Group,
+		Resource: "accounts", Name: account,
+	})
+	if err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("checking the right to assume account %q: %w", account, err))
+	}
+	if allowed {
+		return nil, nil
+	}
+	ownSays := fmt.Sprintf("the namespace's own is %q", own)
+	if own == "" {
+		ownSays = "the namespace's own is not known yet"
+	}
+	msg := fmt.Sprintf("%s may not %s accounts %q in namespace %q: naming an account other than the namespace's own (%s) needs RBAC verb %s on resource accounts of group %s with that name",
+		user.Username, AssumeVerb, account, cred.Namespace, ownSays, AssumeVerb, iamv1alpha1.GroupVersion.Group)
+	if reason != "" {
+		msg += " (" + reason + ")"
+	}
+	return field.Forbidden(field.NewPath("spec", "scope", "account"), msg), nil
+}
+
+// review asks a SubjectAccessReview whether user may do attrs.
+func (v *APICredentialValidator) review(ctx context.Context, user authenticationv1.UserInfo, attrs authorizationv1.ResourceAttributes) (bool, string, error) {
 	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
 		User: user.Username, UID: user.UID, Groups: user.Groups, Extra: convertExtra(user.Extra),
-		ResourceAttributes: &authorizationv1.ResourceAttributes{
-			Namespace:   namespace,
-			Verb:        GrantVerb,
-			Group:       iamv1alpha1.GroupVersion.Group,
-			Resource:    "apidefinitions",
-			Subresource: g.Permission,
-			Name:        g.Name,
-		},
+		ResourceAttributes: &attrs,
 	}}
 	if err := v.Client.Create(ctx, sar); err != nil {
 		return false, "", err
