@@ -35,6 +35,7 @@ type config struct {
 	workspaceHeader, workspacePath, tlsCert, tlsKey             string
 	trustedProxies                                              string
 	tokenLifetime, usageInterval                                time.Duration
+	tokenCacheBytes                                             int64
 	verifyOnly                                                  bool
 }
 
@@ -46,6 +47,7 @@ func main() {
 	flag.StringVar(&cfg.signingNamespace, "signing-key-namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), "keysmith-system"), "namespace of the signing key Secret")
 	flag.StringVar(&cfg.signingSecret, "signing-key-secret", "keysmith-signing-keys", "name of the signing key Secret")
 	flag.DurationVar(&cfg.tokenLifetime, "token-lifetime", 10*time.Minute, "lifetime of access tokens (at most 24h)")
+	flag.Int64Var(&cfg.tokenCacheBytes, "token-cache-bytes", tokenserver.DefaultTokenCacheBytes, "bound, in bytes of heap (estimated per entry), of the cache of verified access tokens; keep it well under the container's memory limit")
 	flag.DurationVar(&cfg.usageInterval, "usage-interval", 30*time.Second, "how often usage (last used time and address) is written to status")
 	flag.StringVar(&cfg.workspaceHeader, "workspace-header", "X-Keysmith-Workspace", "request header naming the workspace of a forward-auth request")
 	flag.StringVar(&cfg.workspacePath, "workspace-path", "", "regular expression whose first group extracts the workspace from the original path, e.g. ^/workspaces/([^/]+)")
@@ -66,6 +68,12 @@ func main() {
 func run(ctx context.Context, cfg config) error {
 	if cfg.issuer == "" {
 		return errors.New("--issuer is required")
+	}
+	if len(cfg.issuer) > tokenserver.MaxIssuerLength {
+		return fmt.Errorf("--issuer is longer than %d characters", tokenserver.MaxIssuerLength)
+	}
+	if cfg.tokenCacheBytes <= 0 {
+		return errors.New("--token-cache-bytes must be positive")
 	}
 	if cfg.tokenLifetime <= 0 || cfg.tokenLifetime > 24*time.Hour {
 		return errors.New("--token-lifetime must be between 1s and 24h")
@@ -117,6 +125,7 @@ func run(ctx context.Context, cfg config) error {
 	srv, err := tokenserver.Setup(ctx, mgr, tokenserver.Options{
 		Issuer:          cfg.issuer,
 		TokenLifetime:   cfg.tokenLifetime,
+		TokenCacheBytes: cfg.tokenCacheBytes,
 		WorkspaceHeader: cfg.workspaceHeader,
 		WorkspacePath:   wsPath,
 		TrustedProxies:  proxies,

@@ -168,26 +168,63 @@ func (s *Server) verifyBearer(token string, now time.Time) (*Claims, *Credential
 	return claims, c, nil
 }
 
-// verifyToken returns the claims of a token whose signature, issuer and expiry are
-// valid, from the token cache after the first time. A failure here is a property of the
-// token itself (and of the key set), never of a credential's state.
+// verifyToken returns the claims of a token whose signature, issuer, lifetime and expiry
+// are valid, from the token cache after the first time while the key that signed it is
+// still published. A failure here is a property of the token itself (and of the key
+// set), never of a credential's state. It is not rate limited: TokenReview, whose source
+// is always the API server, uses it; requests from clients use verifyTokenFrom.
 func (s *Server) verifyToken(token string, now time.Time) (*Claims, *oauthError) {
-	d := tokenDigest(token)
-	claims, ok := s.tokens.get(d, now)
-	if ok {
-		s.metrics.tokenCacheHits.Inc()
-		return claims, nil
+	return s.verifyTokenFrom(token, "", now)
+}
+
+// verifyTokenFrom is verifyToken for a request from the client address addr (/authz,
+// introspection): a token that fails verification counts against the address in the
+// failure limiter, and once the address has spent its budget its tokens are answered 429
+// before any signature check. Only the address is charged (a failed token names no
+// client it can be trusted to belong to), so a client elsewhere is never locked out. A
+// token already in the cache costs no verification and is served whatever the budget.
+// An empty addr is not limited.
+func (s *Server) verifyTokenFrom(token, addr string, now time.Time) (*Claims, *oauthError) {
+	var d [32]byte
+	if len(token) <= maxTokenBytes { // longer ones are refused below, without hashing them
+		d = tokenDigest(token)
+		if e, ok := s.tokens.get(d, now); ok {
+			if s.keys.published(e.signer) {
+				s.metrics.tokenCacheHits.Inc()
+				return e.claims, nil
+			}
+			s.tokens.remove(d, e) // its key left the key set: verify (and refuse) it again
+		}
 	}
 	s.metrics.tokenCacheMisses.Inc()
-	claims, err := s.keys.verify(token)
-	if err != nil {
-		return nil, invalidToken("the access token is invalid")
+	if addr != "" {
+		if wait := s.limiter.blockedAddr(addr, now); wait > 0 {
+			return nil, tooManyFailures(wait)
+		}
 	}
-	if claims.Issuer != s.opts.Issuer || now.Unix() >= claims.ExpiresAt {
+	claims, signer, err := s.keys.verify(token)
+	if err != nil || !validClaims(claims, s.opts.Issuer, s.opts.MaxTokenLifetime, now) {
+		if addr != "" {
+			s.limiter.failAddr(addr, now)
+		}
 		return nil, invalidToken("the access token is invalid or expired")
 	}
-	s.tokens.put(d, claims, now)
+	s.tokens.put(d, claims, signer, now, s.keys.published)
 	return claims, nil
+}
+
+// verifyBearerFrom is verifyBearer for a request from the client address addr, rate
+// limited as verifyTokenFrom says.
+func (s *Server) verifyBearerFrom(token, addr string, now time.Time) (*Claims, *Credential, *oauthError) {
+	claims, oerr := s.verifyTokenFrom(token, addr, now)
+	if oerr != nil {
+		return nil, nil, oerr
+	}
+	c, oerr := s.credentialOf(claims, now)
+	if oerr != nil {
+		return nil, nil, oerr
+	}
+	return claims, c, nil
 }
 
 // credentialOf returns the credential a verified token belongs to while it accepts the

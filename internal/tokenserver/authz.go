@@ -37,7 +37,7 @@ func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
 	)
 	switch scheme, value := authorization(r); scheme {
 	case "bearer":
-		claims, c, oerr = s.verifyBearer(value, now) // failures count against addr
+		claims, c, oerr = s.verifyBearerFrom(value, addr, now) // failures count against addr
 	case "basic":
 		id, secret, ok := parseBasic(value)
 		if !ok {

@@ -7,9 +7,10 @@ import (
 
 // introspect is token introspection (RFC 7662). The caller authenticates with its
 // own client credentials; a token that is invalid, expired or whose credential is
-// inactive, expired, deleted or rotated past its grace period is {"active":false}.
+// inactive, expired, deleted or rotated past its grace period is {"active":false}. Tokens
+// that fail verification count against the caller's address: past its budget, 429.
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) int {
-	form, oerr := readForm(w, r)
+	form, oerr := readForm(w, r, maxTokenBodyBytes)
 	if oerr != nil {
 		return writeErr(w, oerr)
 	}
@@ -17,8 +18,8 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) int {
 	if oerr != nil {
 		return writeErr(w, oerr)
 	}
-	now := s.opts.Clock.Now()
-	if _, _, oerr := s.authenticate(ca, s.clientAddr(r), now); oerr != nil {
+	now, addr := s.opts.Clock.Now(), s.clientAddr(r)
+	if _, _, oerr := s.authenticate(ca, addr, now); oerr != nil {
 		return writeErr(w, oerr)
 	}
 	token := form.Get("token")
@@ -26,7 +27,11 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) int {
 		return writeErr(w, invalidRequest("token is required"))
 	}
 	resp := map[string]any{"active": false}
-	if claims, c, oerr := s.verifyBearer(token, now); oerr == nil {
+	claims, c, oerr := s.verifyBearerFrom(token, addr, now)
+	if oerr != nil && oerr.status == http.StatusTooManyRequests {
+		return writeErr(w, oerr) // too many invalid tokens from this address
+	}
+	if oerr == nil {
 		resp = map[string]any{
 			"active": true, "token_type": "Bearer", "scope": claims.Scope, "client_id": claims.ClientID,
 			"sub": claims.Subject, "aud": claims.Audience, "iss": claims.Issuer, "exp": claims.ExpiresAt,

@@ -1,8 +1,10 @@
 package tokenserver
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -165,6 +167,9 @@ func (k *keys) sign(c *Claims) (string, error) {
 	sk := ring.signing
 	payload := c.appendJSON(make([]byte, 0, 512))
 	n := len(sk.header) + 1 + base64.RawURLEncoding.EncodedLen(len(payload))
+	if n+1+signatureSegmentLength > maxTokenBytes {
+		return "", errTokenTooLarge
+	}
 	buf := make([]byte, n, n+1+86)
 	copy(buf, sk.header)
 	buf[len(sk.header)] = '.'
@@ -181,6 +186,7 @@ func (k *keys) sign(c *Claims) (string, error) {
 	if !derToRaw(der, &sig) {
 		return "", errors.New("signing access token: malformed ECDSA signature")
 	}
+	lowS(&sig)
 	buf = append(buf, '.')
 	buf = base64.RawURLEncoding.AppendEncode(buf, sig[:])
 	return string(buf), nil
@@ -214,46 +220,108 @@ func fillScalar(dst []byte, v []byte) bool {
 // disclosed to the caller.
 var errInvalidToken = errors.New("invalid access token")
 
-// verify checks the token's signature against the published keys and returns its claims.
-// It accepts only the exact header segments keysmith writes, so there is no algorithm
-// negotiation ("alg":"none", HS256 with a public key) to attack. Expiry and issuer are
-// checked by the caller.
-func (k *keys) verify(token string) (*Claims, error) {
+// signatureSegmentLength is the length of the base64url of an ES256 signature, r||s.
+const signatureSegmentLength = 86
+
+// p256N and p256HalfN are the order of P-256 and its half, for low-s signatures.
+var (
+	p256N     = elliptic.P256().Params().N
+	p256HalfN = new(big.Int).Rsh(p256N, 1)
+	// p256HalfNBytes is p256HalfN as a 32-byte big-endian number, compared without math/big.
+	p256HalfNBytes = p256HalfN.FillBytes(make([]byte, 32))
+)
+
+// lowS replaces s with n-s when s > n/2. (r, s) and (r, n-s) both verify, so a verifier
+// that accepted both would give every token two spellings; keysmith signs and accepts
+// only the low one.
+func lowS(sig *[64]byte) {
+	if bytes.Compare(sig[32:], p256HalfNBytes) <= 0 {
+		return
+	}
+	s := new(big.Int).SetBytes(sig[32:])
+	s.Sub(p256N, s).FillBytes(sig[32:])
+}
+
+// strictB64 decodes base64url without padding and refuses non-zero trailing bits, so
+// each byte string has exactly one encoding. It still skips CR and LF, which verify
+// refuses before decoding.
+var strictB64 = base64.RawURLEncoding.Strict()
+
+// verify checks the token's signature against the published keys and returns its claims
+// and the key that signed it (the token cache checks that the key is still published). One token has one spelling: the header must
+// be the exact segment keysmith writes for a published kid ({"alg":"ES256","kid":…,
+// "typ":"at+jwt"}, nothing else, so there is no algorithm negotiation — "alg":"none",
+// HS256 with a public key — to attack), the payload and signature strict base64url (no
+// padding, no line breaks, no non-zero trailing bits), and the signature low-s. Claims
+// (issuer, lifetime, expiry) are checked by the caller, with validClaims.
+func (k *keys) verify(token string) (*Claims, verifiedBy, error) {
 	ring := k.ring.Load()
-	if ring == nil || len(token) > maxTokenLength {
-		return nil, errInvalidToken
+	if ring == nil || len(token) > maxTokenBytes ||
+		strings.IndexByte(token, '\n') >= 0 || strings.IndexByte(token, '\r') >= 0 {
+		return nil, verifiedBy{}, errInvalidToken
 	}
 	i := strings.IndexByte(token, '.')
 	j := strings.LastIndexByte(token, '.')
-	if i <= 0 || j <= i {
-		return nil, errInvalidToken
+	if i <= 0 || j <= i || len(token)-j-1 != signatureSegmentLength {
+		return nil, verifiedBy{}, errInvalidToken
 	}
-	pub := ring.verify[token[:i]]
+	header := token[:i]
+	pub := ring.verify[header]
 	if pub == nil {
-		return nil, errInvalidToken
+		return nil, verifiedBy{}, errInvalidToken
 	}
 	var sig [64]byte
-	if base64.RawURLEncoding.DecodedLen(len(token)-j-1) != len(sig) {
-		return nil, errInvalidToken
+	if n, err := strictB64.Decode(sig[:], []byte(token[j+1:])); err != nil || n != len(sig) {
+		return nil, verifiedBy{}, errInvalidToken
 	}
-	if _, err := base64.RawURLEncoding.Decode(sig[:], []byte(token[j+1:])); err != nil {
-		return nil, errInvalidToken
+	if bytes.Compare(sig[32:], p256HalfNBytes) > 0 { // high s: the twin of a low-s signature
+		return nil, verifiedBy{}, errInvalidToken
 	}
 	digest := sha256.Sum256([]byte(token[:j]))
 	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
 	if !ecdsa.Verify(pub, digest[:], r, s) {
-		return nil, errInvalidToken
+		return nil, verifiedBy{}, errInvalidToken
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(token[i+1 : j])
+	payload, err := strictB64.DecodeString(token[i+1 : j])
 	if err != nil {
-		return nil, errInvalidToken
+		return nil, verifiedBy{}, errInvalidToken
 	}
 	c := &Claims{}
 	if err := json.Unmarshal(payload, c); err != nil {
-		return nil, errInvalidToken
+		return nil, verifiedBy{}, errInvalidToken
 	}
-	return c, nil
+	return c, verifiedBy{header: header, pub: pub}, nil
 }
 
-// maxTokenLength bounds the tokens considered at all; keysmith's are well under 2 KiB.
-const maxTokenLength = 8 << 10
+// published reports whether the key that verified a token is still in the key set.
+func (k *keys) published(v verifiedBy) bool {
+	ring := k.ring.Load()
+	if ring == nil {
+		return false
+	}
+	pub := ring.verify[v.header]
+	return pub != nil && (pub == v.pub || pub.Equal(v.pub))
+}
+
+// clockSkew is how far in the future a token's iat may be: token servers' clocks differ a
+// little, and a token minted by one replica may reach another at once.
+const clockSkew = time.Minute
+
+// validClaims reports whether verified claims are acceptable at now: the issuer is this
+// server's, exp is present and not reached, iat is not in the future (beyond clockSkew),
+// and exp - iat is at most the longest lifetime this server issues, so a token (or a
+// signing key misused elsewhere) cannot claim a life of years.
+func validClaims(c *Claims, issuer string, maxLifetime time.Duration, now time.Time) bool {
+	unix := now.Unix()
+	switch {
+	case c.Issuer != issuer:
+		return false
+	case c.ExpiresAt <= 0 || unix >= c.ExpiresAt:
+		return false
+	case c.IssuedAt <= 0 || c.IssuedAt > unix+int64(clockSkew/time.Second):
+		return false
+	case c.ExpiresAt-c.IssuedAt > int64((maxLifetime+time.Second-1)/time.Second):
+		return false
+	}
+	return true
+}

@@ -2,6 +2,7 @@ package tokenserver
 
 import (
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,7 +57,7 @@ func (s *Server) SetKeys(set *signingkey.Set) error {
 	if len(ring.verify) == 0 {
 		return errors.New("the signing key set is empty")
 	}
-	s.keys.ring.Store(ring)
+	s.swapRing(ring)
 
 	// A pre-published key starts to sign at its activation time without any change to
 	// the Secret: switch to it then.
@@ -97,7 +98,7 @@ func (s *Server) SetVerifyKeys(jwks []byte) error {
 	public := jose.JSONWebKeySet{}
 	for _, k := range set.Keys {
 		pub, ok := k.Key.(*ecdsa.PublicKey)
-		if !ok || k.Algorithm != signingkey.Algorithm || k.KeyID == "" {
+		if !ok || k.Algorithm != signingkey.Algorithm || pub.Curve != elliptic.P256() || k.KeyID == "" || len(k.KeyID) > maxKidLen {
 			continue // not a key keysmith signs with
 		}
 		ring.verify[headerFor(k.KeyID)] = pub
@@ -110,6 +111,22 @@ func (s *Server) SetVerifyKeys(jwks []byte) error {
 	if ring.jwks, err = json.Marshal(public); err != nil {
 		return err
 	}
-	s.keys.ring.Store(ring)
+	s.swapRing(ring)
 	return nil
+}
+
+// swapRing makes ring the current key set and drops the cached tokens signed by a key
+// that left it. The drop frees their memory; correctness does not wait for it, since a
+// lookup refuses an entry whose key is gone (verifyTokenFrom).
+func (s *Server) swapRing(ring *keyRing) {
+	old := s.keys.ring.Swap(ring)
+	if old == nil {
+		return
+	}
+	for header := range old.verify {
+		if ring.verify[header] == nil || !ring.verify[header].Equal(old.verify[header]) {
+			s.tokens.evict(s.opts.Clock.Now(), s.keys.published, 0)
+			return
+		}
+	}
 }

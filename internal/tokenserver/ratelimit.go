@@ -10,7 +10,8 @@ import (
 )
 
 // failureLimiter rate-limits failed authentications per (client ID, source address) and
-// per source address. Keying the client's budget by address as well means an attacker
+// per source address; bearer tokens that fail verification spend the address's budget
+// only (failAddr). Keying the client's budget by address as well means an attacker
 // hammering one client ID does not lock the legitimate client out from elsewhere, while
 // the per-address budget stops enumeration of client IDs from one place. Only failures
 // spend the budget; a successful request never waits on it.
@@ -52,18 +53,34 @@ func (l *failureLimiter) wait(key string, now time.Time) int {
 	return int(math.Ceil((1 - tokens) / float64(l.limit)))
 }
 
+// blockedAddr is blocked for a failure that names no client, a bearer token that failed
+// verification: only the address's budget applies.
+func (l *failureLimiter) blockedAddr(addr string, now time.Time) int {
+	if l.size.Load() == 0 {
+		return 0
+	}
+	return l.wait(addrKey(addr), now)
+}
+
 // fail records a failed authentication.
 func (l *failureLimiter) fail(clientID, addr string, now time.Time) {
-	for _, key := range [2]string{addrKey(addr), pairKey(clientID, addr)} {
-		v, ok := l.buckets.Load(key)
-		if !ok {
-			var loaded bool
-			if v, loaded = l.buckets.LoadOrStore(key, rate.NewLimiter(l.limit, l.burst)); !loaded {
-				l.size.Add(1)
-			}
+	l.spend(addrKey(addr), now)
+	l.spend(pairKey(clientID, addr), now)
+}
+
+// failAddr records a failure that names no client (a bearer token that failed
+// verification) against the address alone.
+func (l *failureLimiter) failAddr(addr string, now time.Time) { l.spend(addrKey(addr), now) }
+
+func (l *failureLimiter) spend(key string, now time.Time) {
+	v, ok := l.buckets.Load(key)
+	if !ok {
+		var loaded bool
+		if v, loaded = l.buckets.LoadOrStore(key, rate.NewLimiter(l.limit, l.burst)); !loaded {
+			l.size.Add(1)
 		}
-		v.(*rate.Limiter).AllowN(now, 1)
 	}
+	v.(*rate.Limiter).AllowN(now, 1)
 }
 
 // sweep forgets buckets that have refilled, bounding memory to recent offenders.

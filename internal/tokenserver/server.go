@@ -23,14 +23,19 @@ type Options struct {
 	Issuer string
 	// TokenLifetime is how long access tokens live. Default 10 minutes.
 	TokenLifetime time.Duration
+	// MaxTokenLifetime is the longest life (exp - iat) a token may claim to be accepted:
+	// the longest lifetime any token server sharing the keys issues. Default, and at
+	// least, TokenLifetime.
+	MaxTokenLifetime time.Duration
 	// WorkspaceHeader names the request header that carries the workspace a forward-auth
 	// request acts in. Default "X-Keysmith-Workspace".
 	WorkspaceHeader string
 	// WorkspacePath, when set, extracts the workspace from the original URI's path: its
 	// first capture group, e.g. `^/workspaces/([^/]+)`.
 	WorkspacePath *regexp.Regexp
-	// TokenCacheSize bounds the verified-token cache. Default 100000.
-	TokenCacheSize int
+	// TokenCacheBytes bounds the verified-token cache by an estimate of the heap its
+	// entries hold. Default 64 MiB (DefaultTokenCacheBytes).
+	TokenCacheBytes int64
 	// FailureRate and FailureBurst bound failed authentications per client and address
 	// and per address. Default 1 per second with a burst of 10.
 	FailureRate  rate.Limit
@@ -60,8 +65,16 @@ type UsageRecorder interface {
 	Record(c *Credential, addr string, at time.Time)
 }
 
+// DefaultTokenCacheBytes is the default bound of the verified-token cache: a quarter of
+// the 256 MiB memory limit the shipped Deployment sets.
+const DefaultTokenCacheBytes = 64 << 20
+
 // maxBodyBytes caps request bodies.
 const maxBodyBytes = 64 << 10
+
+// maxTokenBodyBytes caps the bodies that carry a token (introspection, TokenReview): room
+// for the largest token and the rest of the request.
+const maxTokenBodyBytes = maxTokenBytes + maxBodyBytes
 
 // Server serves the token server's endpoints. Create it with New.
 type Server struct {
@@ -90,8 +103,11 @@ func New(store *Store, opts Options) *Server {
 	if opts.WorkspaceHeader == "" {
 		opts.WorkspaceHeader = "X-Keysmith-Workspace"
 	}
-	if opts.TokenCacheSize <= 0 {
-		opts.TokenCacheSize = 100_000
+	if opts.MaxTokenLifetime < opts.TokenLifetime {
+		opts.MaxTokenLifetime = opts.TokenLifetime
+	}
+	if opts.TokenCacheBytes <= 0 {
+		opts.TokenCacheBytes = DefaultTokenCacheBytes
 	}
 	if opts.FailureRate <= 0 {
 		opts.FailureRate, opts.FailureBurst = 1, 10
@@ -108,7 +124,7 @@ func New(store *Store, opts Options) *Server {
 	s := &Server{
 		opts:    opts,
 		store:   store,
-		tokens:  newTokenCache(opts.TokenCacheSize),
+		tokens:  newTokenCache(opts.TokenCacheBytes),
 		limiter: newFailureLimiter(opts.FailureRate, opts.FailureBurst),
 		metrics: newMetrics(opts.Registry, store),
 		mux:     http.NewServeMux(),
@@ -171,7 +187,7 @@ func NewHTTPServer(addr string, handler http.Handler) *http.Server {
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
 		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    16 << 10,
+		MaxHeaderBytes:    maxTokenBytes + 16<<10, // the largest token in Authorization, and the rest
 	}
 }
 

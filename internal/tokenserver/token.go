@@ -15,7 +15,7 @@ import (
 
 // token is the token endpoint: the client credentials grant of RFC 6749 §4.4.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
-	form, oerr := readForm(w, r)
+	form, oerr := readForm(w, r, maxBodyBytes)
 	if oerr != nil {
 		return writeErr(w, oerr)
 	}
@@ -42,6 +42,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 		return writeErr(w, oerr)
 	}
 	token, err := s.keys.sign(claims)
+	if err == errTokenTooLarge {
+		return writeErr(w, tokenTooLarge())
+	}
 	if err != nil {
 		return writeErr(w, &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", description: err.Error()})
 	}
@@ -79,16 +82,16 @@ var (
 
 const formMediaType = "application/x-www-form-urlencoded"
 
-// readForm reads an application/x-www-form-urlencoded body of at most maxBodyBytes and
+// readForm reads an application/x-www-form-urlencoded body of at most limit bytes and
 // refuses repeated parameters (RFC 6749 §3.2). Only the body counts: parameters in the
 // query string are ignored, as RFC 6749 §3.2 asks of the token endpoint.
-func readForm(w http.ResponseWriter, r *http.Request) (url.Values, *oauthError) {
+func readForm(w http.ResponseWriter, r *http.Request, limit int64) (url.Values, *oauthError) {
 	if ct := r.Header.Get("Content-Type"); ct != formMediaType {
 		if mt, _, _ := mime.ParseMediaType(ct); mt != formMediaType {
 			return nil, invalidRequest("the body must be application/x-www-form-urlencoded")
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		return nil, invalidRequest("the body is too large or could not be read")
 	}

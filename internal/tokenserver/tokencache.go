@@ -1,6 +1,7 @@
 package tokenserver
 
 import (
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"sync"
 	"sync/atomic"
@@ -12,61 +13,130 @@ import (
 // twice a loopback round trip; a hit costs a hash and a map read, with no lock shared by
 // all requests (sync.Map reads are lock-free for keys that are present).
 //
+// It is bounded in bytes, not entries: a credential with 64 workspaces and 32 APIs gives
+// claims of tens of KiB, so a count bound says nothing about memory. Each entry is
+// charged an estimate of the heap it holds (claimsFootprint); a token that does not fit
+// once expired entries are gone is simply not cached (it is verified again).
+//
+// Each entry remembers the key that signed it: a lookup whose key has left the key set is
+// a miss (and the entry is dropped), so removing a key revokes its tokens at once.
+//
 // The cache only saves signature work: every request still checks the credential in the
 // Store, so revocation needs no flush.
 type tokenCache struct {
-	entries sync.Map // [32]byte -> *Claims
-	size    atomic.Int64
-	max     int64
-	sweep   sync.Mutex
+	entries  sync.Map // [32]byte -> *cachedToken
+	bytes    atomic.Int64
+	maxBytes int64
+	sweep    sync.Mutex
 }
 
-func newTokenCache(max int) *tokenCache { return &tokenCache{max: int64(max)} }
+// cachedToken is a verified token: its claims and the key that signed it.
+type cachedToken struct {
+	claims *Claims
+	signer verifiedBy
+	size   int64 // bytes charged against the cache's bound
+}
+
+func newTokenCache(maxBytes int64) *tokenCache { return &tokenCache{maxBytes: maxBytes} }
 
 func tokenDigest(token string) [32]byte { return sha256.Sum256([]byte(token)) }
 
-// get returns the cached claims of a token that has not expired at now.
-func (c *tokenCache) get(d [32]byte, now time.Time) (*Claims, bool) {
+// get returns the cached entry of a token that has not expired at now.
+func (c *tokenCache) get(d [32]byte, now time.Time) (*cachedToken, bool) {
 	v, ok := c.entries.Load(d)
 	if !ok {
 		return nil, false
 	}
-	claims := v.(*Claims)
-	if now.Unix() >= claims.ExpiresAt {
-		if _, loaded := c.entries.LoadAndDelete(d); loaded {
-			c.size.Add(-1)
-		}
+	e := v.(*cachedToken)
+	if now.Unix() >= e.claims.ExpiresAt {
+		c.remove(d, e)
 		return nil, false
 	}
-	return claims, true
+	return e, true
 }
 
-// put caches verified claims. When the cache is full it first drops expired entries;
-// if none expired, the token is simply not cached (it will be verified again).
-func (c *tokenCache) put(d [32]byte, claims *Claims, now time.Time) {
-	if c.size.Load() >= c.max && !c.evictExpired(now) {
+// remove drops the entry if it is still the one cached under d.
+func (c *tokenCache) remove(d [32]byte, e *cachedToken) {
+	if c.entries.CompareAndDelete(d, e) {
+		c.bytes.Add(-e.size)
+	}
+}
+
+// put caches verified claims. When the cache has no room it first drops expired entries
+// and those whose key left the key set (published reports whether a key still is); if
+// there is still no room, the token is simply not cached.
+func (c *tokenCache) put(d [32]byte, claims *Claims, signer verifiedBy, now time.Time, published func(verifiedBy) bool) {
+	e := &cachedToken{claims: claims, signer: signer, size: cacheEntryOverhead + claimsFootprint(claims)}
+	if e.size > c.maxBytes {
 		return
 	}
-	if _, loaded := c.entries.LoadOrStore(d, claims); !loaded {
-		c.size.Add(1)
+	if c.bytes.Load()+e.size > c.maxBytes && !c.evict(now, published, e.size) {
+		return
+	}
+	if _, loaded := c.entries.LoadOrStore(d, e); !loaded {
+		c.bytes.Add(e.size)
 	}
 }
 
-// evictExpired removes expired entries; it reports whether there is room afterwards.
-// Only one goroutine sweeps at a time; the others do not wait.
-func (c *tokenCache) evictExpired(now time.Time) bool {
+// evict removes expired entries and, when published is not nil, entries signed by a key
+// that is no longer published; it reports whether need more bytes fit afterwards. Only
+// one goroutine sweeps at a time; the others do not wait.
+func (c *tokenCache) evict(now time.Time, published func(verifiedBy) bool, need int64) bool {
 	if !c.sweep.TryLock() {
 		return false
 	}
 	defer c.sweep.Unlock()
 	unix := now.Unix()
 	c.entries.Range(func(k, v any) bool {
-		if unix >= v.(*Claims).ExpiresAt {
-			if _, loaded := c.entries.LoadAndDelete(k); loaded {
-				c.size.Add(-1)
-			}
+		e := v.(*cachedToken)
+		if unix >= e.claims.ExpiresAt || (published != nil && !published(e.signer)) {
+			c.remove(k.([32]byte), e)
 		}
 		return true
 	})
-	return c.size.Load() < c.max
+	return c.bytes.Load()+need <= c.maxBytes
+}
+
+// verifiedBy names the key a token was verified with: the exact JWS header segment
+// (which carries the kid) and the public key it mapped to.
+type verifiedBy struct {
+	header string
+	pub    *ecdsa.PublicKey
+}
+
+// cacheEntryOverhead is the heap of one cache entry apart from its claims' contents: the
+// sync.Map node and digest key, the cachedToken, the Claims struct and its map's header.
+const cacheEntryOverhead = 640
+
+// claimsFootprint estimates, from above, the heap that decoded claims hold beyond
+// cacheEntryOverhead: every string's bytes with its header and size-class rounding,
+// slice backing arrays at up to twice their length (append growth), and the APIs map at
+// up to twice its entries (map growth). TestTokenCacheFootprintIsAnUpperBound checks it
+// against the heap that decoding really takes.
+func claimsFootprint(c *Claims) int64 {
+	n := strBytes(c.Issuer) + strBytes(c.Subject) + strBytes(c.ID) + strBytes(c.ClientID) +
+		strBytes(c.Scope) + strBytes(c.Credential) + strBytes(c.Account) + strBytes(c.SecretVersion)
+	for _, s := range c.Audience {
+		n += 2*16 + strBytes(s)
+	}
+	for _, s := range c.Workspaces {
+		n += 2*16 + strBytes(s)
+	}
+	for k, v := range c.APIs {
+		n += 2*(16+16+8) + strBytes(k) + strBytes(v)
+	}
+	return n
+}
+
+// strBytes is the heap of a string's contents: its length rounded up to the allocator's
+// size class (at most an eighth more, and 16 bytes at least) plus an allocation header.
+func strBytes(s string) int64 {
+	if s == "" {
+		return 0
+	}
+	n := int64(len(s))
+	if n > 32<<10 { // a large object: whole 8 KiB pages
+		return n + 8<<10
+	}
+	return 16 + max(16, n+n/8+8)
 }

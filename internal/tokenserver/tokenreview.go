@@ -37,7 +37,7 @@ const (
 // token for a billing API is not a login to the cluster.
 func (s *Server) tokenReview(w http.ResponseWriter, r *http.Request) int {
 	var review authnv1.TokenReview
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes)).Decode(&review); err != nil {
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxTokenBodyBytes)).Decode(&review); err != nil {
 		http.Error(w, "the body must be a TokenReview", http.StatusBadRequest)
 		return http.StatusBadRequest
 	}
