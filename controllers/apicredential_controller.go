@@ -3,6 +3,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -25,6 +27,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/binding"
+	"github.com/keysmith-dev/keysmith/internal/credential"
 )
 
 // apiNameIndex indexes APICredentials by the names of the APIs they grant, so that a
@@ -52,9 +56,12 @@ type APICredentialReconciler struct {
 	// DefaultTokenURL is written into credential Secrets when no granted API names its
 	// own spec.tokenURL. Empty means no token URL key.
 	DefaultTokenURL string
+	// BindingKeys holds the keys with which the operator binds a Secret's data to its
+	// credential (DESIGN §2 item 9). Required.
+	BindingKeys *BindingKeyReconciler
 }
 
-// +kubebuilder:rbac:groups=iam.keysmith.dev,resources=apicredentials,verbs=get;list;watch
+// +kubebuilder:rbac:groups=iam.keysmith.dev,resources=apicredentials,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=iam.keysmith.dev,resources=apicredentials/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=iam.keysmith.dev,resources=apidefinitions,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
@@ -74,7 +81,8 @@ func (r *APICredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	now := r.Clock.Now()
 	before := cred.DeepCopy()
-	defer func() { retErr = errors.Join(retErr, r.patchStatus(ctx, before, cred)) }()
+	action := actionNone
+	defer func() { retErr = errors.Join(retErr, r.finish(ctx, before, cred, action, retErr)) }()
 
 	facts := readinessFacts{secretName: secretName(cred)}
 	grants, err := r.resolveGrants(ctx, cred)
@@ -84,7 +92,7 @@ func (r *APICredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	facts.invalidSpec = grants.invalid
 	if grants.invalid == nil {
 		cred.Status.Account = grants.account
-		action, err := r.reconcileSecret(ctx, cred, grants.tokenURL, now)
+		action, err = r.reconcileSecret(ctx, cred, grants.tokenURL, now)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -94,7 +102,7 @@ func (r *APICredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	r.setReadiness(cred, readyReason(before), computeReadiness(cred, facts, now))
 
 	res = r.requeueAtNextDeadline(cred, now)
-	if facts.secret == secretConflict && (res.RequeueAfter == 0 || res.RequeueAfter > conflictRecheck) {
+	if (facts.secret == secretConflict || facts.secret == secretClientIDTaken) && (res.RequeueAfter == 0 || res.RequeueAfter > conflictRecheck) {
 		// The foreign Secret is outside the cache (it lacks keysmith's label), so its
 		// deletion raises no event: look again now and then, not in a hot loop.
 		res.RequeueAfter = conflictRecheck
@@ -111,31 +119,79 @@ func (r *APICredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 // reconcileSecret applies the write-once table to the credential's Secret and records
 // what was issued or adopted in status.
 func (r *APICredentialReconciler) reconcileSecret(ctx context.Context, cred *iamv1alpha1.APICredential, tokenURL string, now time.Time) (secretAction, error) {
+	ring, err := r.BindingKeys.Ring(ctx)
+	if err != nil {
+		return actionNone, err
+	}
 	secret, err := r.getSecret(ctx, r.Client, cred)
 	if err != nil {
 		return actionNone, err
 	}
-	action := decideSecret(cred, readSecretFacts(cred, secret), now)
-	if action != actionNone && action != actionAdopt {
-		// Before writing a secret or reporting a problem, make sure the cache was not behind.
+	facts, err := r.gatherSecretFacts(ctx, cred, secret, ring, false)
+	if err != nil {
+		return actionNone, err
+	}
+	action := decideSecret(cred, facts, now)
+	if action != actionNone {
+		// Before writing, adopting or reporting a problem, make sure the cache was not
+		// behind, and that no other credential holds a client ID status does not record.
 		if secret, err = r.confirmLive(ctx, cred); err != nil {
 			return actionNone, err
 		}
-		action = decideSecret(cred, readSecretFacts(cred, secret), now)
+		if facts, err = r.gatherSecretFacts(ctx, cred, secret, ring, true); err != nil {
+			return actionNone, err
+		}
+		action = decideSecret(cred, facts, now)
 	}
-	facts := readSecretFacts(cred, secret)
 	switch action {
 	case actionMint:
-		return action, r.issue(ctx, cred, tokenURL, now)
+		return action, r.issue(ctx, cred, ring, tokenURL, now)
 	case actionRotate:
-		return action, r.rotate(ctx, cred, secret, tokenURL, now)
-	case actionAdopt:
+		return action, r.rotate(ctx, cred, secret, facts, ring, tokenURL, now)
+	case actionAdopt, actionRebind:
 		r.adopt(ctx, cred, facts, now)
+		return action, r.bind(ctx, cred, secret, ring)
 	case actionAdoptRotation:
 		r.retirePrevious(cred, facts.issuedAt)
 		r.adopt(ctx, cred, facts, now)
+		return action, r.bind(ctx, cred, secret, ring)
+	case actionBind:
+		return action, r.bind(ctx, cred, secret, ring)
 	}
 	return action, nil
+}
+
+// gatherSecretFacts reads the facts of the Secret and looks its client ID up in the
+// client-ID index: the manager's cache, or, when live and status does not already record
+// that client ID for this credential, the API server (a cache behind must not let two
+// credentials adopt one client ID).
+func (r *APICredentialReconciler) gatherSecretFacts(ctx context.Context, cred *iamv1alpha1.APICredential, secret *corev1.Secret, ring *binding.Ring, live bool) (secretFacts, error) {
+	f := readSecretFacts(cred, secret, ring)
+	if !f.exists || !credential.ValidClientID(f.clientID) {
+		return f, nil
+	}
+	var index client.Reader = r.Client
+	if live && (cred.Status.SecretHash == "" || cred.Status.ClientID != f.clientID) {
+		index = r.APIReader
+	}
+	var err error
+	f.heldElsewhere, err = clientIDHeldElsewhere(ctx, index, cred, f.clientID)
+	return f, err
+}
+
+// clientIDHeldElsewhere reports whether the status of an APICredential other than cred,
+// in any namespace, holds clientID.
+func clientIDHeldElsewhere(ctx context.Context, c client.Reader, cred *iamv1alpha1.APICredential, clientID string) (bool, error) {
+	var list iamv1alpha1.APICredentialList
+	if err := c.List(ctx, &list, client.MatchingFields{iamv1alpha1.ClientIDField: clientID}); err != nil {
+		return false, fmt.Errorf("looking up the holders of the Secret's client ID: %w", err)
+	}
+	for i := range list.Items {
+		if other := &list.Items[i]; other.Namespace != cred.Namespace || other.Name != cred.Name {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // getSecret returns the credential's Secret, or nil if there is none. Secrets that lost
@@ -170,6 +226,52 @@ func (r *APICredentialReconciler) confirmLive(ctx context.Context, cred *iamv1al
 		return nil, errCacheBehind
 	}
 	return r.getSecret(ctx, r.APIReader, cred)
+}
+
+// finish writes status and then says what happened: an adoption is announced (event,
+// metric) only once the status patch that records it has succeeded, and a rebind request
+// is removed from the credential only once it was acted on.
+func (r *APICredentialReconciler) finish(ctx context.Context, before, cred *iamv1alpha1.APICredential, action secretAction, reconcileErr error) error {
+	if err := r.patchStatus(ctx, before, cred); err != nil {
+		return err
+	}
+	name := secretName(cred)
+	switch action {
+	case actionAdopt, actionAdoptRotation:
+		adoptedTotal.Inc()
+		log.FromContext(ctx).Info("adopted credential Secret", "clientID", cred.Status.ClientID, "secret", name)
+		r.event(cred, corev1.EventTypeNormal, "Adopted", "Adopt",
+			fmt.Sprintf("recorded the secret already held in Secret %q; nothing was minted", name))
+	case actionRebind:
+		adoptedTotal.Inc()
+		log.FromContext(ctx).Info("rebound credential Secret on request", "clientID", cred.Status.ClientID, "secret", name)
+		r.event(cred, corev1.EventTypeNormal, "Rebound", "Rebind",
+			fmt.Sprintf("bound the data held in Secret %q to this credential, as %s asked; nothing was minted", name, iamv1alpha1.RebindAnnotation))
+	}
+	if reconcileErr != nil || !rebindRequested(before) {
+		return nil
+	}
+	if action != actionRebind {
+		r.event(cred, corev1.EventTypeNormal, "RebindIgnored", "Rebind",
+			fmt.Sprintf("removed %s: the data in Secret %q was not rebound (%s)", iamv1alpha1.RebindAnnotation, name, readyMessage(cred)))
+	}
+	return r.clearRebind(ctx, cred)
+}
+
+// clearRebind removes the rebind request from the credential, guarded by the
+// resourceVersion just written, so that a request made meanwhile is not lost unseen.
+func (r *APICredentialReconciler) clearRebind(ctx context.Context, cred *iamv1alpha1.APICredential) error {
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{
+		"resourceVersion": cred.ResourceVersion,
+		"annotations":     map[string]any{iamv1alpha1.RebindAnnotation: nil},
+	}})
+	if err != nil {
+		return err
+	}
+	if err := r.Patch(ctx, cred, client.RawPatch(types.MergePatchType, body)); err != nil {
+		return fmt.Errorf("removing %s: %w", iamv1alpha1.RebindAnnotation, err)
+	}
+	return nil
 }
 
 // patchStatus writes status once, as a merge patch from the copy taken at the start of
@@ -222,10 +324,28 @@ func (r *APICredentialReconciler) requeueAtNextDeadline(cred *iamv1alpha1.APICre
 	return ctrl.Result{RequeueAfter: deadline.Sub(now)}
 }
 
-// SetupWithManager registers the reconciler: it watches APICredentials (spec changes
-// only, so token servers' usage writes do not wake it), the Secrets it owns, the
-// APIDefinitions credentials grant, and the account label of namespaces.
+// SetupWithManager registers the reconciler: it watches APICredentials (spec and
+// annotation changes only, so token servers' usage writes do not wake it), the Secrets it
+// owns, the binding key Secret, the APIDefinitions credentials grant, and the account
+// label of namespaces. It indexes credentials by status.clientID across namespaces. Set
+// up BindingKeys with the manager first.
 func (r *APICredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if r.BindingKeys == nil {
+		return errors.New("APICredentialReconciler.BindingKeys is required")
+	}
+	keyChanges, err := r.BindingKeys.source(handler.TypedEnqueueRequestsFromMapFunc(
+		func(ctx context.Context, _ *corev1.Secret) []reconcile.Request { return r.requestsFor(ctx) }))
+	if err != nil {
+		return err
+	}
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &iamv1alpha1.APICredential{}, iamv1alpha1.ClientIDField, func(o client.Object) []string {
+		if id := o.(*iamv1alpha1.APICredential).Status.ClientID; id != "" {
+			return []string{id}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing APICredentials by client ID: %w", err)
+	}
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &iamv1alpha1.APICredential{}, apiNameIndex, func(o client.Object) []string {
 		cred := o.(*iamv1alpha1.APICredential)
 		names := make([]string, 0, len(cred.Spec.APIs))
@@ -239,8 +359,10 @@ func (r *APICredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	var reader client.Reader = mgr.GetClient()
 	stateReader.Store(&reader)
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&iamv1alpha1.APICredential{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&iamv1alpha1.APICredential{}, builder.WithPredicates(
+			predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
 		Owns(&corev1.Secret{}).
+		WatchesRawSource(keyChanges). // a new binding key re-binds every Secret
 		Watches(&iamv1alpha1.APIDefinition{}, handler.EnqueueRequestsFromMapFunc(r.credentialsGranting)).
 		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.credentialsInNamespace),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).

@@ -5,14 +5,17 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/binding"
 	"github.com/keysmith-dev/keysmith/internal/credential"
 )
 
@@ -26,7 +29,7 @@ const maxPreviousSecrets = 16
 // issue mints a client ID (unless the credential has one) and a secret, creates the
 // Secret, and records the hash. Create, never update: AlreadyExists means someone got
 // there first, and the next reconcile decides again.
-func (r *APICredentialReconciler) issue(ctx context.Context, cred *iamv1alpha1.APICredential, tokenURL string, now time.Time) error {
+func (r *APICredentialReconciler) issue(ctx context.Context, cred *iamv1alpha1.APICredential, ring *binding.Ring, tokenURL string, now time.Time) error {
 	clientID := cred.Status.ClientID
 	if clientID == "" {
 		var err error
@@ -40,7 +43,7 @@ func (r *APICredentialReconciler) issue(ctx context.Context, cred *iamv1alpha1.A
 	}
 	issuedAt := now.Truncate(time.Second)
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: cred.Namespace, Name: secretName(cred)}, Type: corev1.SecretTypeOpaque}
-	if err := r.writeCredentialData(cred, secret, clientID, clientSecret, tokenURL, issuedAt); err != nil {
+	if err := r.writeCredentialData(cred, secret, ring, clientID, clientSecret, tokenURL, issuedAt); err != nil {
 		return err
 	}
 	if err := r.Create(ctx, secret); err != nil {
@@ -57,14 +60,19 @@ func (r *APICredentialReconciler) issue(ctx context.Context, cred *iamv1alpha1.A
 // rotate issues a new secret for the same client ID into the credential's Secret
 // (re-creating it if it was deleted) and keeps the previous hash valid for the grace period.
 // The update carries the resourceVersion that was read, so a concurrent change makes it
-// fail rather than overwrite.
-func (r *APICredentialReconciler) rotate(ctx context.Context, cred *iamv1alpha1.APICredential, secret *corev1.Secret, tokenURL string, now time.Time) error {
+// fail rather than overwrite. With status lost, the client ID is kept only when the
+// Secret's binding proves it this credential's; otherwise a new one is minted, so that a
+// Secret writer cannot carry another credential's client ID into a rotation.
+func (r *APICredentialReconciler) rotate(ctx context.Context, cred *iamv1alpha1.APICredential, secret *corev1.Secret, f secretFacts, ring *binding.Ring, tokenURL string, now time.Time) error {
 	clientSecret, err := credential.NewSecret()
 	if err != nil {
 		return err
 	}
+	if cred.Status.ClientID == "" && f.bound.Bound() && !f.heldElsewhere && credential.ValidClientID(f.clientID) {
+		cred.Status.ClientID = f.clientID // status was lost; the binding says whose the client ID is
+	}
 	if cred.Status.ClientID == "" {
-		// Status was lost and the Secret held nothing usable: there is no identity to keep.
+		// Status was lost and the Secret held nothing proven ours: there is no identity to keep.
 		if cred.Status.ClientID, err = credential.NewClientID(); err != nil {
 			return err
 		}
@@ -76,7 +84,7 @@ func (r *APICredentialReconciler) rotate(ctx context.Context, cred *iamv1alpha1.
 	} else {
 		secret = secret.DeepCopy()
 	}
-	if err := r.writeCredentialData(cred, secret, cred.Status.ClientID, clientSecret, tokenURL, issuedAt); err != nil {
+	if err := r.writeCredentialData(cred, secret, ring, cred.Status.ClientID, clientSecret, tokenURL, issuedAt); err != nil {
 		return err
 	}
 	if create {
@@ -98,9 +106,10 @@ func (r *APICredentialReconciler) rotate(ctx context.Context, cred *iamv1alpha1.
 }
 
 // adopt records the secret held by the credential's own Secret, after a crash between
-// creating the Secret and writing status, or after status was lost. Nothing is minted.
+// creating the Secret and writing status, after status was lost, or on a deliberate
+// rebind. Nothing is minted. The caller has checked the binding (or the rebind request)
+// and the client-ID index; the event goes out once status is written (announce).
 func (r *APICredentialReconciler) adopt(ctx context.Context, cred *iamv1alpha1.APICredential, f secretFacts, now time.Time) {
-	adoptedTotal.Inc()
 	keyVersion := f.keyVersion
 	if keyVersion == 0 && cred.Status.SecretHash == "" {
 		keyVersion = cred.Spec.Rotation.KeyVersion // no annotation: it was issued for this spec
@@ -110,9 +119,60 @@ func (r *APICredentialReconciler) adopt(ctx context.Context, cred *iamv1alpha1.A
 		issuedAt = now.Truncate(time.Second)
 	}
 	r.record(cred, f.clientID, f.clientSecret, keyVersion, issuedAt)
-	log.FromContext(ctx).Info("adopted credential Secret", "clientID", f.clientID, "secret", secretName(cred))
-	r.event(cred, corev1.EventTypeNormal, "Adopted", "Adopt",
-		fmt.Sprintf("recorded the secret already held in Secret %q; nothing was minted", secretName(cred)))
+	log.FromContext(ctx).Info("adopting credential Secret", "clientID", f.clientID, "secret", secretName(cred))
+}
+
+// bind writes the operator's binding of what status records onto the Secret, with the
+// key-version and issued-at annotations it covers, and points the Secret's controller
+// reference at this credential's UID (a restore changes the UID). The data is never
+// touched. It writes nothing when the Secret already says all that. The update carries
+// the resourceVersion that was read, so a concurrent change makes it fail.
+func (r *APICredentialReconciler) bind(ctx context.Context, cred *iamv1alpha1.APICredential, secret *corev1.Secret, ring *binding.Ring) error {
+	st := &cred.Status
+	var issuedAt time.Time
+	want := secret.DeepCopy()
+	want.Annotations = mergeInto(want.Annotations, nil)
+	want.Annotations[iamv1alpha1.KeyVersionAnnotation] = strconv.FormatInt(st.KeyVersion, 10)
+	if st.IssuedAt != nil {
+		issuedAt = st.IssuedAt.Time
+		want.Annotations[iamv1alpha1.IssuedAtAnnotation] = issuedAt.UTC().Format(time.RFC3339)
+	} else {
+		delete(want.Annotations, iamv1alpha1.IssuedAtAnnotation)
+	}
+	want.Annotations[iamv1alpha1.BindingAnnotation] = ring.Sign(bindingSubject(cred, st.ClientID, st.SecretHash, st.KeyVersion, issuedAt))
+	want.Labels = mergeInto(want.Labels, nil)
+	want.Labels[iamv1alpha1.CredentialLabel] = cred.Name
+	if err := r.controlledBy(cred, want); err != nil {
+		return err
+	}
+	if equality.Semantic.DeepEqual(want.ObjectMeta, secret.ObjectMeta) {
+		return nil
+	}
+	if err := r.Update(ctx, want); err != nil {
+		return fmt.Errorf("binding Secret %q: %w", secret.Name, err)
+	}
+	*secret = *want
+	log.FromContext(ctx).Info("bound credential Secret", "clientID", st.ClientID, "secret", secret.Name, "bindingKey", ring.Current().ID)
+	return nil
+}
+
+// controlledBy makes cred the controller of secret. A controller reference to anything
+// else is dropped: only a Secret whose binding verified, or that this UID controls,
+// gets here.
+func (r *APICredentialReconciler) controlledBy(cred *iamv1alpha1.APICredential, secret *corev1.Secret) error {
+	refs := secret.OwnerReferences[:0:0]
+	for _, ref := range secret.OwnerReferences {
+		if ref.Controller != nil && *ref.Controller && !(ref.Kind == "APICredential" && ref.Name == cred.Name &&
+			strings.HasPrefix(ref.APIVersion, iamv1alpha1.GroupVersion.Group+"/")) {
+			continue
+		}
+		refs = append(refs, ref)
+	}
+	secret.OwnerReferences = refs
+	if err := controllerutil.SetControllerReference(cred, secret, r.Scheme); err != nil {
+		return fmt.Errorf("setting owner of Secret %q: %w", secret.Name, err)
+	}
+	return nil
 }
 
 // retirePrevious moves the current hash to status.previousSecrets, valid for the grace
@@ -143,7 +203,7 @@ func (r *APICredentialReconciler) record(cred *iamv1alpha1.APICredential, client
 
 // writeCredentialData puts the credential keys, the template's labels and annotations, the
 // bookkeeping annotations and the owner reference on secret. Other keys are left alone.
-func (r *APICredentialReconciler) writeCredentialData(cred *iamv1alpha1.APICredential, secret *corev1.Secret, clientID, clientSecret, tokenURL string, issuedAt time.Time) error {
+func (r *APICredentialReconciler) writeCredentialData(cred *iamv1alpha1.APICredential, secret *corev1.Secret, ring *binding.Ring, clientID, clientSecret, tokenURL string, issuedAt time.Time) error {
 	keys := cred.Spec.SecretKeyNames()
 	if secret.Data == nil {
 		secret.Data = map[string][]byte{}
@@ -159,10 +219,8 @@ func (r *APICredentialReconciler) writeCredentialData(cred *iamv1alpha1.APICrede
 	secret.Annotations = mergeInto(secret.Annotations, cred.Spec.SecretTemplate.Annotations)
 	secret.Annotations[iamv1alpha1.KeyVersionAnnotation] = strconv.FormatInt(cred.Spec.Rotation.KeyVersion, 10)
 	secret.Annotations[iamv1alpha1.IssuedAtAnnotation] = issuedAt.UTC().Format(time.RFC3339)
-	if err := controllerutil.SetControllerReference(cred, secret, r.Scheme); err != nil {
-		return fmt.Errorf("setting owner of Secret %q: %w", secret.Name, err)
-	}
-	return nil
+	secret.Annotations[iamv1alpha1.BindingAnnotation] = ring.Sign(bindingSubject(cred, clientID, credential.Hash(clientSecret), cred.Spec.Rotation.KeyVersion, issuedAt))
+	return r.controlledBy(cred, secret)
 }
 
 func mergeInto(dst, src map[string]string) map[string]string {

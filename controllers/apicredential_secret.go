@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/binding"
 	"github.com/keysmith-dev/keysmith/internal/credential"
 )
 
@@ -15,31 +16,50 @@ import (
 type secretAction int
 
 const (
-	// actionNone: the Secret holds the issued secret; write nothing.
+	// actionNone: the Secret holds the issued secret, bound under the current key; write nothing.
 	actionNone secretAction = iota
 	// actionMint: nothing was issued yet; mint keys and Create the Secret.
 	actionMint
-	// actionAdopt: status lost its hash (crash or restore); recompute it from the owned Secret.
+	// actionAdopt: status lost its hash (crash or restore); record the bound Secret's data.
 	actionAdopt
-	// actionAdoptRotation: the owned Secret holds a newer secret than status (a rotation whose
-	// status write was lost); record it as the rotation it was.
+	// actionAdoptRotation: the bound Secret holds a newer secret than status (a rotation
+	// whose status write was lost); record it as the rotation it was.
 	actionAdoptRotation
 	// actionRotate: a rotation is due; issue a new secret into the Secret.
 	actionRotate
+	// actionBind: the Secret holds what status records but its binding is missing (written
+	// before bindings), under a retained key, or its owner reference names an older UID;
+	// write the binding and the owner reference, never the data.
+	actionBind
+	// actionRebind: status was lost and the Secret carries no valid binding, and a person
+	// asked with iam.keysmith.dev/rebind; record the Secret's data and bind it.
+	actionRebind
 	// actionReportMissing: the Secret was deleted; never mint silently.
 	actionReportMissing
 	// actionReportModified: the Secret's credential data was changed; never rewrite it.
 	actionReportModified
+	// actionReportUnbound: status was lost and the Secret's data carries no valid binding:
+	// it is not adopted (a Secret writer must not choose the secret) until rebound.
+	actionReportUnbound
 	// actionReportConflict: a Secret with the target name belongs to something else.
 	actionReportConflict
+	// actionReportTaken: the client ID in the Secret is held by another APICredential.
+	actionReportTaken
 )
 
-var secretActionNames = [...]string{"None", "Mint", "Adopt", "AdoptRotation", "Rotate", "ReportMissing", "ReportModified", "ReportConflict"}
+var secretActionNames = [...]string{"None", "Mint", "Adopt", "AdoptRotation", "Rotate", "Bind", "Rebind",
+	"ReportMissing", "ReportModified", "ReportUnbound", "ReportConflict", "ReportTaken"}
 
 func (a secretAction) String() string { return secretActionNames[a] }
 
 // writes reports whether the action writes credential data into a Secret.
 func (a secretAction) writes() bool { return a == actionMint || a == actionRotate }
+
+// adopts reports whether the action records data that the operator did not mint in this
+// reconcile: the client-ID index is then confirmed on the API server first.
+func (a secretAction) adopts() bool {
+	return a == actionAdopt || a == actionAdoptRotation || a == actionRebind
+}
 
 // secretState is the state of the Secret as shown in conditions.
 type secretState int
@@ -48,7 +68,9 @@ const (
 	secretOK secretState = iota
 	secretMissing
 	secretModified
+	secretUnbound
 	secretConflict
+	secretClientIDTaken
 )
 
 // state maps an action to the Secret state it leaves behind.
@@ -58,8 +80,12 @@ func (a secretAction) state() secretState {
 		return secretMissing
 	case actionReportModified:
 		return secretModified
+	case actionReportUnbound:
+		return secretUnbound
 	case actionReportConflict:
 		return secretConflict
+	case actionReportTaken:
+		return secretClientIDTaken
 	default:
 		return secretOK
 	}
@@ -69,17 +95,23 @@ func (a secretAction) state() secretState {
 // plaintext secret: never log or print it.
 type secretFacts struct {
 	exists bool
-	// owned: the Secret's controller reference is this credential.
+	// owned: the Secret's controller reference is this credential (by UID).
 	owned        bool
 	clientID     string
 	clientSecret string
 	// keyVersion and issuedAt are read from the Secret's annotations (zero when absent).
 	keyVersion int64
 	issuedAt   time.Time
+	// bound is the Secret's binding verified for this credential's namespace and name
+	// over the Secret's own client ID, secret hash, key version and issue time.
+	bound binding.Result
+	// heldElsewhere: another APICredential's status holds the Secret's client ID.
+	heldElsewhere bool
 }
 
-// readSecretFacts extracts the facts from a Secret, which may be nil (absent).
-func readSecretFacts(cred *iamv1alpha1.APICredential, s *corev1.Secret) secretFacts {
+// readSecretFacts extracts the facts from a Secret, which may be nil (absent), and
+// verifies its binding under ring. heldElsewhere is left to the caller (an index lookup).
+func readSecretFacts(cred *iamv1alpha1.APICredential, s *corev1.Secret, ring *binding.Ring) secretFacts {
 	if s == nil {
 		return secretFacts{}
 	}
@@ -92,7 +124,24 @@ func readSecretFacts(cred *iamv1alpha1.APICredential, s *corev1.Secret) secretFa
 	}
 	f.keyVersion, _ = strconv.ParseInt(s.Annotations[iamv1alpha1.KeyVersionAnnotation], 10, 64)
 	f.issuedAt, _ = time.Parse(time.RFC3339, s.Annotations[iamv1alpha1.IssuedAtAnnotation])
+	if value := s.Annotations[iamv1alpha1.BindingAnnotation]; value != "" && ring != nil {
+		f.bound = ring.Verify(value, bindingSubject(cred, f.clientID, credential.Hash(f.clientSecret), f.keyVersion, f.issuedAt))
+	}
 	return f
+}
+
+// bindingSubject is what the binding of the credential's Secret covers: the credential's
+// namespace and name (not its UID, which a restore changes) and the data's identity.
+func bindingSubject(cred *iamv1alpha1.APICredential, clientID, secretHash string, keyVersion int64, issuedAt time.Time) binding.Subject {
+	return binding.Subject{
+		Namespace: cred.Namespace, Name: cred.Name, ClientID: clientID, SecretHash: secretHash,
+		KeyVersion: keyVersion, IssuedAt: issuedAt,
+	}
+}
+
+// rebindRequested reports whether a person asked for the Secret to be bound deliberately.
+func rebindRequested(cred *iamv1alpha1.APICredential) bool {
+	return cred.Annotations[iamv1alpha1.RebindAnnotation] == "true"
 }
 
 // rotationDue reports whether new keys must be issued over a secret issued at keyVersion
@@ -107,17 +156,23 @@ func rotationDue(cred *iamv1alpha1.APICredential, keyVersion int64, issuedAt, no
 }
 
 // decideSecret is the write-once table: given the credential and its Secret, what to do.
-// The operator never regenerates a secret except on an explicit or scheduled rotation, and
-// never rewrites one that someone changed or that it does not own.
+// The operator never regenerates a secret except on an explicit or scheduled rotation,
+// never rewrites one that someone changed or that it does not own, and records data it
+// did not mint in this reconcile only when the Secret carries its binding (DESIGN §2
+// item 9): whoever can write the Secret can neither choose a secret nor take another
+// credential's client ID. A Secret is ours when it is controlled by this credential's UID
+// or bound to its namespace and name (a restore changes the UID).
 //
-//	Secret             status hash          action
-//	absent             empty                mint
-//	absent             set                  rotate if due, else report missing
-//	present, not ours  any                  report conflict
-//	present, ours      empty                adopt (crash or restore); if unusable, rotate if due, else report modified
-//	present, ours      matches              rotate if due, else nothing
-//	present, ours      differs, newer data  adopt the rotation whose status write was lost
-//	present, ours      differs              rotate if due, else report modified
+//	Secret                     status hash          action
+//	absent                     empty                mint
+//	absent                     set                  rotate if due, else report missing
+//	present, not ours          any                  report conflict
+//	present, ours              empty                adopt or rebind (decideAdoption)
+//	present, ours              matches              rotate if due; bind if not bound under the
+//	                                                current key to this UID (migration), unless
+//	                                                another credential holds the client ID
+//	present, ours, bound       differs, newer data  adopt the rotation whose status write was lost
+//	present, ours              differs              rotate if due, else report modified
 func decideSecret(cred *iamv1alpha1.APICredential, s secretFacts, now time.Time) secretAction {
 	st := &cred.Status
 	// What was issued last: status says, unless it was lost; then the Secret's annotations.
@@ -139,34 +194,79 @@ func decideSecret(cred *iamv1alpha1.APICredential, s secretFacts, now time.Time)
 			return actionReportMissing
 		}
 	}
-	if !s.owned {
+	if !s.owned && !s.bound.Bound() {
 		return actionReportConflict
 	}
-	usable := credential.ValidClientID(s.clientID) && credential.ParseSecret(s.clientSecret) == nil &&
-		(st.ClientID == "" || st.ClientID == s.clientID)
 	if st.SecretHash == "" {
-		switch {
-		case usable:
-			return actionAdopt
-		case due:
-			return actionRotate // status and the Secret's data are both lost: new keys on request
-		default:
-			return actionReportModified
-		}
+		return decideAdoption(cred, s, due)
 	}
 	if s.clientID == st.ClientID && credential.Verify(s.clientSecret, st.SecretHash) {
-		if due {
+		switch {
+		case due:
 			return actionRotate
+		case s.owned && s.bound == binding.BoundCurrent:
+			return actionNone
+		case s.heldElsewhere:
+			return actionReportTaken
+		default:
+			return actionBind
 		}
-		return actionNone
 	}
-	if usable && newerThanStatus(s, st) {
+	if wellFormed(s) && s.clientID == st.ClientID && newerThanStatus(s, st) &&
+		s.keyVersion <= cred.Spec.Rotation.KeyVersion && s.bound.Bound() {
+		if s.heldElsewhere {
+			return actionReportTaken
+		}
 		return actionAdoptRotation
 	}
 	if due {
 		return actionRotate
 	}
 	return actionReportModified
+}
+
+// decideAdoption is the part of the table for a Secret of ours whose data status does
+// not record (a crash before the status write, or a restore that lost status). Checks in
+// order: the client ID is held by no other credential, else conflict; the binding
+// verifies, else only a deliberate rebind records the data.
+//
+//	Secret data                         action
+//	malformed                           rotate if due (new keys), else report modified
+//	client ID held by another           report taken (conflict)
+//	bound, older key version than spec  rotate, keeping the bound client ID (the secret was rotated away)
+//	bound                               adopt (and re-point the owner reference)
+//	unbound, rebind requested           rebind
+//	unbound, key version bumped         rotate (new keys: the client ID is not proven ours)
+//	unbound                             report unbound
+//
+// An unbound Secret is rotated only on a deliberate key version bump, never because the
+// automatic period elapsed: that would replace a restored client ID that a person can
+// still rebind.
+func decideAdoption(cred *iamv1alpha1.APICredential, s secretFacts, due bool) secretAction {
+	bumped := cred.Spec.Rotation.KeyVersion > s.keyVersion
+	switch {
+	case !wellFormed(s) && due:
+		return actionRotate // status and the Secret's data are both lost: new keys on request
+	case !wellFormed(s):
+		return actionReportModified
+	case s.heldElsewhere:
+		return actionReportTaken
+	case s.bound.Bound() && bumped:
+		return actionRotate
+	case s.bound.Bound():
+		return actionAdopt
+	case rebindRequested(cred):
+		return actionRebind
+	case bumped:
+		return actionRotate
+	default:
+		return actionReportUnbound
+	}
+}
+
+// wellFormed reports whether the Secret holds a well-formed client ID and secret.
+func wellFormed(s secretFacts) bool {
+	return credential.ValidClientID(s.clientID) && credential.ParseSecret(s.clientSecret) == nil
 }
 
 // newerThanStatus reports whether the Secret's data was issued after the secret that

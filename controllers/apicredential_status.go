@@ -51,6 +51,17 @@ func computeReadiness(cred *iamv1alpha1.APICredential, f readinessFacts, now tim
 		return readiness{metav1.ConditionFalse, iamv1alpha1.ReasonSecretModified,
 			fmt.Sprintf("the credential data in Secret %q does not match the issued secret and is not rewritten; "+
 				"increase spec.rotation.keyVersion to issue new keys", f.secretName), true}
+	case f.secret == secretUnbound:
+		return readiness{metav1.ConditionFalse, iamv1alpha1.ReasonSecretModified,
+			fmt.Sprintf("the credential data in Secret %q does not carry this operator's binding and is not adopted "+
+				"(a Secret writer must not choose the secret or the client ID); if the Secret was restored from a backup "+
+				"without the binding key Secret, someone who holds this credential's grants can annotate the APICredential "+
+				"with %s=true to bind it; otherwise increase spec.rotation.keyVersion to issue new keys (a new client ID)",
+				f.secretName, iamv1alpha1.RebindAnnotation), true}
+	case f.secret == secretClientIDTaken:
+		return readiness{metav1.ConditionFalse, iamv1alpha1.ReasonSecretConflict,
+			fmt.Sprintf("the client ID in Secret %q is held by another APICredential and is not adopted: "+
+				"a client ID belongs to one credential", f.secretName), true}
 	case f.secret == secretConflict:
 		return readiness{metav1.ConditionFalse, iamv1alpha1.ReasonSecretConflict,
 			fmt.Sprintf("Secret %q exists and is not owned by this APICredential: delete or rename it, "+
@@ -84,6 +95,14 @@ func setOnlyWhileTrue(conds *[]metav1.Condition, condType string, on bool, reaso
 	meta.SetStatusCondition(conds, metav1.Condition{
 		Type: condType, Status: metav1.ConditionTrue, Reason: reason, Message: message, ObservedGeneration: gen,
 	})
+}
+
+// readyMessage returns the message of the Ready condition, or "" when there is none.
+func readyMessage(cred *iamv1alpha1.APICredential) string {
+	if c := meta.FindStatusCondition(cred.Status.Conditions, iamv1alpha1.ConditionReady); c != nil {
+		return c.Message
+	}
+	return ""
 }
 
 // readyReason returns the reason of the Ready condition, or "" when there is none.

@@ -26,12 +26,19 @@ const testTokenURL = "https://keysmith.example.com/oauth2/token"
 // harness drives the reconciler step by step against the real API server, with a clock
 // the test moves and a recorder the test reads.
 type harness struct {
-	ctx      context.Context
-	ns       string
-	clock    *clocktesting.FakeClock
-	recorder *events.FakeRecorder
-	r        *APICredentialReconciler
+	ctx context.Context
+	// ns is the tenant namespace the credentials live in.
+	ns string
+	// operatorNS holds the binding key Secret, as the operator's namespace does.
+	operatorNS string
+	clock      *clocktesting.FakeClock
+	recorder   *events.FakeRecorder
+	keys       *BindingKeyReconciler
+	r          *APICredentialReconciler
 }
+
+// bindingKeySecret is the name of the binding key Secret in the harness's operator namespace.
+const bindingKeySecret = "keysmith-binding-key"
 
 func newHarness(ctx context.Context, nsLabels map[string]string) *harness {
 	h := &harness{
@@ -41,6 +48,11 @@ func newHarness(ctx context.Context, nsLabels map[string]string) *harness {
 		clock:    clocktesting.NewFakeClock(time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC)),
 		recorder: events.NewFakeRecorder(100),
 	}
+	h.operatorNS = newNamespace(ctx, nil)
+	h.keys = &BindingKeyReconciler{
+		Client: k8sClient, APIReader: k8sClient, Clock: h.clock,
+		Namespace: h.operatorNS, Name: bindingKeySecret,
+	}
 	h.r = h.reconcilerWith(k8sClient)
 	return h
 }
@@ -49,7 +61,7 @@ func newHarness(ctx context.Context, nsLabels map[string]string) *harness {
 func (h *harness) reconcilerWith(c client.Client) *APICredentialReconciler {
 	return &APICredentialReconciler{
 		Client: c, APIReader: k8sClient, Scheme: scheme,
-		Clock: h.clock, Recorder: h.recorder, DefaultTokenURL: testTokenURL,
+		Clock: h.clock, Recorder: h.recorder, DefaultTokenURL: testTokenURL, BindingKeys: h.keys,
 	}
 }
 

@@ -36,9 +36,13 @@ func startManager(ctx context.Context, ns string) (stop func()) {
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	// The binding key lives in the watched namespace: it outlives restarts of the manager.
+	keys := &BindingKeyReconciler{Client: mgr.GetClient(), Namespace: ns, Name: bindingKeySecret}
+	ExpectWithOffset(1, keys.SetupWithManager(mgr)).To(Succeed())
 	ExpectWithOffset(1, (&APICredentialReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme,
 		Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("keysmith-manager"), DefaultTokenURL: testTokenURL,
+		BindingKeys: keys,
 	}).SetupWithManager(ctx, mgr)).To(Succeed())
 
 	stopMgr := testenv.Start(ctx, mgr)

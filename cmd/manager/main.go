@@ -38,6 +38,7 @@ func main() {
 	flag.StringVar(&defaultTokenURL, "token-url", "", "token endpoint URL written into credential Secrets when no granted API names its own")
 	flag.StringVar(&signing.namespace, "signing-key-namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), "keysmith-system"), "namespace of the Secret of token signing keys (the operator's own)")
 	flag.StringVar(&signing.name, "signing-key-secret", "keysmith-signing-keys", "name of the Secret of token signing keys")
+	flag.StringVar(&signing.bindingName, "binding-key-secret", "keysmith-binding-key", "name of the Secret, in the signing key namespace, of the keys that bind credential Secrets to their credentials (back it up with that namespace)")
 	flag.DurationVar(&signing.policy.RotationPeriod, "signing-key-rotation-period", 720*time.Hour, "how long a signing key signs before its successor takes over")
 	flag.DurationVar(&signing.policy.PrePublish, "signing-key-prepublish", time.Hour, "how long a new signing key is published in the JWKS before it signs")
 	flag.DurationVar(&signing.policy.Retention, "signing-key-retention", 24*time.Hour, "how long a retired signing key stays published; must exceed the token servers' --token-lifetime")
@@ -73,6 +74,8 @@ func newScheme() *runtime.Scheme {
 type signingKeyFlags struct {
 	namespace, name string
 	policy          signingkey.Policy
+	// bindingName names the Secret of credential binding keys, in the same namespace.
+	bindingName string
 }
 
 // webhookFlags configure the admission webhook server.
@@ -97,6 +100,17 @@ func run(metricsAddr, probeAddr string, leaderElect bool, defaultTokenURL string
 		return err
 	}
 	ctx := ctrl.SetupSignalHandler()
+	bindingKeys := &controllers.BindingKeyReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Clock:     clock.RealClock{},
+		Namespace: signing.namespace,
+		Name:      signing.bindingName,
+		Recorder:  mgr.GetEventRecorder("keysmith-manager"),
+	}
+	if err := bindingKeys.SetupWithManager(mgr); err != nil {
+		return err
+	}
 	if err := (&controllers.APICredentialReconciler{
 		Client:          mgr.GetClient(),
 		APIReader:       mgr.GetAPIReader(),
@@ -104,6 +118,7 @@ func run(metricsAddr, probeAddr string, leaderElect bool, defaultTokenURL string
 		Clock:           clock.RealClock{},
 		Recorder:        mgr.GetEventRecorder("keysmith-manager"),
 		DefaultTokenURL: defaultTokenURL,
+		BindingKeys:     bindingKeys,
 	}).SetupWithManager(ctx, mgr); err != nil {
 		return err
 	}

@@ -39,7 +39,9 @@ import (
 const (
 	systemNamespace = "keysmith-system"
 	signingSecret   = "keysmith-signing-keys"
-	usageInterval   = time.Second
+	// bindingKeySecret holds the keys that bind credential Secrets to their credentials.
+	bindingKeySecret = "keysmith-binding-key"
+	usageInterval    = time.Second
 )
 
 var (
@@ -92,10 +94,15 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	managerUser, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":keysmith-manager"}, adminCfg)
 	Expect(err).NotTo(HaveOccurred())
 	runManager(ctx, managerUser.Config(), controllers.CacheOptions(), func(mgr ctrl.Manager) {
+		bindingKeys := &controllers.BindingKeyReconciler{
+			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: clock.RealClock{},
+			Namespace: systemNamespace, Name: bindingKeySecret,
+		}
+		Expect(bindingKeys.SetupWithManager(mgr)).To(Succeed())
 		Expect((&controllers.APICredentialReconciler{
 			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
 			Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("keysmith-manager"),
-			DefaultTokenURL: tokenServerURL + "/oauth2/token",
+			DefaultTokenURL: tokenServerURL + "/oauth2/token", BindingKeys: bindingKeys,
 		}).SetupWithManager(ctx, mgr)).To(Succeed())
 		Expect((&controllers.SigningKeyReconciler{
 			Client: mgr.GetClient(), Clock: clock.RealClock{}, Namespace: systemNamespace, Name: signingSecret,
