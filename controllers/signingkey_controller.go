@@ -173,8 +173,12 @@ func (r *SigningKeyReconciler) event(obj *corev1.Secret, typ, reason, msg string
 	}
 }
 
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update
+// The signing key Secret and its public ConfigMap live in the operator's namespace, so
+// these rules go into a Role there ("system" is kustomize's placeholder for it), bound by
+// config/rbac/role_binding.yaml: the manager writes no ConfigMap anywhere else. (The
+// ClusterRole still holds Secrets, for the credential Secrets of every namespace.)
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get;list;watch;create;update
 
 // SetupWithManager registers the controller. It reads the Secret through a cache of its
 // own that holds only that Secret, reconciles once at start (the Secret may not exist

@@ -8,10 +8,13 @@ import (
 	"os"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -70,6 +73,17 @@ func newScheme() *runtime.Scheme {
 	return s
 }
 
+// cacheOptions are the controllers' cache options, with ConfigMaps cached only in the
+// operator's namespace: the manager's RBAC for them is a Role there (config/rbac).
+func cacheOptions(namespace string) cache.Options {
+	opts := controllers.CacheOptions()
+	if opts.ByObject == nil {
+		opts.ByObject = map[client.Object]cache.ByObject{}
+	}
+	opts.ByObject[&corev1.ConfigMap{}] = cache.ByObject{Namespaces: map[string]cache.Config{namespace: {}}}
+	return opts
+}
+
 // signingKeyFlags locate the Secret of token signing keys and set its rotation policy.
 type signingKeyFlags struct {
 	namespace, name string
@@ -93,7 +107,7 @@ func run(metricsAddr, probeAddr string, leaderElect bool, defaultTokenURL string
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "manager.iam.keysmith.dev",
-		Cache:                  controllers.CacheOptions(),
+		Cache:                  cacheOptions(signing.namespace),
 		WebhookServer:          webhook.NewServer(webhook.Options{Host: hooks.host, Port: hooks.port, CertDir: hooks.certDir}),
 	})
 	if err != nil {

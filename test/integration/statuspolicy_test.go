@@ -95,6 +95,48 @@ var _ = Describe("APICredential status policy", func() {
 		Expect(patchStatus(ctx, mallory, `{"status":{"lastUsedAddress":"192.0.2.1"}}`)).To(Succeed())
 	})
 
+	// clientAsServiceAccount returns a client authenticated as a service account of the
+	// operator's namespace, which the shipped RBAC and the policy know by name.
+	clientAsServiceAccount := func(name string) client.Client {
+		u, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":" + name}, adminCfg)
+		Expect(err).NotTo(HaveOccurred())
+		c, err := client.New(u.Config(), client.Options{Scheme: testenv.Scheme()})
+		Expect(err).NotTo(HaveOccurred())
+		return c
+	}
+
+	Describe("finding 5: status.account is protected", func() {
+		// Token servers put status.account into X-Keysmith-Account and the
+		// keysmith:account:* group: whoever moves it moves the credential to another account.
+		const move = `{"status":{"account":"globex"}}`
+
+		It("refuses a user with apicredentials/status write and the token server, admits the manager", func(ctx SpecContext) {
+			Expect(cred.Status.Account).NotTo(BeEmpty())
+			before := cred.Status.Account
+
+			mallory := clientAs(ctx, "mallory")
+			Eventually(func() error { return patchStatus(ctx, mallory, move, client.DryRunAll) }).
+				Should(MatchError(ContainSubstring("only the keysmith manager")))
+			err := patchStatus(ctx, mallory, move)
+			Expect(apierrors.IsForbidden(err) || apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+			Expect(err).To(MatchError(ContainSubstring("status.account")))
+			Expect(err).To(MatchError(ContainSubstring("mallory may not")))
+
+			Expect(patchStatus(ctx, clientAsServiceAccount("keysmith-token-server"), move)).To(MatchError(Or(
+				ContainSubstring("may change only status.lastUsedTime and status.lastUsedAddress"),
+				ContainSubstring("only the keysmith manager"))))
+
+			var after iamv1alpha1.APICredential
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cred), &after)).To(Succeed())
+			Expect(after.Status.Account).To(Equal(before))
+
+			By("admitting the same change from the manager, which selects the account")
+			Expect(patchStatus(ctx, clientAsServiceAccount("keysmith-manager"), move)).To(Succeed())
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cred), &after)).To(Succeed())
+			Expect(after.Status.Account).To(Equal("globex"))
+		})
+	})
+
 	It("lets the token server change only the usage fields", func(ctx SpecContext) {
 		ts, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":keysmith-token-server"}, adminCfg)
 		Expect(err).NotTo(HaveOccurred())
