@@ -32,7 +32,10 @@ var conventions = []convention{
 		return req
 	}},
 	{"envoy ext_authz", func(base, api, method, uri string) *http.Request {
-		req, _ := http.NewRequest(method, base+"/authz/"+api+uri, nil)
+		req, _ := http.NewRequest(method, base+"/", nil)
+		// Opaque puts the path on the request line exactly as given (a backslash too),
+		// as Envoy sends the original one after its path prefix.
+		req.URL.Opaque, req.URL.RawQuery, _ = strings.Cut("/authz/"+api+uri, "?")
 		return req
 	}},
 }
@@ -170,6 +173,154 @@ func TestAuthzWorkspaceHeader(t *testing.T) {
 		}
 		if resp, body := f.do(req); resp.StatusCode != want {
 			t.Errorf("workspace %q: got %d %v, want %d", ws, resp.StatusCode, body, want)
+		}
+	}
+}
+
+// TestFinding1_WorkspaceSmuggling is issue 8, finding 1: with --workspace-path, a
+// credential scoped to eu-1 (and us-2) got 200 for an original request in ap-3 by also
+// naming eu-1 in the workspace header, by spelling the path so that the pattern does not
+// match it but a backend still resolves it into ap-3, or by sending the header twice; and
+// a client behind nginx could pick the method checked with its own X-Forwarded-Method.
+// Every spelling, through each proxy convention, now gets 400 or 403 (DESIGN §3).
+func TestFinding1_WorkspaceSmuggling(t *testing.T) {
+	f := newFixture(t, func(o *tokenserver.Options) { o.WorkspacePath = regexp.MustCompile(`^/workspaces/([^/]+)`) })
+	c := f.issue("smuggler", grants("platform-api:user")) // GET, HEAD, POST; workspaces eu-1, us-2
+	tok := f.token(c)
+
+	type tc struct {
+		name    string
+		uri     string
+		headers []string // workspace header values, one line each
+		want    int
+	}
+	cases := []tc{
+		// Canonical requests: the workspace in scope or not.
+		{"in scope", "/workspaces/eu-1/plans", nil, 200},
+		{"in scope, the workspace alone", "/workspaces/us-2", nil, 200},
+		{"in scope, trailing slash", "/workspaces/eu-1/plans/", nil, 200},
+		{"in scope, root trailing slash", "/workspaces/eu-1/", nil, 200},
+		{"in scope, a query with dot segments", "/workspaces/eu-1/plans?next=/../ap-3/&a=%2F", nil, 200},
+		{"in scope, an escape that is needed", "/workspaces/eu-1/a%3Fb%20c%2a", nil, 200},
+		{"out of scope", "/workspaces/ap-3/plans", nil, 403},
+		{"no workspace in the path", "/v2/users", nil, 200},
+		{"header in scope, no workspace in the path", "/v2/users", []string{"eu-1"}, 200},
+		{"header out of scope, no workspace in the path", "/v2/users", []string{"ap-3"}, 403},
+		{"header and path both in scope", "/workspaces/us-2/plans", []string{"eu-1"}, 200},
+		{"header out of scope, path in scope", "/workspaces/eu-1/plans", []string{"ap-3"}, 403},
+
+		// (a) the header no longer wins over the path: both are checked.
+		{"(a) header eu-1, path ap-3", "/workspaces/ap-3/plans", []string{"eu-1"}, 403},
+
+		// (b) non-canonical paths are refused instead of matched.
+		{"(b) empty first segment", "//workspaces/ap-3/plans", nil, 400},
+		{"(b) empty segment later", "/workspaces//ap-3/plans", nil, 400},
+		{"(b) dot-dot out of eu-1", "/workspaces/eu-1/../ap-3/plans", nil, 400},
+		{"(b) dot-dot before the prefix", "/x/../workspaces/ap-3/plans", nil, 400},
+		{"(b) dot segment", "/./workspaces/ap-3/plans", nil, 400},
+		{"(b) trailing dot-dot", "/workspaces/eu-1/..", nil, 400},
+		{"(b) escaped w", "/%77orkspaces/ap-3/plans", nil, 400},
+		{"(b) escaped W, upper-case hex", "/%57orkspaces/ap-3/plans", nil, 400},
+		{"(b) escaped dots", "/workspaces/eu-1/%2e%2E/ap-3/plans", nil, 400},
+		{"(b) escaped tilde", "/workspaces/eu-1/%7E", nil, 400},
+		{"(b) escaped slash", "/workspaces%2Fap-3/plans", nil, 400},
+		{"(b) escaped slash, lower case", "/workspaces/eu-1%2f..%2fap-3/plans", nil, 400},
+		{"(b) escaped backslash", "/workspaces/eu-1%5c..%5cap-3/plans", nil, 400},
+		{"(b) escaped backslash, upper case", "/workspaces/eu-1%5C..%5Cap-3/plans", nil, 400},
+		{"(b) backslash", `/workspaces/eu-1\..\ap-3/plans`, nil, 400},
+
+		// (c) one workspace header, one workspace.
+		{"(c) the header twice", "/v2/users", []string{"eu-1", "ap-3"}, 400},
+		{"(c) the header twice, both in scope", "/v2/users", []string{"eu-1", "us-2"}, 400},
+		{"(c) a list in one header", "/v2/users", []string{"eu-1,ap-3"}, 400},
+		{"(c) a list separated by a space", "/v2/users", []string{"eu-1 ap-3"}, 400},
+	}
+	for _, conv := range conventions {
+		for _, c := range cases {
+			req := conv.build(f.ts.URL, "platform-api", "GET", c.uri)
+			req.Header.Set("Authorization", bearer(tok))
+			for _, v := range c.headers {
+				req.Header.Add("X-Keysmith-Workspace", v)
+			}
+			resp, body := f.do(req)
+			if resp.StatusCode != c.want {
+				t.Errorf("%s, %s %q: got %d %v, want %d", conv.name, c.name, c.uri, resp.StatusCode, body, c.want)
+				continue
+			}
+			if want := map[int]string{400: "invalid_request", 403: "insufficient_scope"}[c.want]; want != "" && body["error"] != want {
+				t.Errorf("%s, %s: error %v, want %s", conv.name, c.name, body, want)
+			}
+		}
+	}
+
+	// The method and URI headers of the two conventions (Traefik's X-Forwarded-*, nginx's
+	// X-Original-*): a client behind nginx, whose own headers reach the token server, and
+	// one behind Traefik, which passes on every client header, must not pick what is checked.
+	headerCases := []struct {
+		name    string
+		api     string // Envoy's path after /authz/, when not only the API
+		headers [][2]string
+		want    int
+	}{
+		{"nginx: DELETE, client sends X-Forwarded-Method GET",
+			"platform-api", [][2]string{{"X-Original-Method", "DELETE"}, {"X-Original-URI", "/v2/users/7"}, {"X-Forwarded-Method", "GET"}}, 400},
+		{"traefik: DELETE, client sends X-Original-Method GET",
+			"platform-api", [][2]string{{"X-Forwarded-Method", "DELETE"}, {"X-Forwarded-Uri", "/v2/users/7"}, {"X-Original-Method", "GET"}}, 400},
+		{"nginx: URI in ap-3, client sends X-Forwarded-Uri in eu-1",
+			"platform-api", [][2]string{{"X-Original-Method", "GET"}, {"X-Original-URI", "/workspaces/ap-3/plans"}, {"X-Forwarded-Uri", "/workspaces/eu-1/plans"}}, 400},
+		{"both conventions agree",
+			"platform-api", [][2]string{{"X-Original-Method", "GET"}, {"X-Forwarded-Method", "GET"}, {"X-Original-URI", "/workspaces/eu-1/plans"}, {"X-Forwarded-Uri", "/workspaces/eu-1/plans"}}, 200},
+		{"both conventions agree on a method not granted",
+			"platform-api", [][2]string{{"X-Original-Method", "DELETE"}, {"X-Forwarded-Method", "DELETE"}}, 403},
+		{"X-Forwarded-Method twice",
+			"platform-api", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Method", "DELETE"}}, 400},
+		{"X-Original-Method twice",
+			"platform-api", [][2]string{{"X-Original-Method", "GET"}, {"X-Original-Method", "DELETE"}}, 400},
+		{"X-Forwarded-Uri twice",
+			"platform-api", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/workspaces/eu-1/plans"}, {"X-Forwarded-Uri", "/workspaces/ap-3/plans"}}, 400},
+		{"X-Original-URI twice",
+			"platform-api", [][2]string{{"X-Original-Method", "GET"}, {"X-Original-URI", "/workspaces/eu-1/plans"}, {"X-Original-URI", "/workspaces/ap-3/plans"}}, 400},
+		{"a method that is not a token",
+			"platform-api", [][2]string{{"X-Forwarded-Method", "GET /workspaces/eu-1 HTTP/1.1"}}, 400},
+		{"a list of methods",
+			"platform-api", [][2]string{{"X-Original-Method", "GET,DELETE"}}, 400},
+		{"an empty method",
+			"platform-api", [][2]string{{"X-Forwarded-Method", ""}}, 400},
+		{"Envoy's path in ap-3, client sends X-Original-URI in eu-1",
+			"platform-api/workspaces/ap-3/plans", [][2]string{{"X-Original-URI", "/workspaces/eu-1/plans"}}, 400},
+		{"Envoy's path and X-Original-URI agree",
+			"platform-api/workspaces/eu-1/plans", [][2]string{{"X-Original-URI", "/workspaces/eu-1/plans?x=1"}}, 200},
+	}
+	for _, c := range headerCases {
+		req, _ := http.NewRequest(http.MethodGet, f.ts.URL+"/authz/"+c.api, nil)
+		req.Header.Set("Authorization", bearer(tok))
+		for _, kv := range c.headers {
+			req.Header.Add(kv[0], kv[1])
+		}
+		if resp, body := f.do(req); resp.StatusCode != c.want {
+			t.Errorf("%s: got %d %v, want %d", c.name, resp.StatusCode, body, c.want)
+		}
+	}
+
+	// Without a workspace pattern the path is not read, so it need not be canonical; the
+	// workspace header rules still hold.
+	plain := newFixture(t)
+	pc := plain.issue("plain", grants("platform-api:user"))
+	ptok := plain.token(pc)
+	for _, conv := range conventions {
+		for _, c := range []tc{
+			{"a non-canonical path", "//workspaces/ap-3/../x", nil, 200},
+			{"header out of scope", "/v2/users", []string{"ap-3"}, 403},
+			{"the header twice", "/v2/users", []string{"eu-1", "us-2"}, 400},
+		} {
+			req := conv.build(plain.ts.URL, "platform-api", "GET", c.uri)
+			req.Header.Set("Authorization", bearer(ptok))
+			for _, v := range c.headers {
+				req.Header.Add("X-Keysmith-Workspace", v)
+			}
+			if resp, body := plain.do(req); resp.StatusCode != c.want {
+				t.Errorf("no pattern, %s, %s: got %d %v, want %d", conv.name, c.name, resp.StatusCode, body, c.want)
+			}
 		}
 	}
 }
