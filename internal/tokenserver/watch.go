@@ -46,7 +46,9 @@ func CacheOptions(namespaces []string, signingNamespace, signingSecret string, v
 	return opts
 }
 
-// trimCredential keeps only the fields the token server reads.
+// trimCredential keeps only the fields the token server reads. The rest of the object
+// metadata stays, deletionTimestamp above all: a terminating credential is refused
+// (DESIGN §2 item 10).
 func trimCredential(obj any) (any, error) {
 	c, ok := obj.(*iamv1alpha1.APICredential)
 	if !ok {

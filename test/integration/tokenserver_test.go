@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -74,24 +75,84 @@ var _ = Describe("The token server beside the operator", func() {
 		return resp.StatusCode, string(body)
 	}
 
-	It("authenticates kube-apiserver requests that carry an access token", func(ctx SpecContext) {
-		cred, cc := issued(ctx, "kubectl-user", iamv1alpha1.APIGrant{Name: "platform-api", Permission: "user"})
-		token := tokenFor(ctx, cc)
-
+	// kubeClient is a clientset that authenticates to kube-apiserver with a bearer token.
+	kubeClient := func(token string) *kubernetes.Clientset {
 		cs, err := kubernetes.NewForConfig(&rest.Config{Host: adminCfg.Host, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: adminCfg.CAData}})
-		Expect(err).NotTo(HaveOccurred())
-		review, err := cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
-		Expect(err).NotTo(HaveOccurred())
-		user := review.Status.UserInfo
-		Expect(user.Username).To(Equal(tokenserver.UsernamePrefix + ns + ":kubectl-user"))
-		Expect(user.Groups).To(ContainElements(tokenserver.GroupAll, "keysmith:account:acme", "keysmith:api:platform-api:user", "system:authenticated"))
-		Expect(user.UID).To(Equal(string(cred.UID)))
+		ExpectWithOffset(1, err).NotTo(HaveOccurred())
+		return cs
+	}
 
-		By("refusing a forged token")
-		forged, err := kubernetes.NewForConfig(&rest.Config{Host: adminCfg.Host, BearerToken: token[:len(token)-6] + "AAAAAA", TLSClientConfig: rest.TLSClientConfig{CAData: adminCfg.CAData}})
-		Expect(err).NotTo(HaveOccurred())
-		_, err = forged.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
-		Expect(apierrors.IsUnauthorized(err)).To(BeTrue(), "got %v", err)
+	Describe("finding 7: tokens are bound to their audience", func() {
+		It("refuses a billing-API token at kube-apiserver and logs in a credential that grants the catalogued Kubernetes API", func(ctx SpecContext) {
+			audience := catalogueKubernetes(ctx)
+			_, billingCC := issued(ctx, "billing", iamv1alpha1.APIGrant{Name: "platform-api", Permission: "user"})
+			cred, kubeCC := issued(ctx, "kubectl-user",
+				iamv1alpha1.APIGrant{Name: kubernetesAPI, Permission: "user"}, iamv1alpha1.APIGrant{Name: "platform-api", Permission: "user"})
+			billingToken, kubeToken := tokenFor(ctx, billingCC), tokenFor(ctx, kubeCC)
+
+			By("logging in with a token that carries the Kubernetes API")
+			review, err := kubeClient(kubeToken).AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+			Expect(err).NotTo(HaveOccurred())
+			user := review.Status.UserInfo
+			Expect(user.Username).To(Equal(tokenserver.UsernamePrefix + ns + ":kubectl-user"))
+			Expect(user.UID).To(Equal(string(cred.UID)))
+			Expect(user.Groups).To(ContainElements(tokenserver.GroupAll, "keysmith:account:acme", "keysmith:api:kubernetes:user", "system:authenticated"))
+			Expect(user.Groups).NotTo(ContainElement("keysmith:api:platform-api:user"), "no group for an API whose audience is not the API server's")
+
+			By("refusing a billing-API token, which is good at its own API")
+			Expect(authz(ctx, billingToken, "platform-api", "GET")).To(Equal(http.StatusOK))
+			_, err = kubeClient(billingToken).AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+			Expect(apierrors.IsUnauthorized(err)).To(BeTrue(), "a token for audience platform-api at an API server of audience %s: got %v", audience, err)
+
+			By("refusing a token of the same credential narrowed to the billing API")
+			narrowed := *kubeCC
+			narrowed.Scopes = []string{"platform-api"}
+			_, err = kubeClient(tokenFor(ctx, &narrowed)).AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+			Expect(apierrors.IsUnauthorized(err)).To(BeTrue(), "got %v", err)
+
+			By("refusing a forged token")
+			_, err = kubeClient(kubeToken[:len(kubeToken)-6]+"AAAAAA").AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+			Expect(apierrors.IsUnauthorized(err)).To(BeTrue(), "got %v", err)
+		})
+	})
+
+	Describe("finding 4: terminating is deleted", func() {
+		It("refuses a credential held by a finalizer at once, including tokens issued before its deletion began", func(ctx SpecContext) {
+			catalogueKubernetes(ctx)
+			cred, cc := issued(ctx, "pruned",
+				iamv1alpha1.APIGrant{Name: "platform-api", Permission: "user"}, iamv1alpha1.APIGrant{Name: kubernetesAPI, Permission: "user"})
+			token := tokenFor(ctx, cc)
+			Expect(authz(ctx, token, "platform-api", "GET")).To(Equal(http.StatusOK))
+			_, err := kubeClient(token).AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+			Expect(err).NotTo(HaveOccurred())
+
+			By("deleting it while a finalizer holds it, as a GitOps prune or foreground deletion would")
+			patch := client.MergeFrom(cred.DeepCopy())
+			cred.Finalizers = append(cred.Finalizers, "example.com/hold")
+			Expect(k8sClient.Patch(ctx, cred, patch)).To(Succeed())
+			DeferCleanup(func(ctx SpecContext) {
+				Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cred), cred)).To(Succeed())
+				patch := client.MergeFrom(cred.DeepCopy())
+				cred.Finalizers = nil
+				Expect(k8sClient.Patch(ctx, cred, patch)).To(Succeed())
+			})
+			Expect(k8sClient.Delete(ctx, cred)).To(Succeed())
+			Eventually(func(g Gomega) {
+				g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cred), cred)).To(Succeed())
+				g.Expect(cred.DeletionTimestamp).NotTo(BeNil())
+			}).Should(Succeed())
+
+			Eventually(func() int { code, _ := authz(ctx, token, "platform-api", "GET"); return code }).Should(Equal(http.StatusUnauthorized))
+			_, err = cc.Token(ctx)
+			Expect(err).To(MatchError(ContainSubstring("invalid_client")))
+			// kube-apiserver caches a review for --authentication-token-webhook-cache-ttl (1s
+			// here) and every successful token authentication for a fixed 10 s on top.
+			Eventually(func() bool {
+				_, err := kubeClient(token).AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+				return apierrors.IsUnauthorized(err)
+			}).WithTimeout(15 * time.Second).WithPolling(250 * time.Millisecond).Should(BeTrue())
+			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cred), cred)).To(Succeed(), "it is still there, terminating")
+		})
 	})
 
 	It("lets a verify-only sidecar accept the shared server's tokens without any access to private keys", func(ctx SpecContext) {
@@ -199,3 +260,33 @@ var _ = Describe("The token server beside the operator", func() {
 		Expect(cred.Status.SecretHash).NotTo(BeEmpty(), "the usage patch leaves the operator's fields alone")
 	})
 })
+
+// kubernetesAPI is the APIDefinition that catalogues the suite's kube-apiserver.
+const kubernetesAPI = "kubernetes"
+
+// catalogueKubernetes catalogues the suite's kube-apiserver as the APIDefinition
+// "kubernetes" whose audience is the API server's: its service-account issuer, which
+// --api-audiences defaults to, read from its discovery document as
+// docs/integrations/kube-apiserver.md does. It returns the audience.
+func catalogueKubernetes(ctx context.Context) string {
+	cs, err := kubernetes.NewForConfig(adminCfg)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	raw, err := cs.RESTClient().Get().AbsPath("/.well-known/openid-configuration").DoRaw(ctx)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	var discovery struct {
+		Issuer string `json:"issuer"`
+	}
+	ExpectWithOffset(1, json.Unmarshal(raw, &discovery)).To(Succeed())
+	ExpectWithOffset(1, discovery.Issuer).NotTo(BeEmpty())
+	def := &iamv1alpha1.APIDefinition{
+		ObjectMeta: metav1.ObjectMeta{Name: kubernetesAPI},
+		Spec: iamv1alpha1.APIDefinitionSpec{
+			DisplayName: "Kubernetes API", ScopeLevel: iamv1alpha1.ScopeLevelAccount, Audience: discovery.Issuer,
+			Permissions: []iamv1alpha1.Permission{{Name: "user", Methods: []string{iamv1alpha1.MethodAny}}},
+		},
+	}
+	if err := k8sClient.Create(ctx, def); !apierrors.IsAlreadyExists(err) {
+		ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	}
+	return discovery.Issuer
+}
