@@ -34,7 +34,7 @@ var group = iamv1alpha1.GroupVersion.Group
 
 // A role is one column of the table. keysmith's own ClusterRoles are bound with a
 // ClusterRoleBinding for cluster-scoped actions and a RoleBinding in namespace for the
-// others; the built-in roles and the delegating Role are always bound with a RoleBinding,
+// others; the built-in roles and the delegating Roles are always bound with a RoleBinding,
 // as namespace admins, editors and viewers are.
 type role struct {
 	kind, name  string
@@ -49,6 +49,7 @@ var roles = []role{
 	{"ClusterRole", "edit", false},
 	{"ClusterRole", "view", false},
 	{"Role", grantProfileReadOnly.Name, false},
+	{"Role", assumeAccountGlobex.Name, false},
 }
 
 // grantProfileReadOnly is the example of docs/access-control.md: a Role that delegates
@@ -58,6 +59,17 @@ var grantProfileReadOnly = &rbacv1.Role{
 	Rules: []rbacv1.PolicyRule{{
 		APIGroups: []string{group}, Resources: []string{"apidefinitions/read-only"},
 		ResourceNames: []string{"profile-api"}, Verbs: []string{"grant"},
+	}},
+}
+
+// assumeAccountGlobex is the other example of docs/access-control.md: a Role that
+// delegates naming one account, globex, in spec.scope.account, to credentials of one
+// namespace.
+var assumeAccountGlobex = &rbacv1.Role{
+	ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "assume-account-globex"},
+	Rules: []rbacv1.PolicyRule{{
+		APIGroups: []string{group}, Resources: []string{"accounts"},
+		ResourceNames: []string{"globex"}, Verbs: []string{"assume"},
 	}},
 }
 
@@ -73,27 +85,31 @@ var accessTable = []struct {
 	requests []authorizationv1.ResourceAttributes
 	allowed  []bool
 }{
-	// keysmith-admin, keysmith-compliance-admin, keysmith-viewer, admin, edit, view, grant-profile-api-read-only
+	// keysmith-admin, keysmith-compliance-admin, keysmith-viewer, admin, edit, view, grant-profile-api-read-only, assume-account-globex
 	{"create an APICredential", credentials("", "create"),
-		[]bool{Y, Y, N, Y, Y, N, N}},
+		[]bool{Y, Y, N, Y, Y, N, N, N}},
 	{"update an APICredential (edit, activate, deactivate, rotate)", credentials("", "update", "patch"),
-		[]bool{Y, Y, N, Y, Y, N, N}},
+		[]bool{Y, Y, N, Y, Y, N, N, N}},
 	{"delete an APICredential", credentials("", "delete"),
-		[]bool{Y, Y, N, Y, Y, N, N}},
+		[]bool{Y, Y, N, Y, Y, N, N, N}},
 	{"read APICredentials", credentials("", "get", "list", "watch"),
-		[]bool{Y, Y, Y, Y, Y, Y, N}},
+		[]bool{Y, Y, Y, Y, Y, Y, N, N}},
 	{"read APIDefinitions", definitions("get", "list", "watch"),
-		[]bool{Y, Y, Y, N, N, N, N}},
+		[]bool{Y, Y, Y, N, N, N, N, N}},
 	{"create, update or delete an APIDefinition", definitions("create", "update", "patch", "delete"),
-		[]bool{Y, N, N, N, N, N, N}},
+		[]bool{Y, N, N, N, N, N, N, N}},
 	{"grant apidefinitions/read-only on profile-api", grant("profile-api", "read-only"),
-		[]bool{Y, Y, N, N, N, N, Y}},
+		[]bool{Y, Y, N, N, N, N, Y, N}},
 	{"grant apidefinitions/admin on platform-api", grant("platform-api", "admin"),
-		[]bool{Y, Y, N, N, N, N, N}},
+		[]bool{Y, Y, N, N, N, N, N, N}},
 	{"read Secrets", secrets("get", "list", "watch"),
-		[]bool{N, N, N, Y, Y, N, N}},
+		[]bool{N, N, N, Y, Y, N, N, N}},
 	{"write APICredential status", credentials("status", "update", "patch"),
-		[]bool{N, N, N, N, N, N, N}},
+		[]bool{N, N, N, N, N, N, N, N}},
+	{"assume account globex (name it in spec.scope.account)", assume("globex"),
+		[]bool{Y, N, N, N, N, N, N, Y}},
+	{"assume account initech", assume("initech"),
+		[]bool{Y, N, N, N, N, N, N, N}},
 }
 
 func credentials(subresource string, verbs ...string) []authorizationv1.ResourceAttributes {
@@ -107,6 +123,12 @@ func definitions(verbs ...string) []authorizationv1.ResourceAttributes {
 // grant is what the admission webhook asks for every permission a credential gains.
 func grant(api, permission string) []authorizationv1.ResourceAttributes {
 	return each(authorizationv1.ResourceAttributes{Namespace: namespace, Group: group, Resource: "apidefinitions", Subresource: permission, Name: api}, []string{"grant"})
+}
+
+// assume is what the admission webhook asks when spec.scope.account names an account
+// other than the namespace's own.
+func assume(account string) []authorizationv1.ResourceAttributes {
+	return each(authorizationv1.ResourceAttributes{Namespace: namespace, Group: group, Resource: "accounts", Name: account}, []string{"assume"})
 }
 
 func secrets(verbs ...string) []authorizationv1.ResourceAttributes {
@@ -151,10 +173,11 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	k8sClient, err = client.New(cfg, client.Options{Scheme: testenv.Scheme()})
 	Expect(err).NotTo(HaveOccurred())
 
-	By("applying config/rbac/roles.yaml and the delegating Role of the docs")
+	By("applying config/rbac/roles.yaml and the delegating Roles of the docs")
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}})).To(Succeed())
 	Expect(testenv.CreateFromFile(ctx, k8sClient, filepath.Join(testenv.RepoRoot(), "config", "rbac", "roles.yaml"), "")).To(Succeed())
 	Expect(k8sClient.Create(ctx, grantProfileReadOnly.DeepCopy())).To(Succeed())
+	Expect(k8sClient.Create(ctx, assumeAccountGlobex.DeepCopy())).To(Succeed())
 
 	// envtest runs no kube-controller-manager, so admin, edit and view would stay without
 	// keysmith's rules: run its clusterrole-aggregation controller, as a cluster does.
