@@ -33,7 +33,7 @@ import (
 type config struct {
 	listen, issuer, namespaces, signingNamespace, signingSecret string
 	workspaceHeader, workspacePath, tlsCert, tlsKey             string
-	trustedProxies                                              string
+	trustedProxies, kubernetesAudiences                         string
 	tokenLifetime, usageInterval                                time.Duration
 	tokenCacheBytes                                             int64
 	verifyOnly                                                  bool
@@ -53,6 +53,7 @@ func main() {
 	flag.StringVar(&cfg.workspacePath, "workspace-path", "", "regular expression whose first group extracts the workspace from the original path, e.g. ^/workspaces/([^/]+)")
 	flag.BoolVar(&cfg.verifyOnly, "verify-only", false, "serve everything but the token endpoint, from the public keys of the ConfigMap <signing-key-secret>-public: for sidecars, which then hold no private key and need no access to the signing key Secret")
 	flag.StringVar(&cfg.trustedProxies, "trusted-proxies", "127.0.0.0/8,::1/128", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed (nginx beside the server, your ingress); the client address drives rate limiting and lastUsedAddress")
+	flag.StringVar(&cfg.kubernetesAudiences, "kubernetes-audiences", "", "comma-separated audiences for TokenReviews that name none (an API server without --api-audiences); empty: such reviews authenticate no one. Reviews that name audiences are decided for those")
 	flag.StringVar(&cfg.tlsCert, "tls-cert-file", "", "serve HTTPS with this certificate (with --tls-key-file)")
 	flag.StringVar(&cfg.tlsKey, "tls-key-file", "", "private key of --tls-cert-file")
 	opts := zap.Options{}
@@ -102,6 +103,12 @@ func run(ctx context.Context, cfg config) error {
 	if proxies == nil {
 		proxies = []netip.Prefix{} // trust nobody
 	}
+	var kubeAudiences []string
+	for a := range strings.SplitSeq(cfg.kubernetesAudiences, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			kubeAudiences = append(kubeAudiences, a)
+		}
+	}
 	var namespaces []string
 	if cfg.namespaces != "" {
 		namespaces = strings.Split(cfg.namespaces, ",")
@@ -123,14 +130,15 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	srv, err := tokenserver.Setup(ctx, mgr, tokenserver.Options{
-		Issuer:          cfg.issuer,
-		TokenLifetime:   cfg.tokenLifetime,
-		TokenCacheBytes: cfg.tokenCacheBytes,
-		WorkspaceHeader: cfg.workspaceHeader,
-		WorkspacePath:   wsPath,
-		TrustedProxies:  proxies,
-		VerifyOnly:      cfg.verifyOnly,
-		Log:             ctrl.Log.WithName("token-server"),
+		Issuer:              cfg.issuer,
+		TokenLifetime:       cfg.tokenLifetime,
+		TokenCacheBytes:     cfg.tokenCacheBytes,
+		WorkspaceHeader:     cfg.workspaceHeader,
+		WorkspacePath:       wsPath,
+		TrustedProxies:      proxies,
+		KubernetesAudiences: kubeAudiences,
+		VerifyOnly:          cfg.verifyOnly,
+		Log:                 ctrl.Log.WithName("token-server"),
 	}, cfg.usageInterval)
 	if err != nil {
 		return err
