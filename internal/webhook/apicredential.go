@@ -8,6 +8,7 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -204,9 +205,9 @@ func (v *APICredentialValidator) checkAccount(ctx context.Context, user authenti
 	if allowed {
 		return nil, nil
 	}
-	ownSays := fmt.Sprintf("the namespace's own is %q", own)
+	ownSays := strconv.Quote(own)
 	if own == "" {
-		ownSays = "the namespace's own is not known yet"
+		ownSays = "not known yet"
 	}
 	msg := fmt.Sprintf("%s may not %s accounts %q in namespace %q: naming an account other than the namespace's own (%s) needs RBAC verb %s on resource accounts of group %s with that name",
 		user.Username, AssumeVerb, account, cred.Namespace, ownSays, AssumeVerb, iamv1alpha1.GroupVersion.Group)

@@ -135,7 +135,7 @@ var _ = Describe("assume: naming another account in spec.scope.account", func() 
 		Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
 		Expect(err).To(MatchError(ContainSubstring(`missing assume accounts "globex"`)))
 		Expect(err).To(MatchError(ContainSubstring(`spec.scope.account: Forbidden: frank may not assume accounts "globex" in namespace "` + ns + `"`)))
-		Expect(err).To(MatchError(ContainSubstring(`the namespace's own is "acme"`)))
+		Expect(err).To(MatchError(ContainSubstring(`naming an account other than the namespace's own ("acme") needs RBAC verb assume on resource accounts of group iam.keysmith.dev with that name`)))
 		By("refusing an update that moves a credential there")
 		Expect(patchCred(ctx, frank, ns, "own", `{"spec":{"scope":{"account":"globex"}}}`)).To(MatchError(ContainSubstring(`frank may not assume accounts "globex"`)))
 
