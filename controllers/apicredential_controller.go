@@ -251,9 +251,18 @@ func (r *APICredentialReconciler) finish(ctx context.Context, before, cred *iamv
 	if reconcileErr != nil || !rebindRequested(before) {
 		return nil
 	}
-	if action != actionRebind {
+	switch action {
+	case actionRebind:
+	case actionNone, actionBind:
 		r.event(cred, corev1.EventTypeNormal, "RebindIgnored", "Rebind",
-			fmt.Sprintf("removed %s: the data in Secret %q was not rebound (%s)", iamv1alpha1.RebindAnnotation, name, readyMessage(cred)))
+			fmt.Sprintf("removed %s: status already records what Secret %q holds, nothing to rebind", iamv1alpha1.RebindAnnotation, name))
+	default:
+		eventType := corev1.EventTypeNormal
+		if action.state() != secretOK {
+			eventType = corev1.EventTypeWarning
+		}
+		r.event(cred, eventType, "RebindIgnored", "Rebind",
+			fmt.Sprintf("removed %s: the data in Secret %q was not rebound: %s", iamv1alpha1.RebindAnnotation, name, readyMessage(cred)))
 	}
 	return r.clearRebind(ctx, cred)
 }
