@@ -28,7 +28,13 @@ type tokenCache struct {
 	bytes    atomic.Int64
 	maxBytes int64
 	sweep    sync.Mutex
+	// nextSweep (Unix nanoseconds) spaces the sweeps a full cache makes for room, so that
+	// a cache full of live tokens does not walk all its entries on every miss.
+	nextSweep atomic.Int64
 }
+
+// sweepInterval is the least time between two sweeps for room.
+const sweepInterval = time.Second
 
 // cachedToken is a verified token: its claims and the key that signed it.
 type cachedToken struct {
@@ -63,19 +69,28 @@ func (c *tokenCache) remove(d [32]byte, e *cachedToken) {
 }
 
 // put caches verified claims. When the cache has no room it first drops expired entries
-// and those whose key left the key set (published reports whether a key still is); if
-// there is still no room, the token is simply not cached.
+// and those whose key left the key set (published reports whether a key still is), at
+// most once per sweepInterval; if there is still no room, the token is simply not cached.
 func (c *tokenCache) put(d [32]byte, claims *Claims, signer verifiedBy, now time.Time, published func(verifiedBy) bool) {
 	e := &cachedToken{claims: claims, signer: signer, size: cacheEntryOverhead + claimsFootprint(claims)}
 	if e.size > c.maxBytes {
 		return
 	}
-	if c.bytes.Load()+e.size > c.maxBytes && !c.evict(now, published, e.size) {
+	if c.bytes.Load()+e.size > c.maxBytes && !c.makeRoom(now, published, e.size) {
 		return
 	}
 	if _, loaded := c.entries.LoadOrStore(d, e); !loaded {
 		c.bytes.Add(e.size)
 	}
+}
+
+// makeRoom sweeps (evict) unless the last sweep for room was less than sweepInterval ago.
+func (c *tokenCache) makeRoom(now time.Time, published func(verifiedBy) bool, need int64) bool {
+	next := c.nextSweep.Load()
+	if now.UnixNano() < next || !c.nextSweep.CompareAndSwap(next, now.Add(sweepInterval).UnixNano()) {
+		return false
+	}
+	return c.evict(now, published, need)
 }
 
 // evict removes expired entries and, when published is not nil, entries signed by a key
