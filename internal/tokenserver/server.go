@@ -31,7 +31,8 @@ type Options struct {
 	// request acts in. Default "X-Keysmith-Workspace".
 	WorkspaceHeader string
 	// WorkspacePath, when set, extracts the workspace from the original URI's path: its
-	// first capture group, e.g. `^/workspaces/([^/]+)`.
+	// first capture group, e.g. `^/workspaces/([^/]+)`. Original paths not in canonical
+	// form are then refused (originalRequest).
 	WorkspacePath *regexp.Regexp
 	// TokenCacheBytes bounds the verified-token cache by an estimate of the heap its
 	// entries hold. Default 64 MiB (DefaultTokenCacheBytes).
