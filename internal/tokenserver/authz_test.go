@@ -228,6 +228,8 @@ func TestFinding1_WorkspaceSmuggling(t *testing.T) {
 		{"(b) escaped backslash", "/workspaces/eu-1%5c..%5cap-3/plans", nil, 400},
 		{"(b) escaped backslash, upper case", "/workspaces/eu-1%5C..%5Cap-3/plans", nil, 400},
 		{"(b) backslash", `/workspaces/eu-1\..\ap-3/plans`, nil, 400},
+		{"(b) path parameter before the workspace", "/workspaces;x/ap-3/plans", nil, 400},
+		{"(b) dot-dot with a path parameter", "/workspaces/eu-1/..;/ap-3/plans", nil, 400},
 
 		// (c) one workspace header, one workspace.
 		{"(c) the header twice", "/v2/users", []string{"eu-1", "ap-3"}, 400},

@@ -177,7 +177,7 @@ func envoySuffix(raw string) string {
 // nonCanonical says why p, an original path without its query string, is not in the
 // canonical form DESIGN §3 requires when a workspace pattern is configured, or "" when it
 // is. Canonical: absolute; no empty segment (a trailing "/" is canonical), no "." or ".."
-// segment; no backslash or control character; percent-escapes well formed, none of "/"
+// segment; no backslash, ';' (a path parameter to Servlet containers) or control character; percent-escapes well formed, none of "/"
 // or "\" (%2F, %5C in any case) and none of a character that needs no escape (RFC 3986
 // unreserved: ALPHA DIGIT - . _ ~, e.g. %77 or %2e).
 func nonCanonical(p string) string {
@@ -201,6 +201,10 @@ func nonCanonical(p string) string {
 		switch c := p[i]; {
 		case c == '\\':
 			return "a backslash"
+		case c == ';':
+			// Tomcat, Jetty and Spring strip ";params" from each segment before routing,
+			// so /workspaces;x/ws-b or /..;/ reach a workspace the pattern did not match.
+			return "a ';' path parameter"
 		case c < 0x20 || c == 0x7f:
 			return "a control character"
 		case c == '%':
