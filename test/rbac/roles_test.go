@@ -1,7 +1,7 @@
 // Package rbac proves the ClusterRoles of config/rbac/roles.yaml against a real
 // kube-apiserver: for every role and every action of the table in docs/access-control.md,
 // a user bound to the role asks the API server with a SubjectAccessReview and must get the
-// documented answer.
+// documented answer. It proves the manager's own RBAC (config/rbac/role.yaml) the same way.
 package rbac
 
 import (
@@ -199,6 +199,12 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		}
 	}).WithTimeout(time.Minute).Should(Succeed(), func() string { return "kube-controller-manager log:\n" + tail(log) })
 
+	By("applying the manager's own RBAC (config/rbac/role.yaml, role_binding.yaml) in its namespace")
+	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}})).To(Succeed())
+	for _, f := range []string{"service_account.yaml", "role.yaml", "role_binding.yaml"} {
+		Expect(testenv.CreateFromFile(ctx, k8sClient, filepath.Join(testenv.RepoRoot(), "config", "rbac", f), operatorNamespace)).To(Succeed())
+	}
+
 	By("binding one user per role and binding kind")
 	for _, r := range roles {
 		bindUser(ctx, r, namespace)
@@ -257,6 +263,34 @@ var _ = Describe("Access control", func() {
 			}
 		})
 	}
+})
+
+// operatorNamespace is where config/default installs the manager.
+const operatorNamespace = "keysmith-system"
+
+// The manager's ClusterRole and Role (config/rbac/role.yaml, generated from the
+// controllers' markers): ConfigMaps only in its own namespace, where the public signing
+// keys are; Secrets everywhere, for the credential Secrets of every namespace.
+var _ = Describe("The manager's RBAC", func() {
+	manager := "system:serviceaccount:" + operatorNamespace + ":keysmith-manager"
+	DescribeTable("answers",
+		func(ctx SpecContext, allowed bool, attrs authorizationv1.ResourceAttributes) {
+			sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+				User: manager, Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + operatorNamespace, "system:authenticated"},
+				ResourceAttributes: &attrs,
+			}}
+			Expect(k8sClient.Create(ctx, sar)).To(Succeed())
+			Expect(sar.Status.Allowed).To(Equal(allowed), "%+v: %s", attrs, sar.Status.Reason)
+		},
+		Entry("write ConfigMaps in its namespace", true, authorizationv1.ResourceAttributes{Namespace: operatorNamespace, Resource: "configmaps", Verb: "update"}),
+		Entry("watch ConfigMaps in its namespace", true, authorizationv1.ResourceAttributes{Namespace: operatorNamespace, Resource: "configmaps", Verb: "watch"}),
+		Entry("write ConfigMaps in another namespace", false, authorizationv1.ResourceAttributes{Namespace: namespace, Resource: "configmaps", Verb: "create"}),
+		Entry("list ConfigMaps cluster-wide", false, authorizationv1.ResourceAttributes{Resource: "configmaps", Verb: "list"}),
+		Entry("write Secrets in a team's namespace (credential Secrets)", true, authorizationv1.ResourceAttributes{Namespace: namespace, Resource: "secrets", Verb: "create"}),
+		Entry("read Namespaces (their account label)", true, authorizationv1.ResourceAttributes{Resource: "namespaces", Verb: "get"}),
+		Entry("create SubjectAccessReviews (grant, assume)", true, authorizationv1.ResourceAttributes{Group: "authorization.k8s.io", Resource: "subjectaccessreviews", Verb: "create"}),
+		Entry("delete APICredentials", false, authorizationv1.ResourceAttributes{Namespace: namespace, Group: group, Resource: "apicredentials", Verb: "delete"}),
+	)
 })
 
 // bindUser binds user(r, ns) to r: with a ClusterRoleBinding when ns is empty, else with a
