@@ -9,6 +9,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -24,7 +25,10 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -193,11 +197,16 @@ func run() (retErr error) {
 	if err != nil {
 		return err
 	}
-	if err := waitSettled(ctx, c, creds); err != nil {
+	step("cataloguing this API server as the APIDefinition " + kubernetesAPI + " and issuing " + devLogin.String() + ", which grants it")
+	audience, err := catalogueAPIServer(ctx, c, admin.Config())
+	if err != nil {
+		return err
+	}
+	if err := waitSettled(ctx, c, append(creds, devLogin)); err != nil {
 		return err
 	}
 
-	printWalkthrough()
+	printWalkthrough(audience)
 	fmt.Printf("keysmith dev environment ready: kubeconfig=%s token-server=%s\n", kubeconfigPath, tokenServerURL)
 	select {
 	case <-ctx.Done():
@@ -423,7 +432,61 @@ func waitSettled(ctx context.Context, c client.Client, creds []client.ObjectKey)
 	return nil
 }
 
-func printWalkthrough() {
+// kubernetesAPI is the APIDefinition that catalogues this environment's API server.
+const kubernetesAPI = "kubernetes"
+
+// devLogin is the dev-only credential that grants the catalogued API server, so that the
+// walk-through's `kubectl --token … auth whoami` logs in: tokens are audience-bound, and
+// a token for the Platform API is no login to the cluster.
+var devLogin = client.ObjectKey{Namespace: "team-checkout", Name: "kubectl-login"}
+
+// catalogueAPIServer catalogues this environment's API server as the APIDefinition
+// kubernetesAPI, whose audience is the API server's own: its service-account issuer,
+// which --api-audiences defaults to, read from its discovery document (it names the
+// random port envtest chose, so it cannot be a static sample). It then creates devLogin,
+// which grants it, and returns the audience.
+func catalogueAPIServer(ctx context.Context, c client.Client, cfg *rest.Config) (string, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return "", err
+	}
+	raw, err := cs.RESTClient().Get().AbsPath("/.well-known/openid-configuration").DoRaw(ctx)
+	if err != nil {
+		return "", fmt.Errorf("reading the API server's issuer: %w", err)
+	}
+	var discovery struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := json.Unmarshal(raw, &discovery); err != nil || discovery.Issuer == "" {
+		return "", fmt.Errorf("the API server's /.well-known/openid-configuration names no issuer (%v)", err)
+	}
+	def := &iamv1alpha1.APIDefinition{
+		ObjectMeta: metav1.ObjectMeta{Name: kubernetesAPI},
+		Spec: iamv1alpha1.APIDefinitionSpec{
+			DisplayName: "Kubernetes API (make dev)", ScopeLevel: iamv1alpha1.ScopeLevelAccount,
+			Audience: discovery.Issuer,
+			Permissions: []iamv1alpha1.Permission{{Name: "user", Methods: []string{iamv1alpha1.MethodAny},
+				Description: "Log in to the API server; its RBAC decides what the credential may do."}},
+		},
+	}
+	if err := c.Create(ctx, def); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("creating APIDefinition %s: %w", kubernetesAPI, err)
+	}
+	login := &iamv1alpha1.APICredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: devLogin.Namespace, Name: devLogin.Name},
+		Spec: iamv1alpha1.APICredentialSpec{
+			DisplayName: "kubectl login (make dev)",
+			APIs:        []iamv1alpha1.APIGrant{{Name: kubernetesAPI, Permission: "user"}},
+		},
+	}
+	if err := c.Create(ctx, login); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", fmt.Errorf("creating APICredential %s: %w", devLogin, err)
+	}
+	return discovery.Issuer, nil
+}
+
+// printWalkthrough prints the walk-through; audience is the catalogued API server's.
+func printWalkthrough(audience string) {
 	w := bufio.NewWriter(os.Stdout)
 	defer w.Flush()
 	fmt.Fprint(w, strings.TrimLeft(`
@@ -466,7 +529,17 @@ Trade client credentials for an access token (OAuth 2.0 client credentials):
   curl -s `+tokenServerURL+`/.well-known/jwks.json; echo
   # forward auth, as nginx, Envoy or Traefik ask it
   curl -si -H "Authorization: Bearer $TOKEN" -H "X-Forwarded-Method: DELETE" `+tokenServerURL+`/authz/platform-api/v1/users/42
-  # the Kubernetes API server authenticates the same token (webhook token authentication)
+
+Log in to the Kubernetes API server (webhook token authentication). Tokens are bound to
+the audiences of their APIs, so make dev catalogued this API server as the APIDefinition
+`+kubernetesAPI+` (audience `+audience+`, its service-account issuer)
+and issued `+devLogin.String()+`, which grants it:
+
+  LOGIN_ID=$(kubectl -n `+devLogin.Namespace+` get secret `+devLogin.Name+` -o jsonpath='{.data.CLIENT_ID}' | base64 -d)
+  LOGIN_SECRET=$(kubectl -n `+devLogin.Namespace+` get secret `+devLogin.Name+` -o jsonpath='{.data.CLIENT_SECRET}' | base64 -d)
+  LOGIN_TOKEN=$(curl -s -u "$LOGIN_ID:$LOGIN_SECRET" -d grant_type=client_credentials `+tokenServerURL+`/oauth2/token | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  kubectl --kubeconfig `+tokenKubeconfigPath+` --token "$LOGIN_TOKEN" auth whoami
+  # the Platform API's token is no login to the cluster: Unauthorized
   kubectl --kubeconfig `+tokenKubeconfigPath+` --token "$TOKEN" auth whoami
 
 Logs: `+devDir+`/manager.log, `+devDir+`/token-server.log, `+devDir+`/kube-controller-manager.log. Ctrl-C stops everything.

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
 	"net"
 	"os"
 	"os/exec"
@@ -47,6 +48,8 @@ var _ = Describe("make dev", Ordered, func() {
 		cfg      *rest.Config
 		tokenURL string
 		readyIn  time.Duration
+		// walkthrough is what make dev printed before its ready line.
+		walkthrough strings.Builder
 	)
 
 	BeforeAll(func(ctx SpecContext) {
@@ -94,6 +97,7 @@ var _ = Describe("make dev", Ordered, func() {
 					if !ok {
 						Fail("make dev exited before its ready line")
 					}
+					walkthrough.WriteString(l + "\n")
 					if strings.HasPrefix(l, readyPrefix) {
 						readyLine = l
 						go func() { // keep draining
@@ -124,10 +128,11 @@ var _ = Describe("make dev", Ordered, func() {
 		}
 	})
 
-	It("has issued the samples", func(ctx SpecContext) {
+	It("has issued the samples and the dev login", func(ctx SpecContext) {
 		var creds iamv1alpha1.APICredentialList
 		Expect(c.List(ctx, &creds, client.InNamespace("team-checkout"))).To(Succeed())
-		Expect(creds.Items).To(HaveLen(3))
+		Expect(creds.Items).To(ConsistOf(HaveField("Name", "profile-reader"), HaveField("Name", "platform-automation"),
+			HaveField("Name", "legacy-exporter"), HaveField("Name", "kubectl-login")))
 		for _, cred := range creds.Items {
 			Expect(cred.Status.SecretHash).NotTo(BeEmpty(), cred.Name)
 		}
@@ -156,29 +161,56 @@ var _ = Describe("make dev", Ordered, func() {
 		}).WithTimeout(60*time.Second).Should(BeTrue(), "kube-controller-manager's garbage collector removes the Secret")
 	})
 
-	It("exchanges a sample's credentials for a token the API server authenticates", func(ctx SpecContext) {
-		secret := &corev1.Secret{}
-		Expect(c.Get(ctx, client.ObjectKey{Namespace: "team-checkout", Name: "platform-automation-credentials"}, secret)).To(Succeed())
-		Expect(string(secret.Data["TOKEN_URL"])).To(Equal(tokenURL), "the Secret tells the workload where to trade its credentials")
-		cc := clientcredentials.Config{
-			ClientID:     string(secret.Data["CLIENT_ID"]),
-			ClientSecret: string(secret.Data["CLIENT_SECRET"]),
-			TokenURL:     string(secret.Data["TOKEN_URL"]),
+	It("exchanges credentials for tokens the API server authenticates only when meant for it (finding 7)", func(ctx SpecContext) {
+		tokenOf := func(secretName string) string {
+			secret := &corev1.Secret{}
+			ExpectWithOffset(1, c.Get(ctx, client.ObjectKey{Namespace: "team-checkout", Name: secretName}, secret)).To(Succeed())
+			ExpectWithOffset(1, string(secret.Data["TOKEN_URL"])).To(Equal(tokenURL), "the Secret tells the workload where to trade its credentials")
+			cc := clientcredentials.Config{
+				ClientID:     string(secret.Data["CLIENT_ID"]),
+				ClientSecret: string(secret.Data["CLIENT_SECRET"]),
+				TokenURL:     string(secret.Data["TOKEN_URL"]),
+			}
+			tok, err := cc.Token(ctx)
+			ExpectWithOffset(1, err).NotTo(HaveOccurred())
+			return tok.AccessToken
 		}
-		tok, err := cc.Token(ctx)
-		Expect(err).NotTo(HaveOccurred())
+		// whoami is what the walk-through's `kubectl --kubeconfig token.kubeconfig --token … auth whoami` asks.
+		whoami := func(token string) (*authnv1.SelfSubjectReview, error) {
+			tokenCfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(testenv.RepoRoot(), devDir, "token.kubeconfig"))
+			ExpectWithOffset(1, err).NotTo(HaveOccurred())
+			ExpectWithOffset(1, tokenCfg.CertData).To(BeEmpty(), "no client certificate may win over the token")
+			tokenCfg.BearerToken = token
+			cs, err := kubernetes.NewForConfig(tokenCfg)
+			ExpectWithOffset(1, err).NotTo(HaveOccurred())
+			return cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		}
 
-		By("authenticating to kube-apiserver with the token alone, as the walk-through's token.kubeconfig does")
-		tokenCfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(testenv.RepoRoot(), devDir, "token.kubeconfig"))
+		By("cataloguing the API server with its own audience, its service-account issuer")
+		cs, err := kubernetes.NewForConfig(cfg)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(tokenCfg.CertData).To(BeEmpty(), "no client certificate may win over the token")
-		tokenCfg.BearerToken = tok.AccessToken
-		cs, err := kubernetes.NewForConfig(tokenCfg)
+		raw, err := cs.RESTClient().Get().AbsPath("/.well-known/openid-configuration").DoRaw(ctx)
 		Expect(err).NotTo(HaveOccurred())
-		review, err := cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authnv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		var discovery struct {
+			Issuer string `json:"issuer"`
+		}
+		Expect(json.Unmarshal(raw, &discovery)).To(Succeed())
+		def := &iamv1alpha1.APIDefinition{}
+		Expect(c.Get(ctx, client.ObjectKey{Name: "kubernetes"}, def)).To(Succeed())
+		Expect(def.Spec.Audience).To(Equal(discovery.Issuer))
+
+		By("logging in with the dev login, as the walk-through does")
+		Expect(walkthrough.String()).To(And(
+			ContainSubstring("get secret kubectl-login -o jsonpath='{.data.CLIENT_ID}'"),
+			ContainSubstring(`--token "$LOGIN_TOKEN" auth whoami`)))
+		review, err := whoami(tokenOf("kubectl-login"))
 		Expect(err).NotTo(HaveOccurred())
-		Expect(review.Status.UserInfo.Username).To(Equal("keysmith:credential:team-checkout:platform-automation"))
-		Expect(review.Status.UserInfo.Groups).To(ContainElement("keysmith:api:platform-api:admin"))
+		Expect(review.Status.UserInfo.Username).To(Equal("keysmith:credential:team-checkout:kubectl-login"))
+		Expect(review.Status.UserInfo.Groups).To(ContainElements("keysmith:api:kubernetes:user", "keysmith:account:acme"))
+
+		By("refusing the Platform API's token, which is no login to the cluster")
+		_, err = whoami(tokenOf("platform-automation-credentials"))
+		Expect(apierrors.IsUnauthorized(err)).To(BeTrue(), "got %v", err)
 	})
 
 	It("enforces admission: catalog, no escalation, deletion protection, status policy", func(ctx SpecContext) {
@@ -226,7 +258,9 @@ var _ = Describe("make dev", Ordered, func() {
 		Eventually(exited).WithTimeout(60 * time.Second).Should(Receive(BeNil()))
 		_, err := os.Stat(filepath.Join(testenv.RepoRoot(), devDir))
 		Expect(os.IsNotExist(err)).To(BeTrue(), "the dev directory is removed")
-		out, _ := exec.Command("pgrep", "-f", devDir).Output()
+		// The absolute path: the children name it in their flags, and another checkout's
+		// e2e run (same relative directory) is none of this environment's processes.
+		out, _ := exec.Command("pgrep", "-f", filepath.Join(testenv.RepoRoot(), devDir)).Output()
 		Expect(strings.TrimSpace(string(out))).To(BeEmpty(), "no process of the environment is left")
 	})
 })
