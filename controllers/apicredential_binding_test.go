@@ -480,3 +480,104 @@ func mustSecretG() string {
 	ExpectWithOffset(1, err).NotTo(HaveOccurred())
 	return s
 }
+
+var _ = Describe("APICredential Secret binding with the manager running", func() {
+	var (
+		ns   string
+		stop func()
+	)
+	BeforeEach(func(ctx context.Context) {
+		ns = newNamespace(ctx, nil)
+		stop = startManager(ctx, ns)
+		DeferCleanup(func() { stop() })
+	})
+	credIn := func(ctx context.Context, name string) *iamv1alpha1.APICredential {
+		cred := &iamv1alpha1.APICredential{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec:       iamv1alpha1.APICredentialSpec{APIs: []iamv1alpha1.APIGrant{grant("platform-api", "user")}},
+		}
+		ExpectWithOffset(1, k8sClient.Create(ctx, cred)).To(Succeed())
+		EventuallyWithOffset(1, func(g Gomega) string {
+			g.Expect(k8sClient.Get(ctx, keyOf(cred), cred)).To(Succeed())
+			return readyReason(cred)
+		}).WithTimeout(10 * time.Second).Should(Equal(iamv1alpha1.ReasonIssued))
+		return cred
+	}
+	keyKey := func() client.ObjectKey { return client.ObjectKey{Namespace: ns, Name: bindingKeySecret} }
+	currentKeyID := func(ctx context.Context, g Gomega) string {
+		s := &corev1.Secret{}
+		g.Expect(k8sClient.Get(ctx, keyKey(), s)).To(Succeed())
+		ring, err := binding.Parse(s.Data[BindingKeyDataKey])
+		g.Expect(err).NotTo(HaveOccurred())
+		return ring.Current().ID
+	}
+	bindingKeyOf := func(ctx context.Context, name string) func(Gomega) string {
+		return func(g Gomega) string {
+			s := &corev1.Secret{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s)).To(Succeed())
+			return s.Annotations[iamv1alpha1.BindingAnnotation]
+		}
+	}
+
+	It("re-binds every Secret once the binding key Secret asks for a new key", func(ctx context.Context) {
+		a, b := credIn(ctx, "a"), credIn(ctx, "b")
+		first := currentKeyID(ctx, Default)
+		s := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, keyKey(), s)).To(Succeed())
+		s.Annotations = map[string]string{RotateBindingKeyAnnotation: "true"}
+		Expect(k8sClient.Update(ctx, s)).To(Succeed())
+
+		var second string
+		Eventually(func(g Gomega) {
+			second = currentKeyID(ctx, g)
+			g.Expect(second).NotTo(Equal(first))
+		}).Should(Succeed())
+		for _, cred := range []*iamv1alpha1.APICredential{a, b} {
+			Eventually(bindingKeyOf(ctx, cred.Name)).Should(HavePrefix("v1." + second + "."))
+		}
+	})
+
+	It("re-binds by itself when the binding key is lost but status is intact", func(ctx context.Context) {
+		cred := credIn(ctx, "kept")
+		first := currentKeyID(ctx, Default)
+		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: bindingKeySecret}})).To(Succeed())
+		var second string
+		Eventually(func(g Gomega) {
+			second = currentKeyID(ctx, g)
+			g.Expect(second).NotTo(Equal(first))
+		}).Should(Succeed(), "the manager generates a new key")
+		Eventually(bindingKeyOf(ctx, cred.Name)).Should(HavePrefix("v1."+second+"."), "status vouches for the data")
+	})
+
+	It("acts on a rebind request set on the credential, and removes it", func(ctx context.Context) {
+		cred := credIn(ctx, "restored")
+		hash := cred.Status.SecretHash
+		By("losing the binding key and status at once, as a restore without the operator's namespace does")
+		stop()
+		Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: bindingKeySecret}})).To(Succeed())
+		Expect(k8sClient.Get(ctx, keyOf(cred), cred)).To(Succeed())
+		cred.Status = iamv1alpha1.APICredentialStatus{}
+		Expect(k8sClient.Status().Update(ctx, cred)).To(Succeed())
+		stop = startManager(ctx, ns)
+		Eventually(func(g Gomega) { currentKeyID(ctx, g) }).Should(Succeed(), "the manager generates a new key")
+		Eventually(func(g Gomega) string {
+			g.Expect(k8sClient.Get(ctx, keyOf(cred), cred)).To(Succeed())
+			return readyReason(cred)
+		}).Should(Equal(iamv1alpha1.ReasonSecretModified))
+		Expect(cred.Status.SecretHash).To(BeEmpty())
+
+		By("annotating the credential")
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, keyOf(cred), cred)).To(Succeed())
+			cred.Annotations = map[string]string{iamv1alpha1.RebindAnnotation: "true"}
+			g.Expect(k8sClient.Update(ctx, cred)).To(Succeed())
+		}).Should(Succeed())
+		Eventually(func(g Gomega) {
+			got := &iamv1alpha1.APICredential{}
+			g.Expect(k8sClient.Get(ctx, keyOf(cred), got)).To(Succeed())
+			g.Expect(got.Status.SecretHash).To(Equal(hash))
+			g.Expect(readyReason(got)).To(Equal(iamv1alpha1.ReasonIssued))
+			g.Expect(got.Annotations).NotTo(HaveKey(iamv1alpha1.RebindAnnotation))
+		}).Should(Succeed())
+	})
+})
