@@ -103,8 +103,9 @@ func (r *APICredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 
 	res = r.requeueAtNextDeadline(cred, now)
 	if (facts.secret == secretConflict || facts.secret == secretClientIDTaken) && (res.RequeueAfter == 0 || res.RequeueAfter > conflictRecheck) {
-		// The foreign Secret is outside the cache (it lacks keysmith's label), so its
-		// deletion raises no event: look again now and then, not in a hot loop.
+		// The foreign Secret is outside the cache (it lacks keysmith's label), and the
+		// other holder of a client ID is another credential: their deletion raises no
+		// event for this one, so look again now and then, not in a hot loop.
 		res.RequeueAfter = conflictRecheck
 	}
 	if grants.invalid != nil && res.RequeueAfter == 0 {
@@ -248,8 +249,8 @@ func (r *APICredentialReconciler) finish(ctx context.Context, before, cred *iamv
 		r.event(cred, corev1.EventTypeNormal, "Rebound", "Rebind",
 			fmt.Sprintf("bound the data held in Secret %q to this credential, as %s asked; nothing was minted", name, iamv1alpha1.RebindAnnotation))
 	}
-	if reconcileErr != nil || !rebindRequested(before) {
-		return nil
+	if reconcileErr != nil || !rebindRequested(before) || readyReason(cred) == iamv1alpha1.ReasonInvalidSpec {
+		return nil // kept until the Secret step has run and acted on it
 	}
 	switch action {
 	case actionRebind:

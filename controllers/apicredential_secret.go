@@ -52,15 +52,6 @@ var secretActionNames = [...]string{"None", "Mint", "Adopt", "AdoptRotation", "R
 
 func (a secretAction) String() string { return secretActionNames[a] }
 
-// writes reports whether the action writes credential data into a Secret.
-func (a secretAction) writes() bool { return a == actionMint || a == actionRotate }
-
-// adopts reports whether the action records data that the operator did not mint in this
-// reconcile: the client-ID index is then confirmed on the API server first.
-func (a secretAction) adopts() bool {
-	return a == actionAdopt || a == actionAdoptRotation || a == actionRebind
-}
-
 // secretState is the state of the Secret as shown in conditions.
 type secretState int
 
