@@ -35,6 +35,10 @@ const GrantVerb = "grant"
 // other than the namespace's own in spec.scope.account.
 const AssumeVerb = "assume"
 
+// RebindVerb is the RBAC verb a user needs on apicredentials (name = the credential) to
+// add the iam.keysmith.dev/rebind annotation, besides every grant the credential holds.
+const RebindVerb = "rebind"
+
 // +kubebuilder:webhook:path=/validate-iam-keysmith-dev-v1alpha1-apicredential,mutating=false,failurePolicy=fail,sideEffects=None,groups=iam.keysmith.dev,resources=apicredentials,verbs=create;update;delete,versions=v1alpha1,name=apicredentials.iam.keysmith.dev,admissionReviewVersions=v1,timeoutSeconds=10
 
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
@@ -169,6 +173,16 @@ func (v *APICredentialValidator) checkGrants(ctx context.Context, cred, old *iam
 			errs = append(errs, refused)
 		}
 	}
+	if rebinds(reasons) {
+		refused, err := v.checkRebind(ctx, user, cred)
+		if err != nil {
+			return err
+		}
+		if refused != nil {
+			missing = append(missing, fmt.Sprintf("%s apicredentials %q", RebindVerb, cred.Name))
+			errs = append(errs, refused)
+		}
+	}
 	if len(errs) == 0 {
 		return nil
 	}
@@ -215,6 +229,32 @@ func (v *APICredentialValidator) checkAccount(ctx context.Context, user authenti
 		msg += " (" + reason + ")"
 	}
 	return field.Forbidden(field.NewPath("spec", "scope", "account"), msg), nil
+}
+
+// checkRebind asks whether the user may `rebind` the credential: RBAC verb rebind on
+// apicredentials with its name, in its namespace. Re-binding makes the operator adopt
+// whatever client ID and secret the credential's Secret holds; holding the credential's
+// grants does not show that the client ID was ever this credential's (once another
+// credential is deleted, its client ID is free and not secret), so adopting one is a
+// restore step for the platform team: only keysmith-admin has the verb. It returns the
+// refusal, or nil.
+func (v *APICredentialValidator) checkRebind(ctx context.Context, user authenticationv1.UserInfo, cred *iamv1alpha1.APICredential) (*field.Error, error) {
+	allowed, reason, err := v.review(ctx, user, authorizationv1.ResourceAttributes{
+		Namespace: cred.Namespace, Verb: RebindVerb, Group: iamv1alpha1.GroupVersion.Group,
+		Resource: "apicredentials", Name: cred.Name,
+	})
+	if err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("checking the right to rebind %q: %w", cred.Name, err))
+	}
+	if allowed {
+		return nil, nil
+	}
+	msg := fmt.Sprintf("%s may not %s apicredentials %q in namespace %q: re-binding adopts the client ID and secret the Secret holds, a restore step that needs RBAC verb %s on apicredentials of group %s (keysmith-admin has it)",
+		user.Username, RebindVerb, cred.Name, cred.Namespace, RebindVerb, iamv1alpha1.GroupVersion.Group)
+	if reason != "" {
+		msg += " (" + reason + ")"
+	}
+	return field.Forbidden(rebindPath, msg), nil
 }
 
 // review asks a SubjectAccessReview whether user may do attrs.

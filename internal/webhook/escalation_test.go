@@ -92,7 +92,7 @@ var _ = Describe("finding 6: reactivation needs the grants", func() {
 			`metadata.annotations[iam.keysmith.dev/rebind]: Forbidden: adding it asks the operator to adopt the Secret the credential names, which needs every grant the credential holds`)))
 	})
 
-	It("admits all of it from a user who holds the grants", func(ctx SpecContext) {
+	It("admits all of it from a user who holds the grants, and the rebind annotation only with the rebind verb too", func(ctx SpecContext) {
 		erin, _ := userClient("erin")
 		allow(ctx, ns, "erin", manageCredentials, grantRule("platform-api", "admin"))
 		Eventually(func() error {
@@ -100,9 +100,26 @@ var _ = Describe("finding 6: reactivation needs the grants", func() {
 		}).Should(Succeed())
 		Expect(patchCred(ctx, erin, ns, "incident", `{"spec":{"expiresAt":"`+expires.Add(24*time.Hour).Format(time.RFC3339)+`"}}`)).To(Succeed())
 		Expect(patchCred(ctx, erin, ns, "incident", `{"spec":{"expiresAt":null}}`)).To(Succeed())
-		Expect(patchCred(ctx, erin, ns, "incident", `{"metadata":{"annotations":{"iam.keysmith.dev/rebind":"true"}}}`)).To(Succeed())
+
+		By("refusing the rebind annotation to a holder of every grant without the rebind verb: the grants do not make a free client ID hers")
+		rebindRefused := And(
+			WithTransform(apierrors.IsForbidden, BeTrue()),
+			MatchError(ContainSubstring(`metadata.annotations[iam.keysmith.dev/rebind]: Forbidden: erin may not rebind apicredentials`)),
+			MatchError(ContainSubstring(`missing rebind apicredentials`)),
+		)
+		Expect(patchCred(ctx, erin, ns, "incident", `{"metadata":{"annotations":{"iam.keysmith.dev/rebind":"true"}}}`)).To(rebindRefused)
 		withRebind := credential(ns, "restored", grant("platform-api", "admin"))
 		withRebind.Annotations = map[string]string{iamv1alpha1.RebindAnnotation: "true"}
+		Expect(erin.Create(ctx, withRebind)).To(rebindRefused)
+
+		By("admitting it once she may rebind that credential")
+		allow(ctx, ns, "erin", rbacv1.PolicyRule{
+			APIGroups: []string{iamv1alpha1.GroupVersion.Group}, Resources: []string{"apicredentials"},
+			ResourceNames: []string{"incident", "restored"}, Verbs: []string{RebindVerb},
+		})
+		Eventually(func() error {
+			return patchCred(ctx, erin, ns, "incident", `{"metadata":{"annotations":{"iam.keysmith.dev/rebind":"true"}}}`)
+		}).Should(Succeed())
 		Expect(erin.Create(ctx, withRebind)).To(Succeed())
 	})
 })

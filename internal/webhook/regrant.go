@@ -63,3 +63,13 @@ func regrants(old, cred *iamv1alpha1.APICredential) []regrant {
 	}
 	return out
 }
+
+// rebinds reports whether the regrants include adding or changing the rebind annotation.
+func rebinds(rs []regrant) bool {
+	for _, r := range rs {
+		if r.field == rebindPath {
+			return true
+		}
+	}
+	return false
+}

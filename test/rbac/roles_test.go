@@ -110,6 +110,8 @@ var accessTable = []struct {
 		[]bool{Y, N, N, N, N, N, N, Y}},
 	{"assume account initech", assume("initech"),
 		[]bool{Y, N, N, N, N, N, N, N}},
+	{"rebind an APICredential (adopt the Secret it holds after a restore)", each(authorizationv1.ResourceAttributes{Namespace: namespace, Group: group, Resource: "apicredentials", Name: "restored"}, []string{"rebind"}),
+		[]bool{Y, N, N, N, N, N, N, N}},
 }
 
 func credentials(subresource string, verbs ...string) []authorizationv1.ResourceAttributes {
