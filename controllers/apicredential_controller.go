@@ -63,6 +63,7 @@ type APICredentialReconciler struct {
 
 // +kubebuilder:rbac:groups=iam.keysmith.dev,resources=apicredentials,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=iam.keysmith.dev,resources=apicredentials/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=iam.keysmith.dev,resources=apicredentials/finalizers,verbs=update
 // +kubebuilder:rbac:groups=iam.keysmith.dev,resources=apidefinitions,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
