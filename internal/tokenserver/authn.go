@@ -153,21 +153,6 @@ func (s *Server) trusted(addr string) bool {
 	return false
 }
 
-// verifyBearer returns the claims of a valid access token and the credential it belongs
-// to: signature (served from the token cache after the first time), issuer, expiry, and,
-// on every request, the credential's state and the secret version the token was issued under.
-func (s *Server) verifyBearer(token string, now time.Time) (*Claims, *Credential, *oauthError) {
-	claims, oerr := s.verifyToken(token, now)
-	if oerr != nil {
-		return nil, nil, oerr
-	}
-	c, oerr := s.credentialOf(claims, now)
-	if oerr != nil {
-		return nil, nil, oerr
-	}
-	return claims, c, nil
-}
-
 // verifyToken returns the claims of a token whose signature, issuer, lifetime and expiry
 // are valid, from the token cache after the first time while the key that signed it is
 // still published. A failure here is a property of the token itself (and of the key
@@ -213,8 +198,10 @@ func (s *Server) verifyTokenFrom(token, addr string, now time.Time) (*Claims, *o
 	return claims, nil
 }
 
-// verifyBearerFrom is verifyBearer for a request from the client address addr, rate
-// limited as verifyTokenFrom says.
+// verifyBearerFrom returns the claims of a valid access token from the client address
+// addr and the credential it belongs to: the token itself (verifyTokenFrom, rate limited
+// per address), then, on every request, the credential's state and the secret version
+// the token was issued under (credentialOf).
 func (s *Server) verifyBearerFrom(token, addr string, now time.Time) (*Claims, *Credential, *oauthError) {
 	claims, oerr := s.verifyTokenFrom(token, addr, now)
 	if oerr != nil {
