@@ -5,6 +5,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	kstatus "github.com/fluxcd/cli-utils/pkg/kstatus/status"
@@ -279,4 +280,33 @@ func TestComponentInstallsEveryHealthCheck(t *testing.T) {
 // configMapKey is the argocd-cm key of a kind's health check.
 func configMapKey(group, kind string) string {
 	return "resource.customizations.health." + group + "_" + kind
+}
+
+// TestDocsShowTheShippedScript: the argocd-cm example in docs/gitops.md holds health.lua
+// exactly, so a user who copies it installs what this test checks.
+func TestDocsShowTheShippedScript(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "gitops.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := Script(iamv1alpha1.GroupVersion.Group, "APICredential")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := "  " + configMapKey(iamv1alpha1.GroupVersion.Group, "APICredential") + ": |\n"
+	_, rest, found := strings.Cut(string(doc), key)
+	if !found {
+		t.Fatalf("docs/gitops.md has no %q", strings.TrimSpace(key))
+	}
+	block, _, found := strings.Cut(rest, "```")
+	if !found {
+		t.Fatal("docs/gitops.md: the argocd-cm example does not end")
+	}
+	var got strings.Builder
+	for line := range strings.Lines(block) {
+		got.WriteString(strings.TrimPrefix(line, "    "))
+	}
+	if got.String() != want {
+		t.Errorf("docs/gitops.md's argocd-cm script differs from health.lua:\n%s", got.String())
+	}
 }

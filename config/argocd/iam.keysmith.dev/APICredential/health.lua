@@ -1,7 +1,7 @@
 -- Argo CD health check for keysmith's APICredential (iam.keysmith.dev).
 --
--- It reads the conditions keysmith writes (docs/gitops.md) and gives the verdict kstatus,
--- and so Flux, gives:
+-- It reads the conditions keysmith writes (docs/gitops.md) and, once keysmith has written
+-- them, gives the verdict kstatus (and so Flux) gives:
 --   Healthy      Ready=True: Issued, or deliberately Inactive or Expired (the message says so)
 --   Degraded     Stalled=True, a person must act: InvalidSpec, SecretConflict,
 --                SecretModified, SecretMissing; also Ready=False without Stalled, which
