@@ -2,6 +2,11 @@
 // built from the Go module proxy (etcd, kube-apiserver, and kube-controller-manager for
 // garbage collection), keysmith's CRDs, the manager, and config/samples. It prints a
 // walk-through and one ready line, then stays up until interrupted and cleans up after itself.
+//
+// One environment per dev directory: a second one is refused at once, naming the pid of
+// the first (or what holds the token server's port). Any component that exits on its own
+// ends make dev with a non-zero exit naming it and its log; every process is stopped on
+// the way out, and a make dev killed with SIGKILL has its leftovers stopped by the next.
 package main
 
 import (
@@ -11,9 +16,11 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -43,44 +50,109 @@ import (
 // service account live there.
 const systemNamespace = "keysmith-system"
 
-// tokenServerAddr is where the token server listens; KEYSMITH_DEV_TOKEN_SERVER_ADDR
-// overrides it so that tests can run beside a developer's `make dev`.
-var tokenServerAddr = cmp.Or(os.Getenv("KEYSMITH_DEV_TOKEN_SERVER_ADDR"), "127.0.0.1:18080")
-
-var tokenServerURL = "http://" + tokenServerAddr
-
-// devDir holds the environment's state, logs and kubeconfig; KEYSMITH_DEV_DIR overrides it
-// (relative to the repository root) so that tests can run beside a developer's `make dev`.
-var devDir = cmp.Or(os.Getenv("KEYSMITH_DEV_DIR"), "bin/dev")
-
 var (
-	kubeconfigPath = devDir + "/kubeconfig"
+	// tokenServerAddr is where the token server listens (--token-server-addr, or
+	// KEYSMITH_DEV_TOKEN_SERVER_ADDR), so that tests can run beside a developer's make dev.
+	tokenServerAddr string
+	tokenServerURL  string
+	// devDir holds the environment's state, logs, pid files, lock and kubeconfig (--dir,
+	// or KEYSMITH_DEV_DIR, relative to the repository root).
+	devDir         string
+	kubeconfigPath string
 	// tokenKubeconfigPath names the cluster but no user: kubectl --token uses it to
 	// authenticate with an access token alone.
-	tokenKubeconfigPath = devDir + "/token.kubeconfig"
+	tokenKubeconfigPath string
 )
 
 func main() {
+	flag.StringVar(&devDir, "dir", cmp.Or(os.Getenv("KEYSMITH_DEV_DIR"), "bin/dev"),
+		"the environment's directory, relative to the repository root (env KEYSMITH_DEV_DIR); one environment per directory")
+	flag.StringVar(&tokenServerAddr, "token-server-addr", cmp.Or(os.Getenv("KEYSMITH_DEV_TOKEN_SERVER_ADDR"), "127.0.0.1:18080"),
+		"where the token server listens (env KEYSMITH_DEV_TOKEN_SERVER_ADDR)")
+	flag.Parse()
+	devDir = filepath.Clean(devDir)
+	tokenServerURL = "http://" + tokenServerAddr
+	kubeconfigPath = devDir + "/kubeconfig"
+	tokenKubeconfigPath = devDir + "/token.kubeconfig"
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "keysmith dev:", err)
 		os.Exit(1)
 	}
 }
 
+// run takes the dev directory, stops what an earlier make dev killed with SIGKILL left
+// there, checks the token server's port, brings the environment up and keeps it until a
+// signal or a component's exit, then stops everything. A signal ends it with nil, a
+// component's exit with a diedError.
 func run() (retErr error) {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	sigCtx, stopSignals := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stopSignals()
 	if err := os.Chdir(testenv.RepoRoot()); err != nil {
-		return err
-	}
-	if err := os.RemoveAll(devDir); err != nil {
 		return err
 	}
 	if err := os.MkdirAll(devDir, 0o755); err != nil {
 		return err
 	}
-	defer func() { retErr = errors.Join(retErr, os.RemoveAll(devDir)) }()
+	// Nothing in the directory is touched before its lock is held: it may be another
+	// make dev's.
+	lock, err := lockDir(devDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	ctx, died := context.WithCancelCause(sigCtx)
+	defer died(nil)
+	sup := &supervisor{dir: devDir, died: died}
+	var env *envtest.Environment
+	defer func() {
+		var stopControlPlane func() error
+		if env != nil {
+			stopControlPlane = env.Stop
+		}
+		retErr = errors.Join(retErr, sup.stopAll(stopControlPlane))
+		// After a failure the logs stay, for the error names one of them.
+		failed := retErr != nil
+		retErr = errors.Join(retErr, cleanDir(devDir, func(name string) bool { return failed && strings.HasSuffix(name, ".log") }))
+		if err := os.Remove(devDir); err != nil && !failed {
+			retErr = errors.Join(retErr, err)
+		}
+	}()
 
+	stopped, err := stopLeftovers(devDir)
+	if len(stopped) > 0 {
+		step("stopped what an earlier make dev left running: " + strings.Join(stopped, ", "))
+	}
+	if err != nil {
+		return err
+	}
+	// Bound now and held until the token server starts, so that nothing else can take it
+	// meanwhile; readiness is then proved on the token server's own listener.
+	tsListener, err := listen(tokenServerAddr, "the token server's address")
+	if err != nil {
+		return err
+	}
+	defer tsListener.Close()
+	if err := cleanDir(devDir, func(name string) bool { return name == "lock" }); err != nil {
+		return err
+	}
+
+	err = up(ctx, sup, &env, tsListener)
+	if err == nil {
+		<-ctx.Done()
+	}
+	if died := (*diedError)(nil); errors.As(context.Cause(ctx), &died) {
+		return died
+	}
+	if sigCtx.Err() != nil {
+		step("shutting down")
+		return nil
+	}
+	return err
+}
+
+// up brings the environment up, prints the walk-through and the ready line. *env is set
+// as soon as the control plane starts, so that the caller stops what did start.
+func up(ctx context.Context, sup *supervisor, envp **envtest.Environment, tsListener net.Listener) error {
 	step("building the manager and the token server")
 	if err := goBuild(ctx, devDir+"/manager", "./cmd/manager"); err != nil {
 		return err
@@ -95,24 +167,45 @@ func run() (retErr error) {
 		return err
 	}
 	env.ControlPlaneStartTimeout = 2 * time.Minute
+	env.ControlPlaneStopTimeout = stopGrace
 	// The admission webhooks of config/webhook, pointed at the manager on loopback with a
 	// serving certificate envtest provisions.
 	env.WebhookInstallOptions = envtest.WebhookInstallOptions{Paths: []string{"config/webhook/manifests.yaml"}}
-	webhookConfig, err := filepath.Abs(devDir + "/token-webhook.kubeconfig")
-	if err != nil {
-		return err
-	}
+	webhookConfig := abs(devDir + "/token-webhook.kubeconfig")
 	if err := os.WriteFile(webhookConfig, []byte(tokenserver.WebhookKubeconfig(tokenServerURL)), 0o600); err != nil {
 		return err
 	}
-	api := env.ControlPlane.GetAPIServer().Configure()
-	api.Set("authentication-token-webhook-config-file", webhookConfig)
-	api.Set("authentication-token-webhook-version", "v1")
-	api.Set("authentication-token-webhook-cache-ttl", "5s")
-	if _, err := env.Start(); err != nil {
-		return fmt.Errorf("starting the control plane: %w", err)
+	// etcd's data and the API server's certificates in the dev directory, so that both
+	// name it on their command lines as the other components do, and their output in
+	// logs of their own.
+	etcdLog, err := os.Create(devDir + "/etcd.log")
+	if err != nil {
+		return err
 	}
-	defer func() { retErr = errors.Join(retErr, env.Stop()) }()
+	defer etcdLog.Close()
+	apiLog, err := os.Create(devDir + "/kube-apiserver.log")
+	if err != nil {
+		return err
+	}
+	defer apiLog.Close()
+	if err := os.MkdirAll(devDir+"/kube-apiserver", 0o700); err != nil {
+		return err
+	}
+	env.ControlPlane.Etcd = &envtest.Etcd{
+		Path: filepath.Join(env.BinaryAssetsDirectory, "etcd"), DataDir: abs(devDir + "/etcd"), Out: etcdLog, Err: etcdLog,
+	}
+	api := env.ControlPlane.GetAPIServer()
+	api.Path = filepath.Join(env.BinaryAssetsDirectory, "kube-apiserver")
+	api.CertDir = abs(devDir + "/kube-apiserver")
+	api.Out, api.Err = apiLog, apiLog
+	args := api.Configure()
+	args.Set("authentication-token-webhook-config-file", webhookConfig)
+	args.Set("authentication-token-webhook-version", "v1")
+	args.Set("authentication-token-webhook-cache-ttl", "5s")
+	*envp = env
+	if err := startControlPlane(ctx, sup, env); err != nil {
+		return err
+	}
 	admin, err := env.ControlPlane.AddUser(envtest.User{Name: "keysmith-dev-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		return err
@@ -157,38 +250,45 @@ func run() (retErr error) {
 	}
 
 	step("starting kube-controller-manager (garbage collection)")
-	kcm, err := startProcess(ctx, "kube-controller-manager", filepath.Join(env.BinaryAssetsDirectory, "kube-controller-manager"),
+	if _, err := sup.start("kube-controller-manager", "kube-controller-manager", filepath.Join(env.BinaryAssetsDirectory, "kube-controller-manager"),
 		"--kubeconfig="+abs(kubeconfigPath), "--controllers=garbagecollector,namespace",
-		"--secure-port=0", "--leader-elect=false", "--use-service-account-credentials=false")
-	if err != nil {
+		"--secure-port=0", "--leader-elect=false", "--use-service-account-credentials=false"); err != nil {
 		return err
 	}
-	defer func() { retErr = errors.Join(retErr, kcm.stop()) }()
 
 	step("starting the keysmith manager")
-	mgr, err := startProcess(ctx, "manager", abs(devDir+"/manager"),
+	webhookPort := env.WebhookInstallOptions.LocalServingPort
+	mgr, err := sup.start("manager", "the manager", abs(devDir+"/manager"),
 		"--kubeconfig="+abs(devDir+"/keysmith-manager.kubeconfig"), "--metrics-bind-address=0", "--health-probe-bind-address=0",
 		"--token-url="+tokenServerURL+"/oauth2/token", "--signing-key-namespace="+systemNamespace,
 		"--webhook-host="+env.WebhookInstallOptions.LocalServingHost,
-		fmt.Sprintf("--webhook-port=%d", env.WebhookInstallOptions.LocalServingPort),
+		fmt.Sprintf("--webhook-port=%d", webhookPort),
 		"--webhook-cert-dir="+env.WebhookInstallOptions.LocalServingCertDir)
 	if err != nil {
 		return err
 	}
-	defer func() { retErr = errors.Join(retErr, mgr.stop()) }()
-	if err := waitTLS(ctx, net.JoinHostPort(env.WebhookInstallOptions.LocalServingHost, strconv.Itoa(env.WebhookInstallOptions.LocalServingPort)), mgr); err != nil {
+	webhookAddr := net.JoinHostPort(env.WebhookInstallOptions.LocalServingHost, strconv.Itoa(webhookPort))
+	if err := waitTLS(ctx, webhookAddr, mgr); err != nil {
+		return err
+	}
+	if err := ownListener(mgr, webhookAddr); err != nil {
 		return err
 	}
 
 	step("starting the token server at " + tokenServerURL + ", as its own service account")
-	ts, err := startProcess(ctx, "token-server", abs(devDir+"/token-server"),
+	// The port is handed over: released here, bound by the token server at once, and
+	// proved to be the token server's own once it answers.
+	_ = tsListener.Close()
+	ts, err := sup.start("token-server", "the token server", abs(devDir+"/token-server"),
 		"--kubeconfig="+abs(devDir+"/keysmith-token-server.kubeconfig"), "--listen="+tokenServerAddr, "--issuer="+tokenServerURL,
 		"--signing-key-namespace="+systemNamespace, "--usage-interval=5s")
 	if err != nil {
 		return err
 	}
-	defer func() { retErr = errors.Join(retErr, ts.stop()) }()
 	if err := waitReady(ctx, tokenServerURL+"/readyz", ts); err != nil {
+		return err
+	}
+	if err := ownListener(ts, tokenServerAddr); err != nil {
 		return err
 	}
 
@@ -205,20 +305,122 @@ func run() (retErr error) {
 	if err := waitSettled(ctx, c, append(creds, devLogin)); err != nil {
 		return err
 	}
-
+	// Once more, now that everything is up: a component that exited during the last
+	// steps ends make dev here instead of after a ready line.
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
 	printWalkthrough(audience)
 	fmt.Printf("keysmith dev environment ready: kubeconfig=%s token-server=%s\n", kubeconfigPath, tokenServerURL)
-	select {
-	case <-ctx.Done():
-	case err := <-kcm.exited:
-		return fmt.Errorf("kube-controller-manager exited: %w (see %s)", err, kcm.logPath)
-	case err := <-mgr.exited:
-		return fmt.Errorf("the manager exited: %w (see %s)", err, mgr.logPath)
-	case err := <-ts.exited:
-		return fmt.Errorf("the token server exited: %w (see %s)", err, ts.logPath)
-	}
-	step("shutting down")
 	return nil
+}
+
+// startControlPlane starts envtest's etcd and kube-apiserver and, while they start, finds
+// them among this program's children, so that they are watched and recorded in pid files
+// from their first moments. Should ctx end meanwhile (a signal, a component's exit),
+// what has started is stopped so that envtest gives up at once.
+func startControlPlane(ctx context.Context, sup *supervisor, env *envtest.Environment) error {
+	etcd, api := env.ControlPlane.Etcd, env.ControlPlane.GetAPIServer()
+	// envtest also runs each binary with --help to learn its flags: the servers are
+	// the children given the dev directory's etcd data and certificates.
+	wanted := map[string]child{
+		"etcd":           {exe: realPath(etcd.Path), arg: "--data-dir=" + etcd.DataDir},
+		"kube-apiserver": {exe: realPath(api.Path), arg: "--cert-dir=" + api.CertDir},
+	}
+	logs := map[string]string{"etcd": devDir + "/etcd.log", "kube-apiserver": devDir + "/kube-apiserver.log"}
+	var adoptErr error
+	adopt := func() {
+		found := children(wanted["etcd"], wanted["kube-apiserver"])
+		for _, name := range []string{"etcd", "kube-apiserver"} {
+			for _, pid := range found[wanted[name]] {
+				adoptErr = cmp.Or(adoptErr, sup.adopt(name, name, pid, logs[name]))
+			}
+		}
+	}
+	started := make(chan error, 1)
+	go func() {
+		_, err := env.Start()
+		started <- err
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-started:
+			adopt()
+			switch {
+			case ctx.Err() != nil:
+				return context.Cause(ctx)
+			case err != nil:
+				return fmt.Errorf("starting the control plane: %w (see %s and %s)", err, logs["etcd"], logs["kube-apiserver"])
+			case adoptErr != nil:
+				return adoptErr
+			case !sup.adopted("etcd") || !sup.adopted("kube-apiserver"):
+				return errors.New("etcd and kube-apiserver started, but not as children of make dev: cannot supervise them")
+			}
+			u, err := url.Parse(env.Config.Host)
+			if err != nil {
+				return err
+			}
+			return ownListener(sup.get("kube-apiserver"), u.Host)
+		case <-tick.C:
+			adopt()
+			if ctx.Err() != nil {
+				sup.signalAdopted(syscall.SIGTERM)
+			}
+		}
+	}
+}
+
+// listen binds addr, or says what holds it.
+func listen(addr, what string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		return ln, nil
+	}
+	holder := ""
+	if _, p, splitErr := net.SplitHostPort(addr); splitErr == nil {
+		if port, convErr := strconv.Atoi(p); convErr == nil {
+			holder = portHolder(port)
+		}
+	}
+	if holder != "" {
+		return nil, fmt.Errorf("%s %s is in use by %s: stop it, or give this environment another port (KEYSMITH_DEV_TOKEN_SERVER_ADDR)", what, addr, holder)
+	}
+	return nil, fmt.Errorf("%s %s: %w: give this environment another port (KEYSMITH_DEV_TOKEN_SERVER_ADDR)", what, addr, err)
+}
+
+// ownListener makes sure that what listens on addr is the component: an answer on a port
+// it does not hold is another program's, and no sign that the component is ready.
+func ownListener(c *component, addr string) error {
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return err
+	}
+	if !listensOn(c.pid, port) {
+		holder := cmp.Or(portHolder(port), "another process")
+		return fmt.Errorf("%s answers, but from %s, not from %s (pid %d) this make dev started; its log: %s", addr, holder, c.what, c.pid, c.logPath)
+	}
+	return nil
+}
+
+// cleanDir removes the entries of dir that keep does not keep.
+func cleanDir(dir string, keep func(name string) bool) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if !keep(e.Name()) {
+			errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func step(msg string) { fmt.Fprintf(os.Stderr, "==> %s\n", msg) }
@@ -230,52 +432,6 @@ func goBuild(ctx context.Context, out, pkg string) error {
 		return fmt.Errorf("go build %s: %w", pkg, err)
 	}
 	return nil
-}
-
-// process is a child process whose output goes to bin/dev/<name>.log.
-type process struct {
-	cmd     *exec.Cmd
-	logPath string
-	exited  chan error
-}
-
-// startProcess starts a child in its own process group, so that Ctrl-C reaches this
-// program first and the children are stopped in order; Pdeathsig kills them should this
-// program die without cleaning up.
-func startProcess(ctx context.Context, name, path string, args ...string) (*process, error) {
-	logPath := filepath.Join(devDir, name+".log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		return nil, err
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("starting %s: %w", name, err)
-	}
-	p := &process{cmd: cmd, logPath: logPath, exited: make(chan error, 1)}
-	go func() {
-		err := cmd.Wait()
-		logFile.Close()
-		p.exited <- err
-	}()
-	_ = ctx
-	return p, nil
-}
-
-// stop sends SIGTERM and waits up to 15 s before killing the process.
-func (p *process) stop() error {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-		return nil
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		return nil
-	}
 }
 
 // applySamples creates every object of the YAML files in dir (kustomization.yaml aside),
@@ -368,8 +524,9 @@ func writeTokenKubeconfig(admin []byte) error {
 	return clientcmd.WriteToFile(*out, tokenKubeconfigPath)
 }
 
-// waitTLS waits until the manager's webhook server accepts TLS connections.
-func waitTLS(ctx context.Context, addr string, p *process) error {
+// waitTLS waits until the manager's webhook server accepts TLS connections, for up to a
+// minute or until ctx ends.
+func waitTLS(ctx context.Context, addr string, p *component) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
@@ -378,8 +535,6 @@ func waitTLS(ctx context.Context, addr string, p *process) error {
 			return conn.Close()
 		}
 		select {
-		case err := <-p.exited:
-			return fmt.Errorf("the manager exited: %w (see %s)", err, p.logPath)
 		case <-ctx.Done():
 			return fmt.Errorf("the webhook server at %s did not come up (see %s)", addr, p.logPath)
 		case <-time.After(200 * time.Millisecond):
@@ -387,8 +542,9 @@ func waitTLS(ctx context.Context, addr string, p *process) error {
 	}
 }
 
-// waitReady polls a readiness URL until it answers 200, the process exits or a minute passes.
-func waitReady(ctx context.Context, url string, p *process) error {
+// waitReady polls a readiness URL until it answers 200, for up to a minute or until ctx
+// ends.
+func waitReady(ctx context.Context, url string, p *component) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
@@ -403,8 +559,6 @@ func waitReady(ctx context.Context, url string, p *process) error {
 			}
 		}
 		select {
-		case err := <-p.exited:
-			return fmt.Errorf("the token server exited: %w (see %s)", err, p.logPath)
 		case <-ctx.Done():
 			return fmt.Errorf("%s did not become ready (see %s)", url, p.logPath)
 		case <-time.After(200 * time.Millisecond):

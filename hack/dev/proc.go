@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bufio"
+	"cmp"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// What this file reads from /proc (Linux): a process's parent, start time and binary, and
+// which processes hold a listening TCP socket on a port.
+
+// procStat returns the parent pid and the start time (clock ticks after boot, field 22 of
+// /proc/<pid>/stat) of a process. The start time tells a process from a later one that
+// was given the same pid.
+func procStat(pid int) (ppid int, start uint64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	return parseStat(string(b))
+}
+
+// parseStat parses the text of /proc/<pid>/stat. The command name, field 2, is in
+// parentheses and may hold spaces and parentheses itself, so fields are counted from
+// the last ')'.
+func parseStat(s string) (ppid int, start uint64, err error) {
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, 0, errors.New("malformed stat")
+	}
+	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
+	if len(f) < 20 {
+		return 0, 0, errors.New("malformed stat")
+	}
+	if ppid, err = strconv.Atoi(f[1]); err != nil {
+		return 0, 0, fmt.Errorf("malformed stat: %w", err)
+	}
+	if start, err = strconv.ParseUint(f[19], 10, 64); err != nil {
+		return 0, 0, fmt.Errorf("malformed stat: %w", err)
+	}
+	return ppid, start, nil
+}
+
+// procExe returns the binary a process runs. A binary replaced or removed since the
+// process started reads "<path> (deleted)"; the path is what is returned.
+func procExe(pid int) (string, error) {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	return strings.TrimSuffix(exe, " (deleted)"), err
+}
+
+// procArgs returns a process's command line.
+func procArgs(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00"), nil
+}
+
+// child is what identifies one of this program's children: the binary it runs (absolute,
+// symlinks resolved) and one argument it was given.
+type child struct{ exe, arg string }
+
+// children returns the pids of this program's child processes that are one of those
+// wanted.
+func children(wanted ...child) map[child][]int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self := os.Getpid()
+	found := map[child][]int{}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, _, err := procStat(pid); err != nil || ppid != self {
+			continue
+		}
+		exe, err := procExe(pid)
+		if err != nil {
+			continue
+		}
+		args, err := procArgs(pid)
+		if err != nil {
+			continue
+		}
+		for _, w := range wanted {
+			if exe == w.exe && slices.Contains(args, w.arg) {
+				found[w] = append(found[w], pid)
+			}
+		}
+	}
+	return found
+}
+
+// listenerInodes returns the socket inodes of the TCP sockets (IPv4 and IPv6) listening
+// on a port.
+func listenerInodes(port int) map[string]bool {
+	inodes := map[string]bool{}
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		file, err := os.Open(f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(file)
+		for sc.Scan() {
+			if inode, ok := parseListener(sc.Text(), port); ok {
+				inodes[inode] = true
+			}
+		}
+		file.Close()
+	}
+	return inodes
+}
+
+// parseListener reads one line of /proc/net/tcp{,6} and returns its socket's inode when
+// the socket listens on port.
+func parseListener(line string, port int) (inode string, ok bool) {
+	f := strings.Fields(line)
+	if len(f) < 10 || f[3] != "0A" { // 0A: TCP_LISTEN
+		return "", false
+	}
+	_, hexPort, found := strings.Cut(f[1], ":")
+	if !found {
+		return "", false
+	}
+	p, err := strconv.ParseUint(hexPort, 16, 16)
+	if err != nil || int(p) != port {
+		return "", false
+	}
+	return f[9], true
+}
+
+// holdsSocket reports whether a process has one of the socket inodes open.
+func holdsSocket(pid int, inodes map[string]bool) bool {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, fd := range fds {
+		link, err := os.Readlink(filepath.Join(dir, fd.Name()))
+		if err != nil {
+			continue
+		}
+		if inode, ok := strings.CutPrefix(link, "socket:["); ok && inodes[strings.TrimSuffix(inode, "]")] {
+			return true
+		}
+	}
+	return false
+}
+
+// listensOn reports whether a process holds a listening socket on port: the proof that
+// what answers there is that process and not another one.
+func listensOn(pid, port int) bool {
+	inodes := listenerInodes(port)
+	return len(inodes) > 0 && holdsSocket(pid, inodes)
+}
+
+// portHolder describes the process listening on port, "pid 1234 (/path/to/binary)", or
+// returns "" when there is none this user can see.
+func portHolder(port int) string {
+	inodes := listenerInodes(port)
+	if len(inodes) == 0 {
+		return ""
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return ""
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || !holdsSocket(pid, inodes) {
+			continue
+		}
+		exe, _ := procExe(pid)
+		return fmt.Sprintf("pid %d (%s)", pid, cmp.Or(exe, "unknown binary"))
+	}
+	return ""
+}
