@@ -71,7 +71,8 @@ type APICredentialReconciler struct {
 
 // Reconcile brings one APICredential to its declared state: resolve its grants against
 // the catalog, apply the write-once table to its Secret, prune expired previous secrets,
-// report readiness, and come back exactly when the next deadline falls.
+// and come back exactly when the next deadline falls. Whatever happens, the deferred
+// finish reports it in status (a failure too), and only then in events and metrics.
 func (r *APICredentialReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, retErr error) {
 	cred := &iamv1alpha1.APICredential{}
 	if err := r.Get(ctx, req.NamespacedName, cred); err != nil {
@@ -82,85 +83,121 @@ func (r *APICredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	now := r.Clock.Now()
 	before := cred.DeepCopy()
-	action := actionNone
-	defer func() { retErr = errors.Join(retErr, r.finish(ctx, before, cred, action, retErr)) }()
+	out := &outcome{facts: readinessFacts{secretName: secretName(cred)}}
+	defer func() { retErr = r.finish(ctx, before, cred, out, now, retErr) }()
 
-	facts := readinessFacts{secretName: secretName(cred)}
 	grants, err := r.resolveGrants(ctx, cred)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	facts.invalidSpec = grants.invalid
-	if grants.invalid == nil {
+	if out.facts.invalidSpec = grants.invalid; grants.invalid == nil {
 		cred.Status.Account = grants.account
-		action, err = r.reconcileSecret(ctx, cred, grants.tokenURL, now)
-		if err != nil {
+		if err := r.reconcileSecret(ctx, cred, grants.tokenURL, now, out); err != nil {
 			return ctrl.Result{}, err
 		}
-		facts.secret = action.state()
 	}
 	pruneExpiredSecrets(cred, now)
-	r.setReadiness(cred, readyReason(before), computeReadiness(cred, facts, now))
-
-	res = r.requeueAtNextDeadline(cred, now)
-	if (facts.secret == secretConflict || facts.secret == secretClientIDTaken) && (res.RequeueAfter == 0 || res.RequeueAfter > conflictRecheck) {
-		// The foreign Secret is outside the cache (it lacks keysmith's label), and the
-		// other holder of a client ID is another credential: their deletion raises no
-		// event for this one, so look again now and then, not in a hot loop.
-		res.RequeueAfter = conflictRecheck
-	}
+	res = requeueFor(cred, out.facts, now)
 	if grants.invalid != nil && res.RequeueAfter == 0 {
-		// Nothing to come back for: retrying cannot fix the spec, a change to it or to
-		// the catalog will. (A terminal error would drop a pending RequeueAfter, such as
-		// the end of a previous secret's grace period, so it is used only without one.)
+		// Retrying cannot fix the spec, a change to it or to the catalog will. (A terminal
+		// error would drop a pending RequeueAfter, such as the end of a previous secret's
+		// grace period, so it is used only without one.)
 		return res, reconcile.TerminalError(grants.invalid)
 	}
 	return res, nil
 }
 
+// outcome is what one reconcile found and did, for the deferred status step.
+type outcome struct {
+	// facts feed computeReadiness.
+	facts readinessFacts
+	// done is the Secret action whose result status now records; it is announced
+	// (events, metrics, logs) once the status patch succeeded.
+	done secretAction
+}
+
 // reconcileSecret applies the write-once table to the credential's Secret and records
-// what was issued or adopted in status.
-func (r *APICredentialReconciler) reconcileSecret(ctx context.Context, cred *iamv1alpha1.APICredential, tokenURL string, now time.Time) (secretAction, error) {
+// what was issued or adopted in status. The facts are gathered once and confirmed on the
+// API server before any write or adoption, then decided once. A Create that finds the
+// Secret already there is the confirmation that it exists (the cache did not hold it):
+// the table decides again from a live read, and never mints a second secret.
+func (r *APICredentialReconciler) reconcileSecret(ctx context.Context, cred *iamv1alpha1.APICredential, tokenURL string, now time.Time, out *outcome) error {
 	ring, err := r.BindingKeys.Ring(ctx)
 	if err != nil {
-		return actionNone, err
+		return err
 	}
+	secret, facts, action, err := r.gatherAndDecide(ctx, cred, ring, now)
+	if err != nil {
+		return err
+	}
+	out.facts.secret = action.state()
+	err = r.act(ctx, cred, action, secret, facts, ring, tokenURL, now, out)
+	if action != actionMint || !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	if secret, err = r.getSecret(ctx, r.APIReader, cred); err != nil {
+		return err
+	}
+	if facts, err = r.gatherSecretFacts(ctx, cred, secret, ring, true); err != nil {
+		return err
+	}
+	if action = decideSecret(cred, facts, now); action == actionMint {
+		return errors.New("the credential's Secret was created and deleted meanwhile; retrying")
+	}
+	out.facts.secret = action.state()
+	return r.act(ctx, cred, action, secret, facts, ring, tokenURL, now, out)
+}
+
+// gatherAndDecide reads the facts of the credential's Secret from the cache and decides
+// what to do. Unless that is nothing, it confirms them first on the API server (a cache
+// behind must never look like a crash, a deletion or a change) and decides on those.
+func (r *APICredentialReconciler) gatherAndDecide(ctx context.Context, cred *iamv1alpha1.APICredential, ring *binding.Ring, now time.Time) (*corev1.Secret, secretFacts, secretAction, error) {
 	secret, err := r.getSecret(ctx, r.Client, cred)
 	if err != nil {
-		return actionNone, err
+		return nil, secretFacts{}, actionNone, err
 	}
 	facts, err := r.gatherSecretFacts(ctx, cred, secret, ring, false)
 	if err != nil {
-		return actionNone, err
+		return nil, secretFacts{}, actionNone, err
 	}
-	action := decideSecret(cred, facts, now)
-	if action != actionNone {
-		// Before writing, adopting or reporting a problem, make sure the cache was not
-		// behind, and that no other credential holds a client ID status does not record.
-		if secret, err = r.confirmLive(ctx, cred); err != nil {
-			return actionNone, err
-		}
-		if facts, err = r.gatherSecretFacts(ctx, cred, secret, ring, true); err != nil {
-			return actionNone, err
-		}
-		action = decideSecret(cred, facts, now)
+	if decideSecret(cred, facts, now) == actionNone {
+		return secret, facts, actionNone, nil
 	}
+	// Before writing, adopting or reporting a problem, make sure the cache was not
+	// behind, and that no other credential holds a client ID status does not record.
+	if secret, err = r.confirmLive(ctx, cred); err != nil {
+		return nil, secretFacts{}, actionNone, err
+	}
+	if facts, err = r.gatherSecretFacts(ctx, cred, secret, ring, true); err != nil {
+		return nil, secretFacts{}, actionNone, err
+	}
+	return secret, facts, decideSecret(cred, facts, now), nil
+}
+
+// act carries out the decision. Any write starts from the live Secret that
+// gatherAndDecide confirmed, never from the cache's trimmed copy.
+func (r *APICredentialReconciler) act(ctx context.Context, cred *iamv1alpha1.APICredential, action secretAction, secret *corev1.Secret, facts secretFacts, ring *binding.Ring, tokenURL string, now time.Time, out *outcome) error {
 	switch action {
 	case actionMint:
-		return action, r.issue(ctx, cred, ring, tokenURL, now)
+		if err := r.issue(ctx, cred, ring, tokenURL, now); err != nil {
+			return err
+		}
 	case actionRotate:
-		return action, r.rotate(ctx, cred, secret, facts, ring, tokenURL, now)
+		if err := r.rotate(ctx, cred, secret, facts, ring, tokenURL, now); err != nil {
+			return err
+		}
 	case actionAdopt, actionRebind:
 		r.adopt(ctx, cred, facts, now)
-		return action, r.bind(ctx, cred, secret, ring)
 	case actionAdoptRotation:
 		r.retirePrevious(cred, facts.issuedAt)
 		r.adopt(ctx, cred, facts, now)
-		return action, r.bind(ctx, cred, secret, ring)
-	case actionBind:
-		return action, r.bind(ctx, cred, secret, ring)
 	}
-	return action, nil
+	out.done = action
+	switch action {
+	case actionAdopt, actionRebind, actionAdoptRotation, actionBind:
+		return r.bind(ctx, cred, secret, ring)
+	}
+	return nil
 }
 
 // gatherSecretFacts reads the facts of the Secret and looks its client ID up in the
@@ -230,37 +267,88 @@ func (r *APICredentialReconciler) confirmLive(ctx context.Context, cred *iamv1al
 	return r.getSecret(ctx, r.APIReader, cred)
 }
 
-// finish writes status and then says what happened: an adoption is announced (event,
-// metric) only once the status patch that records it has succeeded, and a rebind request
-// is removed from the credential only once it was acted on.
-func (r *APICredentialReconciler) finish(ctx context.Context, before, cred *iamv1alpha1.APICredential, action secretAction, reconcileErr error) error {
-	if err := r.patchStatus(ctx, before, cred); err != nil {
-		return err
+// finish is the deferred status step: it computes the conditions from the facts and the
+// reconcile's error (a failure is Ready=Unknown, Reconciling=True, with the error's
+// message), writes status once, and only once that succeeded says what happened (events,
+// metrics) and removes an acted-on rebind request. An adoption whose status patch failed
+// is not announced: it was not recorded.
+func (r *APICredentialReconciler) finish(ctx context.Context, before, cred *iamv1alpha1.APICredential, out *outcome, now time.Time, reconcileErr error) error {
+	if reconcileErr != nil && !errors.Is(reconcileErr, reconcile.TerminalError(nil)) {
+		out.facts.unfinished = reconcileErr
 	}
-	name := secretName(cred)
-	switch action {
+	applyReadiness(cred, computeReadiness(cred, out.facts, now))
+	if err := r.patchStatus(ctx, before, cred); err != nil {
+		return errors.Join(reconcileErr, err)
+	}
+	r.announce(ctx, before, cred, out.done)
+	if reconcileErr != nil {
+		return reconcileErr // a rebind request is kept until the Secret step has run and acted on it
+	}
+	return r.settleRebind(ctx, before, cred, out.done)
+}
+
+// announce says, in events, metrics and logs, what the status just written records: an
+// issue, a rotation, an adoption or a rebind, and a change of readiness.
+func (r *APICredentialReconciler) announce(ctx context.Context, before, cred *iamv1alpha1.APICredential, done secretAction) {
+	logger, name, st := log.FromContext(ctx), secretName(cred), &cred.Status
+	switch done {
+	case actionMint:
+		issuedTotal.Inc()
+		logger.Info("issued credential", "clientID", st.ClientID, "secret", name)
+		r.event(cred, corev1.EventTypeNormal, iamv1alpha1.ReasonIssued, "Issue",
+			fmt.Sprintf("issued client ID %s into Secret %q", st.ClientID, name))
+	case actionRotate:
+		rotatedTotal.Inc()
+		grace := gracePeriod(cred)
+		logger.Info("rotated credential", "clientID", st.ClientID, "keyVersion", st.KeyVersion, "gracePeriod", grace)
+		r.event(cred, corev1.EventTypeNormal, "Rotated", "Rotate",
+			fmt.Sprintf("issued new keys (key version %d) into Secret %q; the previous secret keeps working for %s", st.KeyVersion, name, grace))
 	case actionAdopt, actionAdoptRotation:
 		adoptedTotal.Inc()
-		log.FromContext(ctx).Info("adopted credential Secret", "clientID", cred.Status.ClientID, "secret", name)
+		logger.Info("adopted credential Secret", "clientID", st.ClientID, "secret", name)
 		r.event(cred, corev1.EventTypeNormal, "Adopted", "Adopt",
 			fmt.Sprintf("recorded the secret already held in Secret %q; nothing was minted", name))
 	case actionRebind:
 		adoptedTotal.Inc()
-		log.FromContext(ctx).Info("rebound credential Secret on request", "clientID", cred.Status.ClientID, "secret", name)
+		logger.Info("rebound credential Secret on request", "clientID", st.ClientID, "secret", name)
 		r.event(cred, corev1.EventTypeNormal, "Rebound", "Rebind",
 			fmt.Sprintf("bound the data held in Secret %q to this credential, as %s asked; nothing was minted", name, iamv1alpha1.RebindAnnotation))
 	}
-	if reconcileErr != nil || !rebindRequested(before) || readyReason(cred) == iamv1alpha1.ReasonInvalidSpec {
+	r.announceTransition(before, cred)
+}
+
+// announceTransition emits an event when the credential was deactivated, expired or
+// activated again (the Active condition), or when a person must now act (Ready).
+func (r *APICredentialReconciler) announceTransition(before, cred *iamv1alpha1.APICredential) {
+	switch prev, now := activeReason(before), activeReason(cred); {
+	case now == prev:
+	case now == iamv1alpha1.ReasonInactive:
+		r.event(cred, corev1.EventTypeNormal, "Deactivated", "Deactivate", conditionMessage(cred, iamv1alpha1.ConditionActive))
+	case now == iamv1alpha1.ReasonExpired:
+		r.event(cred, corev1.EventTypeNormal, iamv1alpha1.ReasonExpired, "Expire", conditionMessage(cred, iamv1alpha1.ConditionActive))
+	case now == iamv1alpha1.ReasonIssued && (prev == iamv1alpha1.ReasonInactive || prev == iamv1alpha1.ReasonExpired):
+		r.event(cred, corev1.EventTypeNormal, "Activated", "Activate", "token servers accept this credential again")
+	}
+	if reason := readyReason(cred); reason != readyReason(before) && personMustAct(reason) {
+		r.event(cred, corev1.EventTypeWarning, reason, "Reconcile", readyMessage(cred))
+	}
+}
+
+// settleRebind removes a rebind request from the credential once the Secret step has run
+// and acted on it, saying with an event when it was not honoured.
+func (r *APICredentialReconciler) settleRebind(ctx context.Context, before, cred *iamv1alpha1.APICredential, done secretAction) error {
+	if !rebindRequested(before) || readyReason(cred) == iamv1alpha1.ReasonInvalidSpec {
 		return nil // kept until the Secret step has run and acted on it
 	}
-	switch action {
+	name := secretName(cred)
+	switch done {
 	case actionRebind:
 	case actionNone, actionBind:
 		r.event(cred, corev1.EventTypeNormal, "RebindIgnored", "Rebind",
 			fmt.Sprintf("removed %s: status already records what Secret %q holds, nothing to rebind", iamv1alpha1.RebindAnnotation, name))
 	default:
 		eventType := corev1.EventTypeNormal
-		if action.state() != secretOK {
+		if done.state() != secretOK {
 			eventType = corev1.EventTypeWarning
 		}
 		r.event(cred, eventType, "RebindIgnored", "Rebind",
@@ -298,41 +386,11 @@ func (r *APICredentialReconciler) patchStatus(ctx context.Context, before, cred 
 	return nil
 }
 
-// setReadiness applies the conditions and emits an event when the readiness changed.
-func (r *APICredentialReconciler) setReadiness(cred *iamv1alpha1.APICredential, prevReason string, rd readiness) {
-	applyReadiness(cred, rd)
-	if rd.reason == prevReason {
-		return
-	}
-	switch rd.reason {
-	case iamv1alpha1.ReasonInactive:
-		r.event(cred, corev1.EventTypeNormal, "Deactivated", "Deactivate", rd.message)
-	case iamv1alpha1.ReasonExpired:
-		r.event(cred, corev1.EventTypeNormal, iamv1alpha1.ReasonExpired, "Expire", rd.message)
-	case iamv1alpha1.ReasonInvalidSpec, iamv1alpha1.ReasonSecretMissing, iamv1alpha1.ReasonSecretModified, iamv1alpha1.ReasonSecretConflict:
-		r.event(cred, corev1.EventTypeWarning, rd.reason, "Reconcile", rd.message)
-	case iamv1alpha1.ReasonIssued:
-		if prevReason == iamv1alpha1.ReasonInactive || prevReason == iamv1alpha1.ReasonExpired {
-			r.event(cred, corev1.EventTypeNormal, "Activated", "Activate", "token servers accept this credential again")
-		}
-	}
-}
-
 // event records an event about the credential. Notes never carry a secret or a hash.
 func (r *APICredentialReconciler) event(cred *iamv1alpha1.APICredential, eventType, reason, action, note string) {
 	if r.Recorder != nil {
 		r.Recorder.Eventf(cred, nil, eventType, reason, action, "%s", note)
 	}
-}
-
-// requeueAtNextDeadline returns a result that brings the credential back exactly when a
-// grace period ends, it expires or its automatic rotation falls due; never a poll.
-func (r *APICredentialReconciler) requeueAtNextDeadline(cred *iamv1alpha1.APICredential, now time.Time) ctrl.Result {
-	deadline, ok := nextDeadline(cred, now)
-	if !ok {
-		return ctrl.Result{}
-	}
-	return ctrl.Result{RequeueAfter: deadline.Sub(now)}
 }
 
 // SetupWithManager registers the reconciler: it watches APICredentials (spec and

@@ -9,8 +9,10 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
@@ -71,6 +73,8 @@ var _ = Describe("APICredential", func() {
 			Expect(cred.Status.ObservedGeneration).To(Equal(cred.Generation))
 			Expect(hasCondition(cred, iamv1alpha1.ConditionStalled)).To(BeFalse())
 			Expect(hasCondition(cred, iamv1alpha1.ConditionReconciling)).To(BeFalse())
+			Expect(condition(cred, iamv1alpha1.ConditionActive).Status).To(Equal(metav1.ConditionTrue))
+			Expect(condition(cred, iamv1alpha1.ConditionActive).ObservedGeneration).To(Equal(cred.Generation))
 			Expect(kstatusOf(cred)).To(Equal("Current"))
 
 			By("never putting the plaintext in status or events")
@@ -208,7 +212,15 @@ var _ = Describe("APICredential", func() {
 			Expect(ready(missing).Status).To(Equal(metav1.ConditionFalse))
 			Expect(hasCondition(missing, iamv1alpha1.ConditionStalled)).To(BeTrue())
 			Expect(kstatusOf(missing)).To(Equal("Failed"))
+			Expect(condition(missing, iamv1alpha1.ConditionActive).Status).To(Equal(metav1.ConditionTrue), "clients that hold the secret keep working")
 			Expect(h.events()).To(ContainElement(ContainSubstring("SecretMissing")))
+
+			By("reporting SecretMissing while inactive too: a person must act")
+			h.update("orphan", func(c *iamv1alpha1.APICredential) { c.Spec.Active = ptr.To(false) })
+			h.mustReconcile(cred)
+			Expect(ready(h.fetch("orphan")).Reason).To(Equal(iamv1alpha1.ReasonSecretMissing))
+			Expect(condition(h.fetch("orphan"), iamv1alpha1.ConditionActive).Reason).To(Equal(iamv1alpha1.ReasonInactive))
+			h.update("orphan", func(c *iamv1alpha1.APICredential) { c.Spec.Active = ptr.To(true) })
 
 			By("bumping the key version, which issues new keys for the same client ID")
 			h.update("orphan", func(c *iamv1alpha1.APICredential) { c.Spec.Rotation.KeyVersion = 1 })
@@ -360,21 +372,79 @@ var _ = Describe("APICredential", func() {
 		})
 	})
 
+	Context("when a reconcile cannot finish", func() {
+		failing := func(c client.Client) *APICredentialReconciler {
+			return h.reconcilerWith(failingSecretWrites{Client: c, err: apierrors.NewServiceUnavailable("etcd leader changed")})
+		}
+		It("reports Ready=Unknown and Reconciling=True with the error's message on the first reconcile", func() {
+			cred := h.create(h.credential("first", grant("platform-api", "user")))
+			_, err := failing(k8sClient).Reconcile(h.ctx, reconcile.Request{NamespacedName: keyOf(cred)})
+			Expect(err).To(HaveOccurred())
+			got := h.fetch("first")
+			Expect(ready(got)).NotTo(BeNil(), "a failure reaches status")
+			Expect(ready(got).Status).To(Equal(metav1.ConditionUnknown))
+			Expect(ready(got).Reason).To(Equal(iamv1alpha1.ReasonRetrying))
+			Expect(ready(got).Message).To(ContainSubstring("etcd leader changed"))
+			Expect(condition(got, iamv1alpha1.ConditionReconciling)).NotTo(BeNil())
+			Expect(condition(got, iamv1alpha1.ConditionReconciling).Status).To(Equal(metav1.ConditionTrue))
+			Expect(condition(got, iamv1alpha1.ConditionReconciling).Message).To(Equal(ready(got).Message))
+			Expect(condition(got, iamv1alpha1.ConditionActive).Status).To(Equal(metav1.ConditionFalse))
+			Expect(condition(got, iamv1alpha1.ConditionActive).Reason).To(Equal(iamv1alpha1.ReasonProgressing))
+			Expect(kstatusOf(got)).To(Equal("InProgress"))
+			Expect(h.events()).NotTo(ContainElement(ContainSubstring("Issued")), "nothing was issued")
+
+			By("recovering on the next reconcile, and dropping Reconciling")
+			h.mustReconcile(cred)
+			got = h.fetch("first")
+			Expect(ready(got).Reason).To(Equal(iamv1alpha1.ReasonIssued))
+			Expect(hasCondition(got, iamv1alpha1.ConditionReconciling)).To(BeFalse())
+			Expect(kstatusOf(got)).To(Equal("Current"))
+		})
+
+		It("does not leave Ready=True untouched while a rotation fails", func() {
+			cred, secret := issued("rotating")
+			h.events()
+			h.update("rotating", func(c *iamv1alpha1.APICredential) { c.Spec.Rotation.KeyVersion = 1 })
+			_, err := failing(k8sClient).Reconcile(h.ctx, reconcile.Request{NamespacedName: keyOf(cred)})
+			Expect(err).To(HaveOccurred())
+			got := h.fetch("rotating")
+			Expect(ready(got).Status).To(Equal(metav1.ConditionUnknown))
+			Expect(ready(got).Reason).To(Equal(iamv1alpha1.ReasonRetrying))
+			Expect(ready(got).Message).To(ContainSubstring("writing rotated Secret"))
+			Expect(ready(got).ObservedGeneration).To(Equal(got.Generation))
+			Expect(got.Status.SecretHash).To(Equal(cred.Status.SecretHash), "nothing was rotated")
+			Expect(condition(got, iamv1alpha1.ConditionActive).Status).To(Equal(metav1.ConditionTrue), "the current secret still works")
+			Expect(h.secret("rotating").ResourceVersion).To(Equal(secret.ResourceVersion))
+			Expect(h.events()).NotTo(ContainElement(ContainSubstring("Rotated")), "no event for what did not happen")
+
+			h.mustReconcile(cred)
+			got = h.fetch("rotating")
+			Expect(ready(got).Reason).To(Equal(iamv1alpha1.ReasonIssued))
+			Expect(got.Status.KeyVersion).To(Equal(int64(1)))
+			Expect(hasCondition(got, iamv1alpha1.ConditionReconciling)).To(BeFalse())
+			Expect(h.events()).To(ContainElement(ContainSubstring("Rotated")))
+		})
+	})
+
 	Context("when it is deactivated", func() {
 		It("reports Inactive, keeps its keys, and comes back with the same keys", func() {
 			cred, secret := issued("paused")
 			h.update("paused", func(c *iamv1alpha1.APICredential) { c.Spec.Active = ptr.To(false) })
 			h.mustReconcile(cred)
 			inactive := h.fetch("paused")
-			Expect(ready(inactive).Status).To(Equal(metav1.ConditionFalse))
+			Expect(ready(inactive).Status).To(Equal(metav1.ConditionTrue), "its declared state is in effect")
 			Expect(ready(inactive).Reason).To(Equal(iamv1alpha1.ReasonInactive))
+			Expect(condition(inactive, iamv1alpha1.ConditionActive).Status).To(Equal(metav1.ConditionFalse))
+			Expect(condition(inactive, iamv1alpha1.ConditionActive).Reason).To(Equal(iamv1alpha1.ReasonInactive))
 			Expect(hasCondition(inactive, iamv1alpha1.ConditionStalled)).To(BeFalse(), "a deliberate state, not a failure")
+			Expect(kstatusOf(inactive)).To(Equal("Current"), "a Flux wait goes green")
 			Expect(h.events()).To(ContainElement(ContainSubstring("Deactivated")))
 
 			h.update("paused", func(c *iamv1alpha1.APICredential) { c.Spec.Active = ptr.To(true) })
 			h.mustReconcile(cred)
 			active := h.fetch("paused")
 			Expect(ready(active).Reason).To(Equal(iamv1alpha1.ReasonIssued))
+			Expect(condition(active, iamv1alpha1.ConditionActive).Status).To(Equal(metav1.ConditionTrue))
 			Expect(active.Status.SecretHash).To(Equal(cred.Status.SecretHash))
 			Expect(h.secret("paused").ResourceVersion).To(Equal(secret.ResourceVersion))
 			Expect(h.events()).To(ContainElement(ContainSubstring("Activated")))
@@ -396,8 +466,12 @@ var _ = Describe("APICredential", func() {
 			h.clock.Step(2 * time.Hour)
 			res = h.mustReconcile(cred)
 			expired := h.fetch("temporary")
+			Expect(ready(expired).Status).To(Equal(metav1.ConditionTrue), "its declared state is in effect")
 			Expect(ready(expired).Reason).To(Equal(iamv1alpha1.ReasonExpired))
 			Expect(ready(expired).Message).To(ContainSubstring("spec.expiresAt"))
+			Expect(condition(expired, iamv1alpha1.ConditionActive).Status).To(Equal(metav1.ConditionFalse), "token servers refuse it")
+			Expect(condition(expired, iamv1alpha1.ConditionActive).Reason).To(Equal(iamv1alpha1.ReasonExpired))
+			Expect(kstatusOf(expired)).To(Equal("Current"))
 			Expect(res.RequeueAfter).To(BeZero())
 			Expect(h.events()).To(ContainElement(ContainSubstring("Expired")))
 		})

@@ -28,7 +28,7 @@ const maxPreviousSecrets = 16
 
 // issue mints a client ID (unless the credential has one) and a secret, creates the
 // Secret, and records the hash. Create, never update: AlreadyExists means someone got
-// there first, and the next reconcile decides again.
+// there first, and the table decides again. Announced once status records it.
 func (r *APICredentialReconciler) issue(ctx context.Context, cred *iamv1alpha1.APICredential, ring *binding.Ring, tokenURL string, now time.Time) error {
 	clientID := cred.Status.ClientID
 	if clientID == "" {
@@ -50,17 +50,13 @@ func (r *APICredentialReconciler) issue(ctx context.Context, cred *iamv1alpha1.A
 		return fmt.Errorf("creating Secret %q: %w", secret.Name, err)
 	}
 	r.record(cred, clientID, clientSecret, cred.Spec.Rotation.KeyVersion, issuedAt)
-	issuedTotal.Inc()
-	log.FromContext(ctx).Info("issued credential", "clientID", clientID, "secret", secret.Name)
-	r.event(cred, corev1.EventTypeNormal, iamv1alpha1.ReasonIssued, "Issue",
-		fmt.Sprintf("issued client ID %s into Secret %q", clientID, secret.Name))
 	return nil
 }
 
 // rotate issues a new secret for the same client ID into the credential's Secret
 // (re-creating it if it was deleted) and keeps the previous hash valid for the grace period.
 // The update carries the resourceVersion that was read, so a concurrent change makes it
-// fail rather than overwrite. With status lost, the client ID is kept only when the
+// fail rather than overwrite. Announced once status records it. With status lost, the client ID is kept only when the
 // Secret's binding proves it this credential's; otherwise a new one is minted, so that a
 // Secret writer cannot carry another credential's client ID into a rotation.
 func (r *APICredentialReconciler) rotate(ctx context.Context, cred *iamv1alpha1.APICredential, secret *corev1.Secret, f secretFacts, ring *binding.Ring, tokenURL string, now time.Time) error {
@@ -97,11 +93,6 @@ func (r *APICredentialReconciler) rotate(ctx context.Context, cred *iamv1alpha1.
 	}
 	r.retirePrevious(cred, issuedAt)
 	r.record(cred, cred.Status.ClientID, clientSecret, cred.Spec.Rotation.KeyVersion, issuedAt)
-	rotatedTotal.Inc()
-	grace := gracePeriod(cred)
-	log.FromContext(ctx).Info("rotated credential", "clientID", cred.Status.ClientID, "keyVersion", cred.Status.KeyVersion, "gracePeriod", grace)
-	r.event(cred, corev1.EventTypeNormal, "Rotated", "Rotate",
-		fmt.Sprintf("issued new keys (key version %d) into Secret %q; the previous secret keeps working for %s", cred.Status.KeyVersion, secret.Name, grace))
 	return nil
 }
 
@@ -119,7 +110,7 @@ func (r *APICredentialReconciler) adopt(ctx context.Context, cred *iamv1alpha1.A
 		issuedAt = now.Truncate(time.Second)
 	}
 	r.record(cred, f.clientID, f.clientSecret, keyVersion, issuedAt)
-	log.FromContext(ctx).Info("adopting credential Secret", "clientID", f.clientID, "secret", secretName(cred))
+	log.FromContext(ctx).V(1).Info("adopting credential Secret", "clientID", f.clientID, "secret", secretName(cred))
 }
 
 // bind writes the operator's binding of what status records onto the Secret, with the

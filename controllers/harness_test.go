@@ -130,8 +130,13 @@ func grant(api, permission string) iamv1alpha1.APIGrant {
 }
 
 func ready(cred *iamv1alpha1.APICredential) *metav1.Condition {
+	return condition(cred, iamv1alpha1.ConditionReady)
+}
+
+// condition returns the credential's condition of the given type, or nil.
+func condition(cred *iamv1alpha1.APICredential, condType string) *metav1.Condition {
 	for i := range cred.Status.Conditions {
-		if cred.Status.Conditions[i].Type == iamv1alpha1.ConditionReady {
+		if cred.Status.Conditions[i].Type == condType {
 			return &cred.Status.Conditions[i]
 		}
 	}
@@ -165,6 +170,27 @@ func (crashingStatusWriter) Patch(context.Context, client.Object, client.Patch, 
 
 func (crashingStatusWriter) Update(context.Context, client.Object, ...client.SubResourceUpdateOption) error {
 	return errSimulatedCrash
+}
+
+// failingSecretWrites fails every create and update of a Secret with err, as an API
+// server under trouble does; everything else goes through.
+type failingSecretWrites struct {
+	client.Client
+	err error
+}
+
+func (c failingSecretWrites) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if _, ok := obj.(*corev1.Secret); ok {
+		return c.err
+	}
+	return c.Client.Create(ctx, obj, opts...)
+}
+
+func (c failingSecretWrites) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	if _, ok := obj.(*corev1.Secret); ok {
+		return c.err
+	}
+	return c.Client.Update(ctx, obj, opts...)
 }
 
 // containsAny reports whether any of the haystacks contains needle.

@@ -4,20 +4,34 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Condition types and reasons of an APICredential. Ready is always present; Reconciling
-// and Stalled appear only while true (kstatus conventions, so Argo CD and Flux show health).
+// Condition types and reasons of an APICredential (DESIGN §1). Ready and Active are always
+// present; Reconciling and Stalled appear only while true (kstatus conventions, so Argo CD
+// and Flux show health). Every condition carries the observedGeneration it was computed for.
 const (
-	// ConditionReady says whether the credential is issued and usable.
+	// ConditionReady says whether the declared state is in effect: True for Issued, and
+	// for a credential that is deliberately Inactive or Expired; False, with Stalled=True
+	// and the same reason, when a person must act (InvalidSpec, SecretConflict,
+	// SecretModified, SecretMissing); Unknown, with Reconciling=True, while a reconcile
+	// could not finish (Retrying, Progressing).
 	ConditionReady = "Ready"
-	// ConditionReconciling is true while the operator works towards the desired state.
+	// ConditionActive says whether token servers accept the credential now: True (reason
+	// Issued, also while SecretMissing: clients that hold the secret keep working), or
+	// False with reason Inactive, Expired or Progressing (not issued yet).
+	ConditionActive = "Active"
+	// ConditionReconciling is present, True, only while a reconcile could not finish (a
+	// transient error, a cache behind the API server); its message is the error's.
 	ConditionReconciling = "Reconciling"
-	// ConditionStalled is true when only a change by a person can make progress.
+	// ConditionStalled is present, True, only when a person must act; its reason is Ready's.
 	ConditionStalled = "Stalled"
 
 	// ReasonIssued: the secret is issued, its Secret is in place and the credential is usable.
 	ReasonIssued = "Issued"
-	// ReasonProgressing: the operator is issuing or rotating the secret.
+	// ReasonProgressing: on Active, nothing was issued yet; on Ready and Reconciling, the
+	// reconcile found the manager's cache behind the API server and comes back at once.
 	ReasonProgressing = "Progressing"
+	// ReasonRetrying: the reconcile failed with an error a retry may fix (the message says
+	// which); it is retried with backoff.
+	ReasonRetrying = "Retrying"
 	// ReasonInactive: spec.active is false; token servers refuse the credential.
 	ReasonInactive = "Inactive"
 	// ReasonExpired: spec.expiresAt has passed; token servers refuse the credential.
@@ -323,7 +337,12 @@ type APICredentialStatus struct {
 	// +optional
 	LastUsedAddress string `json:"lastUsedAddress,omitempty"`
 
-	// conditions: Ready (always), Reconciling and Stalled (only while true).
+	// conditions: Ready and Active (always), Reconciling and Stalled (only while true).
+	// Ready=True means the declared state is in effect (reason Issued, Inactive or
+	// Expired); Ready=False with Stalled=True means a person must act (InvalidSpec,
+	// SecretConflict, SecretModified, SecretMissing); Ready=Unknown with Reconciling=True
+	// means a reconcile could not finish (Retrying, Progressing; the message is the error).
+	// Active says whether token servers accept the credential now.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -344,9 +363,9 @@ type APICredentialStatus struct {
 // +kubebuilder:selectablefield:JSONPath=`.status.clientID`
 // +kubebuilder:printcolumn:name="Display Name",type=string,JSONPath=`.spec.displayName`
 // +kubebuilder:printcolumn:name="Client ID",type=string,JSONPath=`.status.clientID`
-// +kubebuilder:printcolumn:name="Active",type=boolean,JSONPath=`.spec.active`
+// +kubebuilder:printcolumn:name="Active",type=string,JSONPath=`.status.conditions[?(@.type=="Active")].status`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
-// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Last Used",type=date,JSONPath=`.status.lastUsedTime`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type APICredential struct {
