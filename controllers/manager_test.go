@@ -26,6 +26,11 @@ import (
 // startManager runs the reconciler in a manager, as cmd/manager does, watching only ns.
 // It returns a function that stops the manager and waits for it.
 func startManager(ctx context.Context, ns string) (stop func()) {
+	return startManagerWith(ctx, ns, nil)
+}
+
+// startManagerWith is startManager with the reconciler's client wrapped by wrap, if set.
+func startManagerWith(ctx context.Context, ns string, wrap func(client.Client) client.Client) (stop func()) {
 	opts := CacheOptions()
 	opts.DefaultNamespaces = map[string]cache.Config{ns: {}}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -39,8 +44,12 @@ func startManager(ctx context.Context, ns string) (stop func()) {
 	// The binding key lives in the watched namespace: it outlives restarts of the manager.
 	keys := &BindingKeyReconciler{Client: mgr.GetClient(), Namespace: ns, Name: bindingKeySecret}
 	ExpectWithOffset(1, keys.SetupWithManager(mgr)).To(Succeed())
+	c := mgr.GetClient()
+	if wrap != nil {
+		c = wrap(c)
+	}
 	ExpectWithOffset(1, (&APICredentialReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme,
+		Client: c, APIReader: mgr.GetAPIReader(), Scheme: scheme,
 		Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("keysmith-manager"), DefaultTokenURL: testTokenURL,
 		BindingKeys: keys,
 	}).SetupWithManager(ctx, mgr)).To(Succeed())
