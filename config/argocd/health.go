@@ -115,14 +115,13 @@ func RunHealthScript(script string, obj *unstructured.Unstructured) (HealthStatu
 
 // healthFromLua reads the value a health script returned.
 func healthFromLua(v lua.LValue) (HealthStatus, error) {
-	switch v.Type() {
-	case lua.LTNil:
+	if v.Type() == lua.LTNil {
 		return HealthStatus{}, nil
-	case lua.LTTable:
-	default:
+	}
+	tbl, ok := v.(*lua.LTable)
+	if !ok {
 		return HealthStatus{}, fmt.Errorf("expect table output from Lua script, not %s", v.Type())
 	}
-	tbl := v.(*lua.LTable)
 	var hs HealthStatus
 	empty := true
 	var fieldErr error

@@ -310,3 +310,46 @@ func TestDocsShowTheShippedScript(t *testing.T) {
 		t.Errorf("docs/gitops.md's argocd-cm script differs from health.lua:\n%s", got.String())
 	}
 }
+
+// TestRunHealthScriptAsArgoCD: the runner holds scripts to Argo CD's rules, so a script
+// that passes here runs in Argo CD.
+func TestRunHealthScriptAsArgoCD(t *testing.T) {
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"metadata": map[string]any{"generation": int64(3)},
+		"status": map[string]any{
+			"conditions": []any{map[string]any{"type": "A"}, map[string]any{"type": "B"}},
+			"gone":       nil,
+		},
+	}}
+	for _, tc := range []struct {
+		name, script string
+		want         HealthStatus
+		wantErr      bool
+	}{
+		{"arrays are sequences from 1, integers numbers",
+			`return {status = "Healthy", message = obj.status.conditions[2].type .. #obj.status.conditions .. obj.metadata.generation + 1}`,
+			HealthStatus{Status: StatusHealthy, Message: "B24"}, false},
+		{"null is nil", `if obj.status.gone == nil then return {status = "Healthy"} end`,
+			HealthStatus{Status: StatusHealthy}, false},
+		{"an unknown status reads Unknown", `return {status = "Fine", message = "x"}`,
+			HealthStatus{Status: StatusUnknown, Message: invalidStatusMessage}, false},
+		{"nothing returned is no health", `return nil`, HealthStatus{}, false},
+		{"an empty table is no health", `return {}`, HealthStatus{}, false},
+		{"no string library", `return {status = string.format("%s", "Healthy")}`, HealthStatus{}, true},
+		{"no math library", `return {status = "Healthy", message = math.floor(1)}`, HealthStatus{}, true},
+		{"no io library", `io.write("x") return {}`, HealthStatus{}, true},
+		{"a message must be a string", `return {status = "Healthy", message = 1}`, HealthStatus{}, true},
+		{"a table must be returned", `return "Healthy"`, HealthStatus{}, true},
+		{"the time limit holds", `while true do end`, HealthStatus{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := RunHealthScript(tc.script, obj)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("error = %v, want error %v", err, tc.wantErr)
+			}
+			if got != tc.want {
+				t.Errorf("health = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
