@@ -633,10 +633,25 @@ func catalogueAPIServer(ctx context.Context, c client.Client, cfg *rest.Config) 
 			APIs:        []iamv1alpha1.APIGrant{{Name: kubernetesAPI, Permission: "user"}},
 		},
 	}
-	if err := c.Create(ctx, login); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("creating APICredential %s: %w", devLogin, err)
+	// The admission webhook checks grants against the catalog in the manager's cache,
+	// which learns of the APIDefinition just created a moment later: until then it
+	// refuses the grant as naming no API.
+	retryCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		err := c.Create(retryCtx, login.DeepCopy())
+		if err == nil || apierrors.IsAlreadyExists(err) {
+			return discovery.Issuer, nil
+		}
+		if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) {
+			return "", fmt.Errorf("creating APICredential %s: %w", devLogin, err)
+		}
+		select {
+		case <-retryCtx.Done():
+			return "", fmt.Errorf("creating APICredential %s: %w", devLogin, err)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
-	return discovery.Issuer, nil
 }
 
 // printWalkthrough prints the walk-through; audience is the catalogued API server's.

@@ -3,13 +3,9 @@
 package e2e
 
 import (
-	"bufio"
 	"encoding/json"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -37,96 +33,33 @@ func TestE2E(t *testing.T) {
 	RunSpecs(t, "e2e Suite")
 }
 
-const readyPrefix = "keysmith dev environment ready: kubeconfig="
-
 var _ = Describe("make dev", Ordered, func() {
 	var (
-		dev      *exec.Cmd
-		exited   chan error
-		devDir   string
+		dev      *devInstance
 		c        client.Client
 		cfg      *rest.Config
 		tokenURL string
-		readyIn  time.Duration
 		// walkthrough is what make dev printed before its ready line.
-		walkthrough strings.Builder
+		walkthrough string
 	)
 
-	BeforeAll(func(ctx SpecContext) {
-		root := testenv.RepoRoot()
-		assets, err := testenv.AssetsDir()
-		Expect(err).NotTo(HaveOccurred())
-		bin := filepath.Join(GinkgoT().TempDir(), "keysmith-dev")
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./hack/dev")
-		build.Dir = root
-		out, err := build.CombinedOutput()
-		Expect(err).NotTo(HaveOccurred(), string(out))
+	BeforeAll(func() {
+		// A dev directory and a free port of its own, so that the test runs beside a
+		// developer's make dev (bin/dev, 18080) and the other specs.
+		dev = startDev(filepath.Join("bin", "e2e-dev"), freeAddr())
+		readyLine := dev.waitReady()
+		walkthrough = dev.stdout.String()
+		Expect(readyLine).To(Equal(readyPrefix + dev.dir + "/kubeconfig token-server=http://" + dev.addr))
+		tokenURL = "http://" + dev.addr + "/oauth2/token"
 
-		devDir = filepath.Join("bin", "e2e-dev")
-		dev = exec.Command(bin)
-		dev.Dir = root
-		// A free port, so that the test can run beside a developer's `make dev` on 18080.
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		Expect(err).NotTo(HaveOccurred())
-		tsAddr := ln.Addr().String()
-		Expect(ln.Close()).To(Succeed())
-		dev.Env = append(os.Environ(), "KUBEBUILDER_ASSETS="+assets, "KEYSMITH_DEV_DIR="+devDir, "KEYSMITH_DEV_TOKEN_SERVER_ADDR="+tsAddr)
-		dev.Stderr = GinkgoWriter
-		stdout, err := dev.StdoutPipe()
-		Expect(err).NotTo(HaveOccurred())
-		start := time.Now()
-		Expect(dev.Start()).To(Succeed())
-		exited = make(chan error, 1)
-
-		lines := make(chan string)
-		go func() {
-			defer GinkgoRecover()
-			scanner := bufio.NewScanner(stdout)
-			for scanner.Scan() {
-				GinkgoWriter.Println(scanner.Text())
-				lines <- scanner.Text()
-			}
-			close(lines)
-			exited <- dev.Wait()
-		}()
-		var readyLine string
-		Eventually(func() bool {
-			for {
-				select {
-				case l, ok := <-lines:
-					if !ok {
-						Fail("make dev exited before its ready line")
-					}
-					walkthrough.WriteString(l + "\n")
-					if strings.HasPrefix(l, readyPrefix) {
-						readyLine = l
-						go func() { // keep draining
-							for range lines {
-							}
-						}()
-						return true
-					}
-				default:
-					return false
-				}
-			}
-		}).WithTimeout(4 * time.Minute).WithPolling(100 * time.Millisecond).Should(BeTrue())
-		readyIn = time.Since(start)
-		GinkgoWriter.Printf("ready line after %s\n", readyIn)
-		Expect(readyLine).To(Equal(readyPrefix + devDir + "/kubeconfig token-server=http://" + tsAddr))
-		tokenURL = "http://" + tsAddr + "/oauth2/token"
-
-		cfg, err = clientcmd.BuildConfigFromFlags("", filepath.Join(root, devDir, "kubeconfig"))
+		var err error
+		cfg, err = clientcmd.BuildConfigFromFlags("", filepath.Join(dev.absDir(), "kubeconfig"))
 		Expect(err).NotTo(HaveOccurred())
 		c, err = client.New(cfg, client.Options{Scheme: testenv.Scheme()})
 		Expect(err).NotTo(HaveOccurred())
 	})
 
-	AfterAll(func() {
-		if dev != nil && dev.ProcessState == nil {
-			_ = dev.Process.Kill()
-		}
-	})
+	AfterAll(func() { dev.cleanUp() })
 
 	It("has issued the samples and the dev login", func(ctx SpecContext) {
 		var creds iamv1alpha1.APICredentialList
@@ -177,7 +110,7 @@ var _ = Describe("make dev", Ordered, func() {
 		}
 		// whoami is what the walk-through's `kubectl --kubeconfig token.kubeconfig --token … auth whoami` asks.
 		whoami := func(token string) (*authnv1.SelfSubjectReview, error) {
-			tokenCfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(testenv.RepoRoot(), devDir, "token.kubeconfig"))
+			tokenCfg, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dev.absDir(), "token.kubeconfig"))
 			ExpectWithOffset(1, err).NotTo(HaveOccurred())
 			ExpectWithOffset(1, tokenCfg.CertData).To(BeEmpty(), "no client certificate may win over the token")
 			tokenCfg.BearerToken = token
@@ -200,7 +133,7 @@ var _ = Describe("make dev", Ordered, func() {
 		Expect(def.Spec.Audience).To(Equal(discovery.Issuer))
 
 		By("logging in with the dev login, as the walk-through does")
-		Expect(walkthrough.String()).To(And(
+		Expect(walkthrough).To(And(
 			ContainSubstring("get secret kubectl-login -o jsonpath='{.data.CLIENT_ID}'"),
 			ContainSubstring(`--token "$LOGIN_TOKEN" auth whoami`)))
 		review, err := whoami(tokenOf("kubectl-login"))
@@ -254,13 +187,11 @@ var _ = Describe("make dev", Ordered, func() {
 	})
 
 	It("stops everything on Ctrl-C and leaves nothing behind", func() {
-		Expect(dev.Process.Signal(syscall.SIGINT)).To(Succeed())
-		Eventually(exited).WithTimeout(60 * time.Second).Should(Receive(BeNil()))
-		_, err := os.Stat(filepath.Join(testenv.RepoRoot(), devDir))
+		procs := dev.running()
+		Expect(dev.cmd.Process.Signal(syscall.SIGINT)).To(Succeed())
+		Expect(dev.exitCode(60 * time.Second)).To(Equal(0))
+		_, err := os.Stat(dev.absDir())
 		Expect(os.IsNotExist(err)).To(BeTrue(), "the dev directory is removed")
-		// The absolute path: the children name it in their flags, and another checkout's
-		// e2e run (same relative directory) is none of this environment's processes.
-		out, _ := exec.Command("pgrep", "-f", filepath.Join(testenv.RepoRoot(), devDir)).Output()
-		Expect(strings.TrimSpace(string(out))).To(BeEmpty(), "no process of the environment is left")
+		expectNothingLeft(dev.dir, procs)
 	})
 })

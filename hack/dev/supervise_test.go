@@ -1,0 +1,150 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseStat(t *testing.T) {
+	// The command name may hold spaces and parentheses: fields count from the last ')'.
+	stat := "4242 (a) b (c) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 " +
+		"18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
+	ppid, start, err := parseStat(stat)
+	if err != nil || ppid != 17 || start != 987654 {
+		t.Fatalf("parseStat = %d, %d, %v; want 17, 987654", ppid, start, err)
+	}
+	if _, _, err := parseStat("4242 (truncated"); err == nil {
+		t.Fatal("parseStat accepted a stat without ')'")
+	}
+}
+
+func TestParseListener(t *testing.T) {
+	for _, tc := range []struct {
+		line  string
+		port  int
+		inode string
+	}{
+		// 127.0.0.1:18080 (0x46A0) listening
+		{"   0: 0100007F:46A0 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 123456 1 0000000000000000 100 0 0 10 0", 18080, "123456"},
+		// the same port, but established: not a listener
+		{"   1: 0100007F:46A0 0100007F:D3C2 01 00000000:00000000 00:00000000 00000000  1000        0 123457 1 0000000000000000 20 4 30 10 -1", 18080, ""},
+		// another port
+		{"   2: 0100007F:46A1 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 123458 1 0000000000000000 100 0 0 10 0", 18080, ""},
+		// IPv6 [::]:18080
+		{"   0: 00000000000000000000000000000000:46A0 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 223456 1 0000000000000000 100 0 0 10 0", 18080, "223456"},
+		// the header
+		{"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode", 18080, ""},
+	} {
+		inode, ok := parseListener(tc.line, tc.port)
+		if inode != tc.inode || ok != (tc.inode != "") {
+			t.Errorf("parseListener(%q) = %q, %v; want %q", tc.line, inode, ok, tc.inode)
+		}
+	}
+}
+
+// TestListensOn: a listener is told to be this process's, and no other's.
+func TestListensOn(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	if !listensOn(os.Getpid(), port) {
+		t.Fatal("this process's listener is not found")
+	}
+	if listensOn(os.Getppid(), port) {
+		t.Fatal("the parent is said to hold this process's listener")
+	}
+	exe, _ := os.Executable()
+	if h := portHolder(port); h != fmt.Sprintf("pid %d (%s)", os.Getpid(), realPath(exe)) {
+		t.Fatalf("portHolder = %q", h)
+	}
+	ln.Close()
+	if listensOn(os.Getpid(), port) || portHolder(port) != "" {
+		t.Fatal("a closed listener is still found")
+	}
+}
+
+// TestStopLeftoverChecksTheProcess: a pid file's process is stopped only while it runs
+// the recorded binary since the recorded start time; anything else holding the pid, as
+// after a pid is reused, is left alone.
+func TestStopLeftoverChecksTheProcess(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(sleep, "300")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	pid := cmd.Process.Pid
+	_, start, err := procStat(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := procExe(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	dir := t.TempDir()
+	for _, l := range []leftover{
+		{name: "etcd", pid: pid, start: start, exe: "/usr/local/bin/etcd"}, // another binary
+		{name: "etcd", pid: pid, start: start + 1, exe: exe},               // started at another time
+	} {
+		writeLeftover(t, dir, l)
+		stopped, err := stopLeftovers(dir)
+		if err != nil || len(stopped) != 0 {
+			t.Fatalf("stopLeftovers(%+v) = %v, %v; want nothing stopped", l, stopped, err)
+		}
+		select {
+		case <-exited:
+			t.Fatalf("the process was stopped although the pid file records %+v", l)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
+	writeLeftover(t, dir, leftover{name: "etcd", pid: pid, start: start, exe: exe})
+	stopped, err := stopLeftovers(dir)
+	if err != nil || len(stopped) != 1 || stopped[0] != "etcd (pid "+strconv.Itoa(pid)+")" {
+		t.Fatalf("stopLeftovers = %v, %v; want the process stopped", stopped, err)
+	}
+	<-exited
+}
+
+func writeLeftover(t *testing.T, dir string, l leftover) {
+	t.Helper()
+	c := &component{name: l.name, what: l.name, pid: l.pid, start: l.start, exe: l.exe}
+	if err := writePidFile(dir, c); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLockDir: one holder at a time, the second told the first's pid; the lock goes with
+// its holder.
+func TestLockDir(t *testing.T) {
+	dir := t.TempDir()
+	first, err := lockDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = lockDir(dir)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("in use by another make dev (pid %d)", os.Getpid())) {
+		t.Fatalf("second lockDir: %v; want it refused naming pid %d", err, os.Getpid())
+	}
+	first.Close()
+	again, err := lockDir(dir)
+	if err != nil {
+		t.Fatalf("lockDir after the holder closed it: %v", err)
+	}
+	again.Close()
+}
