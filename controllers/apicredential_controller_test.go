@@ -273,6 +273,19 @@ var _ = Describe("APICredential", func() {
 			h.mustReconcile(cred)
 			Expect(ready(h.fetch("taken")).Reason).To(Equal(iamv1alpha1.ReasonIssued))
 		})
+
+		It("decides again from a live read when its Create finds that Secret already there, and mints nothing", func() {
+			cred := h.create(h.credential("raced", grant("platform-api", "user")))
+			first := h.reconcilerWith(createdFirst{Client: k8sClient})
+			res, err := first.Reconcile(h.ctx, reconcile.Request{NamespacedName: keyOf(cred)})
+			Expect(err).NotTo(HaveOccurred(), "AlreadyExists is the confirmation, not a failure")
+			raced := h.fetch("raced")
+			Expect(ready(raced).Reason).To(Equal(iamv1alpha1.ReasonSecretConflict))
+			Expect(raced.Status.SecretHash).To(BeEmpty(), "nothing was minted")
+			Expect(h.secret("raced").Data).To(HaveKeyWithValue("password", []byte("got-there-first")))
+			Expect(res.RequeueAfter).To(Equal(conflictRecheck))
+			Expect(h.events()).NotTo(ContainElement(ContainSubstring("Issued")))
+		})
 	})
 
 	Context("when the key version is increased", func() {

@@ -193,6 +193,23 @@ func (c failingSecretWrites) Update(ctx context.Context, obj client.Object, opts
 	return c.Client.Update(ctx, obj, opts...)
 }
 
+// createdFirst creates a foreign Secret of the same name just before the reconciler's
+// own Create of a Secret, as someone racing it (the cache and the live read both missed).
+type createdFirst struct{ client.Client }
+
+func (c createdFirst) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	if s, ok := obj.(*corev1.Secret); ok {
+		foreign := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name},
+			StringData: map[string]string{"password": "got-there-first"},
+		}
+		if err := c.Client.Create(ctx, foreign); err != nil {
+			return err
+		}
+	}
+	return c.Client.Create(ctx, obj, opts...)
+}
+
 // containsAny reports whether any of the haystacks contains needle.
 func containsAny(needle string, haystacks ...string) bool {
 	for _, h := range haystacks {

@@ -73,8 +73,10 @@ func newScheme() *runtime.Scheme {
 	return s
 }
 
-// cacheOptions are the controllers' cache options, with ConfigMaps cached only in the
-// operator's namespace: the manager's RBAC for them is a Role there (config/rbac).
+// cacheOptions are the controllers' cache options (managedFields stripped from every
+// object by DefaultTransform, credential Secrets trimmed to what the decision reads),
+// with ConfigMaps cached only in the operator's namespace: the manager's RBAC for them
+// is a Role there (config/rbac).
 func cacheOptions(namespace string) cache.Options {
 	opts := controllers.CacheOptions()
 	if opts.ByObject == nil {
