@@ -144,11 +144,14 @@ var _ = Describe("APICredential", func() {
 	Context("when the operator dies between creating the Secret and writing status", func() {
 		It("adopts the Secret it owns instead of minting a second secret", func() {
 			cred := h.create(h.credential("crashy", grant("platform-api", "user")))
+			issuedBefore := metricValue("keysmith_credentials_issued_total", nil)
 			_, err := h.reconcilerWith(crashingStatusClient{k8sClient}).Reconcile(h.ctx, reconcile.Request{NamespacedName: keyOf(cred)})
 			Expect(errors.Is(err, errSimulatedCrash)).To(BeTrue(), "got %v", err)
 			secret := h.secret("crashy")
 			Expect(secret).NotTo(BeNil(), "the Secret was written before the crash")
 			Expect(h.fetch("crashy").Status.SecretHash).To(BeEmpty(), "status was lost in the crash")
+			Expect(h.events()).To(BeEmpty(), "nothing is announced before the status write that records it")
+			Expect(metricValue("keysmith_credentials_issued_total", nil)).To(Equal(issuedBefore))
 
 			h.mustReconcile(cred)
 			cred = h.fetch("crashy")
