@@ -87,7 +87,7 @@ func computeReadiness(cred *iamv1alpha1.APICredential, f readinessFacts, now tim
 		return mustAct(iamv1alpha1.ReasonSecretModified,
 			fmt.Sprintf("the credential data in Secret %q does not carry this operator's binding and is not adopted "+
 				"(a Secret writer must not choose the secret or the client ID); if the Secret was restored from a backup "+
-				"without the binding key Secret, someone who holds this credential's grants can annotate the APICredential "+
+				"without the binding key Secret, someone who holds this credential's grants and the rebind verb (keysmith-admin) can annotate the APICredential "+
 				"with %s=true to bind it; otherwise increase spec.rotation.keyVersion to issue new keys (a new client ID)",
 				f.secretName, iamv1alpha1.RebindAnnotation))
 	case f.secret == secretMissing:
