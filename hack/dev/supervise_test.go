@@ -148,3 +148,88 @@ func TestLockDir(t *testing.T) {
 	}
 	again.Close()
 }
+
+// TestSupervisor: the first component to exit on its own is reported, naming it and its
+// log, whether make dev started it or only adopted it (as envtest's etcd); stopAll then
+// stops the others, returns although that one is gone already (make dev used to hang
+// there), and removes the pid files.
+func TestSupervisor(t *testing.T) {
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	died := make(chan error, 4)
+	s := &supervisor{dir: dir, died: func(err error) { died <- err }}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = s.stopAll(nil)
+		}
+	})
+	ts, err := s.start("token-server", "the token server", sleep, "300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgr, err := s.start("manager", "the manager", sleep, "300")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A process this program did not start through the supervisor, as envtest's etcd.
+	etcdCmd := exec.Command(sleep, "300")
+	if err := etcdCmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	etcdExited := make(chan struct{})
+	go func() { _ = etcdCmd.Wait(); close(etcdExited) }()
+	t.Cleanup(func() { _ = etcdCmd.Process.Kill(); <-etcdExited })
+	if err := s.adopt("etcd", "etcd", etcdCmd.Process.Pid, dir+"/etcd.log"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"token-server", "manager", "etcd"} {
+		if _, err := os.Stat(pidFilePath(dir, name)); err != nil {
+			t.Fatalf("no pid file for %s: %v", name, err)
+		}
+	}
+
+	if err := ts.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("the token server (pid %d) exited (signal: killed); its log: %s/token-server.log", ts.pid, dir)
+	if err := next(t, died); err.Error() != want {
+		t.Fatalf("died(%q); want %q", err, want)
+	}
+	if err := etcdCmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	want = fmt.Sprintf("etcd (pid %d) exited; its log: %s/etcd.log", etcdCmd.Process.Pid, dir)
+	if err := next(t, died); err.Error() != want {
+		t.Fatalf("died(%q); want %q", err, want)
+	}
+
+	stopped = true
+	if err := s.stopAll(nil); err != nil {
+		t.Fatal(err)
+	}
+	if !waitDone(mgr.done, 0) {
+		t.Fatal("stopAll returned with the manager running")
+	}
+	if len(died) != 0 {
+		t.Fatalf("a component stopped by stopAll was reported as died: %v", <-died)
+	}
+	if pids, _ := readPidFiles(dir); len(pids) != 0 {
+		t.Fatalf("pid files left: %+v", pids)
+	}
+}
+
+// next returns the next error reported, failing the test should none come within 30 s.
+func next(t *testing.T, died <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-died:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("no component was reported as died")
+		return nil
+	}
+}
