@@ -100,9 +100,10 @@ func run() (retErr error) {
 		return err
 	}
 	defer lock.Close()
-	ctx, died := context.WithCancelCause(sigCtx)
-	defer died(nil)
-	sup := &supervisor{dir: devDir, died: died}
+	// A component's exit ends ctx, with a diedError as its cause.
+	ctx, end := context.WithCancelCause(sigCtx)
+	defer end(nil)
+	sup := &supervisor{dir: devDir, died: end}
 	var env *envtest.Environment
 	defer func() {
 		var stopControlPlane func() error
