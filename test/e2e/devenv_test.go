@@ -137,8 +137,9 @@ func (d *devInstance) kill() {
 	}
 }
 
-// cleanUp kills make dev if it still runs, and every process of its dev directory: the
-// safety net of a failed spec, so that it leaks nothing into the next.
+// cleanUp kills make dev if it still runs and every process of its dev directory (the
+// safety net of a failed spec, so that it leaks nothing into the next), and removes the
+// directory.
 func (d *devInstance) cleanUp() {
 	if d == nil {
 		return
@@ -147,6 +148,8 @@ func (d *devInstance) cleanUp() {
 	for pid := range devProcesses(d.dir) {
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
+	// The logs a failed make dev keeps, once the spec has passed or failed with them.
+	_ = os.RemoveAll(d.absDir())
 }
 
 // absDir is the dev directory's absolute path, which every component names on its
