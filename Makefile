@@ -4,12 +4,15 @@
 KUBE_VERSION ?= 1.37.2
 ETCD_VERSION ?= 3.7.3
 CONTROLLER_GEN_VERSION ?= v0.23.0
+# staticcheck 2026.2.2 is module version v0.8.2 of honnef.co/go/tools.
+STATICCHECK_VERSION ?= v0.8.2
 IMG ?= keysmith:latest
 
 export GOTOOLCHAIN := local
 export KUBE_VERSION ETCD_VERSION
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
+STATICCHECK ?= $(LOCALBIN)/staticcheck-$(STATICCHECK_VERSION)
 
 .DEFAULT_GOAL := help
 SHELL := /usr/bin/env bash -o pipefail
@@ -45,6 +48,10 @@ fmt: ## Run gofmt on the module (CI then fails if that changed a committed file)
 .PHONY: vet
 vet: ## Run go vet.
 	go vet ./...
+
+.PHONY: lint
+lint: staticcheck ## Run staticcheck (dead code, deprecated calls, bugs).
+	$(STATICCHECK) ./...
 
 .PHONY: test
 test: manifests generate fmt vet envtest ## Run vet, unit tests and the envtest suites against a real API server.
@@ -87,3 +94,10 @@ $(CONTROLLER_GEN):
 	mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 	mv $(LOCALBIN)/controller-gen $(CONTROLLER_GEN)
+
+.PHONY: staticcheck
+staticcheck: $(STATICCHECK) ## Install staticcheck into bin/.
+$(STATICCHECK):
+	mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+	mv $(LOCALBIN)/staticcheck $(STATICCHECK)
