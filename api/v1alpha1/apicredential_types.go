@@ -391,5 +391,5 @@ type APICredentialList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&APICredential{}, &APICredentialList{})
+	register(&APICredential{}, &APICredentialList{})
 }

@@ -152,5 +152,5 @@ type APIDefinitionList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&APIDefinition{}, &APIDefinitionList{})
+	register(&APIDefinition{}, &APIDefinitionList{})
 }
