@@ -1,77 +1,15 @@
 package tokenserver
 
 import (
-	"encoding/base64"
 	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/keysmith-dev/keysmith/internal/credential"
 )
-
-// clientAuth is how a client presented its credentials.
-type clientAuth struct {
-	id, secret string
-	method     string // client_secret_basic or client_secret_post
-}
-
-// parseBasic decodes an HTTP Basic value (RFC 7617); RFC 6749 §2.3.1 form-encodes both parts.
-func parseBasic(value string) (id, secret string, ok bool) {
-	raw, err := base64.StdEncoding.DecodeString(value)
-	if err != nil {
-		return "", "", false
-	}
-	id, secret, ok = strings.Cut(string(raw), ":")
-	if !ok {
-		return "", "", false
-	}
-	if id, err = url.QueryUnescape(id); err != nil {
-		return "", "", false
-	}
-	if secret, err = url.QueryUnescape(secret); err != nil {
-		return "", "", false
-	}
-	return id, secret, id != ""
-}
-
-// authorization splits an Authorization header into its scheme (lower case) and value.
-func authorization(r *http.Request) (scheme, value string) {
-	h := r.Header.Get("Authorization")
-	scheme, value, ok := strings.Cut(h, " ")
-	if !ok {
-		return "", ""
-	}
-	return strings.ToLower(scheme), strings.TrimSpace(value)
-}
-
-// clientAuthFrom extracts client credentials from the Basic header or the form body
-// (client_secret_post). Using both at once is refused (RFC 6749 §2.3).
-func clientAuthFrom(r *http.Request, form url.Values) (clientAuth, *oauthError) {
-	scheme, value := authorization(r)
-	_, postID := form["client_id"]
-	_, postSecret := form["client_secret"]
-	switch {
-	case scheme == "basic":
-		if postSecret {
-			return clientAuth{}, invalidRequest("use one client authentication method, not both")
-		}
-		id, secret, ok := parseBasic(value)
-		if !ok {
-			return clientAuth{}, invalidClient("malformed Basic credentials")
-		}
-		return clientAuth{id, secret, "client_secret_basic"}, nil
-	case scheme != "":
-		return clientAuth{}, invalidClient("unsupported authentication scheme")
-	case postID && postSecret:
-		return clientAuth{form.Get("client_id"), form.Get("client_secret"), "client_secret_post"}, nil
-	default:
-		return clientAuth{}, invalidClient("client authentication is required")
-	}
-}
 
 // authenticate checks client credentials against the store: known client ID, a secret
 // in the right format that matches the current hash or a previous one within its grace

@@ -1,13 +1,12 @@
 package tokenserver
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 )
 
 // oauthError is an error response of RFC 6749 §5.2 (and RFC 6750 §3 for bearer tokens),
-// rendered once by write. Descriptions never carry a secret or a token.
+// rendered once by writeErr. Descriptions never carry a secret or a token.
 type oauthError struct {
 	status      int
 	code        string
@@ -19,23 +18,6 @@ type oauthError struct {
 }
 
 func (e *oauthError) Error() string { return e.code + ": " + e.description }
-
-func (e *oauthError) write(w http.ResponseWriter) {
-	h := w.Header()
-	h["Content-Type"] = contentTypeJSON
-	h["Cache-Control"] = cacheNoStore
-	if e.challenge != "" {
-		h.Set("WWW-Authenticate", e.challenge)
-	}
-	if e.retryAfter > 0 {
-		h.Set("Retry-After", strconv.Itoa(e.retryAfter))
-	}
-	w.WriteHeader(e.status)
-	_ = json.NewEncoder(w).Encode(struct {
-		Error       string `json:"error"`
-		Description string `json:"error_description,omitempty"`
-	}{e.code, e.description})
-}
 
 func invalidRequest(desc string) *oauthError {
 	return &oauthError{status: http.StatusBadRequest, code: "invalid_request", description: desc}
@@ -54,6 +36,18 @@ func invalidToken(desc string) *oauthError {
 		challenge: `Bearer realm="keysmith", error="invalid_token"`}
 }
 
+// invalidScope answers a token request whose scope the credential cannot have (RFC 6749
+// §5.2).
+func invalidScope(desc string) *oauthError {
+	return &oauthError{status: http.StatusBadRequest, code: "invalid_scope", description: desc}
+}
+
+// unsupportedGrantType answers a token request for any grant but client_credentials.
+func unsupportedGrantType() *oauthError {
+	return &oauthError{status: http.StatusBadRequest, code: "unsupported_grant_type",
+		description: "only the client_credentials grant is supported"}
+}
+
 func unauthenticated() *oauthError {
 	return &oauthError{status: http.StatusUnauthorized, code: "invalid_request",
 		description: "credentials are required: a Bearer access token or Basic client credentials",
@@ -67,6 +61,20 @@ func insufficientScope(desc string) *oauthError {
 func tooManyFailures(retryAfter int) *oauthError {
 	return &oauthError{status: http.StatusTooManyRequests, code: "slow_down",
 		description: "too many failed authentications; retry later", retryAfter: retryAfter}
+}
+
+// temporarilyUnavailable answers a request the server cannot serve yet: no signing key,
+// caches not synced (RFC 6749 §5.2's temporarily_unavailable, with status 503).
+func temporarilyUnavailable(desc string) *oauthError {
+	return &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", description: desc}
+}
+
+// tokenTooLarge answers a token request whose token would exceed maxTokenBytes: a server
+// error (the request is well-formed and granted), with the way out.
+func tokenTooLarge() *oauthError {
+	return &oauthError{status: http.StatusInternalServerError, code: "server_error",
+		description: "the access token would be larger than the " + strconv.Itoa(maxTokenBytes) +
+			" bytes token servers accept; request fewer APIs with the scope parameter"}
 }
 
 // credentialsInvalid is the description of every refused credential, so that callers

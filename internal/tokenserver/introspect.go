@@ -1,9 +1,6 @@
 package tokenserver
 
-import (
-	"encoding/json"
-	"net/http"
-)
+import "net/http"
 
 // introspect is token introspection (RFC 7662). The caller authenticates with its
 // own client credentials; a token that is invalid, expired or whose credential is
@@ -39,8 +36,5 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) int {
 			"ks_workspaces": c.Workspaces, "ks_apis": claims.APIs,
 		}
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	_ = json.NewEncoder(w).Encode(resp)
-	return http.StatusOK
+	return writeJSON(w, http.StatusOK, cacheNoStore, resp)
 }

@@ -2,21 +2,13 @@ package tokenserver
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"maps"
 	"math/big"
 	"slices"
 	"strconv"
-	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -125,73 +117,6 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// signingKey is a private key with its precomputed JWS header segment.
-type signingKey struct {
-	kid    string
-	header string // base64url of {"alg":"ES256","kid":...,"typ":"at+jwt"}
-	key    *ecdsa.PrivateKey
-}
-
-// keyRing is an immutable set of keys: the one that signs and every published one that
-// verifies, indexed by the exact header segment keysmith writes for it.
-type keyRing struct {
-	signing *signingKey
-	verify  map[string]*ecdsa.PublicKey // header segment -> public key
-	jwks    []byte
-}
-
-func headerFor(kid string) string {
-	var b []byte
-	b = append(b, `{"alg":"ES256","kid":`...)
-	b = appendJSONString(b, kid)
-	b = append(b, `,"typ":"at+jwt"}`...)
-	return base64.RawURLEncoding.EncodeToString(b)
-}
-
-// keys holds the current keyRing; it is swapped atomically when the signing Secret changes.
-type keys struct {
-	ring atomic.Pointer[keyRing]
-
-	mu         sync.Mutex  // guards activation
-	activation *time.Timer // fires when a pre-published key starts to sign
-}
-
-var errNoSigningKey = errors.New("no signing key is available yet")
-
-// sign returns the compact JWS of the claims, signed with the current key.
-func (k *keys) sign(c *Claims) (string, error) {
-	ring := k.ring.Load()
-	if ring == nil || ring.signing == nil {
-		return "", errNoSigningKey
-	}
-	sk := ring.signing
-	payload := c.appendJSON(make([]byte, 0, 512))
-	n := len(sk.header) + 1 + base64.RawURLEncoding.EncodedLen(len(payload))
-	if n+1+signatureSegmentLength > maxTokenBytes {
-		return "", errTokenTooLarge
-	}
-	buf := make([]byte, n, n+1+86)
-	copy(buf, sk.header)
-	buf[len(sk.header)] = '.'
-	base64.RawURLEncoding.Encode(buf[len(sk.header)+1:], payload)
-	digest := sha256.Sum256(buf)
-	// Deterministic ECDSA (RFC 6979; a nil rand selects it): every token carries a fresh
-	// random jti, so no two messages repeat, and it skips the hedged path's SHA-512
-	// DRBG: about 20 % less CPU and a third fewer bytes allocated per token.
-	der, err := sk.key.Sign(nil, digest[:], crypto.SHA256)
-	if err != nil {
-		return "", fmt.Errorf("signing access token: %w", err)
-	}
-	var sig [64]byte
-	if !derToRaw(der, &sig) {
-		return "", errors.New("signing access token: malformed ECDSA signature")
-	}
-	lowS(&sig)
-	buf = append(buf, '.')
-	buf = base64.RawURLEncoding.AppendEncode(buf, sig[:])
-	return string(buf), nil
-}
-
 // derToRaw converts an ASN.1 ECDSA-Sig-Value into the fixed 64-byte r||s form of JWS
 // (RFC 7518 §3.4) without going through math/big.
 func derToRaw(der []byte, out *[64]byte) bool {
@@ -246,62 +171,6 @@ func lowS(sig *[64]byte) {
 // each byte string has exactly one encoding. It still skips CR and LF, which verify
 // refuses before decoding.
 var strictB64 = base64.RawURLEncoding.Strict()
-
-// verify checks the token's signature against the published keys and returns its claims
-// and the key that signed it (the token cache checks that the key is still published). One token has one spelling: the header must
-// be the exact segment keysmith writes for a published kid ({"alg":"ES256","kid":…,
-// "typ":"at+jwt"}, nothing else, so there is no algorithm negotiation — "alg":"none",
-// HS256 with a public key — to attack), the payload and signature strict base64url (no
-// padding, no line breaks, no non-zero trailing bits), and the signature low-s. Claims
-// (issuer, lifetime, expiry) are checked by the caller, with validClaims.
-func (k *keys) verify(token string) (*Claims, verifiedBy, error) {
-	ring := k.ring.Load()
-	if ring == nil || len(token) > maxTokenBytes ||
-		strings.IndexByte(token, '\n') >= 0 || strings.IndexByte(token, '\r') >= 0 {
-		return nil, verifiedBy{}, errInvalidToken
-	}
-	i := strings.IndexByte(token, '.')
-	j := strings.LastIndexByte(token, '.')
-	if i <= 0 || j <= i || len(token)-j-1 != signatureSegmentLength {
-		return nil, verifiedBy{}, errInvalidToken
-	}
-	header := token[:i]
-	pub := ring.verify[header]
-	if pub == nil {
-		return nil, verifiedBy{}, errInvalidToken
-	}
-	var sig [64]byte
-	if n, err := strictB64.Decode(sig[:], []byte(token[j+1:])); err != nil || n != len(sig) {
-		return nil, verifiedBy{}, errInvalidToken
-	}
-	if bytes.Compare(sig[32:], p256HalfNBytes) > 0 { // high s: the twin of a low-s signature
-		return nil, verifiedBy{}, errInvalidToken
-	}
-	digest := sha256.Sum256([]byte(token[:j]))
-	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-	if !ecdsa.Verify(pub, digest[:], r, s) {
-		return nil, verifiedBy{}, errInvalidToken
-	}
-	payload, err := strictB64.DecodeString(token[i+1 : j])
-	if err != nil {
-		return nil, verifiedBy{}, errInvalidToken
-	}
-	c := &Claims{}
-	if err := json.Unmarshal(payload, c); err != nil {
-		return nil, verifiedBy{}, errInvalidToken
-	}
-	return c, verifiedBy{header: header, pub: pub}, nil
-}
-
-// published reports whether the key that verified a token is still in the key set.
-func (k *keys) published(v verifiedBy) bool {
-	ring := k.ring.Load()
-	if ring == nil {
-		return false
-	}
-	pub := ring.verify[v.header]
-	return pub != nil && (pub == v.pub || pub.Equal(v.pub))
-}
 
 // clockSkew is how far in the future a token's iat may be: token servers' clocks differ a
 // little, and a token minted by one replica may reach another at once.

@@ -26,19 +26,15 @@ func (s *Server) buildMetadata() []byte {
 }
 
 func (s *Server) handleMetadata(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "public, max-age=3600")
-	_, _ = w.Write(s.metadata)
+	writeBody(w, http.StatusOK, contentTypeJSON, cacheMetadata, s.metadata)
 }
 
 // handleJWKS serves the public keys of every published signing key (RFC 7517).
 func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
 	ring := s.keys.ring.Load()
 	if ring == nil {
-		http.Error(w, "no signing keys yet", http.StatusServiceUnavailable)
+		writeErr(w, temporarilyUnavailable("no signing keys yet"))
 		return
 	}
-	w.Header().Set("Content-Type", "application/jwk-set+json")
-	w.Header().Set("Cache-Control", "public, max-age=300")
-	_, _ = w.Write(ring.jwks)
+	writeBody(w, http.StatusOK, contentTypeJWKS, cacheJWKS, ring.jwks)
 }

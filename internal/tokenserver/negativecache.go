@@ -67,10 +67,3 @@ func (n *negativeCache) add(d [32]byte, ring *keyRing, now time.Time) {
 	n.fifo[n.next] = d
 	n.next = (n.next + 1) % len(n.fifo)
 }
-
-// len returns the number of entries held, expired or not.
-func (n *negativeCache) len() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return len(n.fifo)
-}

@@ -28,3 +28,10 @@ func TestNegativeCacheIsBoundedAndExpires(t *testing.T) {
 		t.Error("an entry outlives its ttl")
 	}
 }
+
+// len returns the number of entries held, expired or not (for tests).
+func (n *negativeCache) len() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.fifo)
+}

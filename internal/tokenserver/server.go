@@ -148,7 +148,9 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /.well-known/jwks.json", s.handleJWKS)
 	s.mux.HandleFunc("GET /.well-known/oauth-authorization-server", s.handleMetadata)
 	s.mux.HandleFunc("POST /apis/authentication.k8s.io/v1/tokenreviews", m.instrument("tokenreview", s.tokenReview))
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) })
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeBody(w, http.StatusOK, contentTypeText, nil, okBody)
+	})
 	s.mux.HandleFunc("GET /readyz", s.handleReady)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{}))
 
@@ -172,10 +174,10 @@ func (s *Server) SetReady() { s.ready.Store(true) }
 
 func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
 	if !s.ready.Load() || s.keys.ring.Load() == nil {
-		http.Error(w, "caches not synced or no signing keys yet", http.StatusServiceUnavailable)
+		writeErr(w, temporarilyUnavailable("caches not synced or no signing keys yet"))
 		return
 	}
-	_, _ = w.Write([]byte("ok"))
+	writeBody(w, http.StatusOK, contentTypeText, nil, okBody)
 }
 
 // NewHTTPServer returns an http.Server for handler with the timeouts and limits a server

@@ -3,10 +3,7 @@ package tokenserver
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"io"
-	"mime"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,8 +31,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 	case "":
 		return writeErr(w, invalidRequest("grant_type is required"))
 	default:
-		return writeErr(w, &oauthError{status: http.StatusBadRequest, code: "unsupported_grant_type",
-			description: "only the client_credentials grant is supported"})
+		return writeErr(w, unsupportedGrantType())
 	}
 	claims, oerr := s.claimsFor(c, form.Get("scope"), version, now)
 	if oerr != nil {
@@ -46,17 +42,12 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 		return writeErr(w, tokenTooLarge())
 	}
 	if err != nil {
-		return writeErr(w, &oauthError{status: http.StatusServiceUnavailable, code: "temporarily_unavailable", description: err.Error()})
+		return writeErr(w, temporarilyUnavailable(err.Error()))
 	}
 	s.metrics.tokensIssued.Inc()
 	if s.opts.Usage != nil {
 		s.opts.Usage.Record(c, addr, now)
 	}
-	// Shared, never-mutated header values: no allocation per response.
-	h := w.Header()
-	h["Content-Type"] = contentTypeJSON
-	h["Cache-Control"] = cacheNoStore
-	h["Pragma"] = pragmaNoCache
 	b := make([]byte, 0, len(token)+128)
 	b = append(b, `{"access_token":`...)
 	b = appendJSONString(b, token)
@@ -65,46 +56,8 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 	b = append(b, `,"scope":`...)
 	b = appendJSONString(b, claims.Scope)
 	b = append(b, '}')
-	_, _ = w.Write(b)
-	return http.StatusOK
-}
-
-func writeErr(w http.ResponseWriter, e *oauthError) int {
-	e.write(w)
-	return e.status
-}
-
-var (
-	contentTypeJSON = []string{"application/json"}
-	cacheNoStore    = []string{"no-store"}
-	pragmaNoCache   = []string{"no-cache"}
-)
-
-const formMediaType = "application/x-www-form-urlencoded"
-
-// readForm reads an application/x-www-form-urlencoded body of at most limit bytes and
-// refuses repeated parameters (RFC 6749 §3.2). Only the body counts: parameters in the
-// query string are ignored, as RFC 6749 §3.2 asks of the token endpoint.
-func readForm(w http.ResponseWriter, r *http.Request, limit int64) (url.Values, *oauthError) {
-	if ct := r.Header.Get("Content-Type"); ct != formMediaType {
-		if mt, _, _ := mime.ParseMediaType(ct); mt != formMediaType {
-			return nil, invalidRequest("the body must be application/x-www-form-urlencoded")
-		}
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
-	if err != nil {
-		return nil, invalidRequest("the body is too large or could not be read")
-	}
-	form, err := url.ParseQuery(string(body))
-	if err != nil {
-		return nil, invalidRequest("the body is not a valid form")
-	}
-	for k, v := range form {
-		if len(v) > 1 {
-			return nil, invalidRequest("parameter " + strconv.Quote(k) + " is repeated")
-		}
-	}
-	return form, nil
+	w.Header()["Pragma"] = pragmaNoCache // RFC 6749 §5.1
+	return writeBody(w, http.StatusOK, contentTypeJSON, cacheNoStore, b)
 }
 
 // claimsFor builds the claims of a token for the credential, narrowed by the requested
@@ -138,27 +91,23 @@ func (s *Server) claimsFor(c *Credential, scope, version string, now time.Time) 
 			}
 		}
 		if len(order) == 0 {
-			return nil, &oauthError{status: http.StatusBadRequest, code: "invalid_scope",
-				description: "none of the credential's APIs is in the catalog"}
+			return nil, invalidScope("none of the credential's APIs is in the catalog")
 		}
 	} else {
 		for item := range strings.FieldsSeq(scope) {
 			api, perm, hasPerm := strings.Cut(item, ":")
 			g, ok := c.grant(api)
 			if !ok || (hasPerm && perm != g.Permission) {
-				return nil, &oauthError{status: http.StatusBadRequest, code: "invalid_scope",
-					description: "scope " + strconv.Quote(item) + " is not granted to this client"}
+				return nil, invalidScope("scope " + strconv.Quote(item) + " is not granted to this client")
 			}
 			a, ok := s.store.API(api)
 			if !ok {
-				return nil, &oauthError{status: http.StatusBadRequest, code: "invalid_scope",
-					description: "scope " + strconv.Quote(item) + " names an API that is not in the catalog"}
+				return nil, invalidScope("scope " + strconv.Quote(item) + " names an API that is not in the catalog")
 			}
 			add(g, a)
 		}
 		if len(order) == 0 {
-			return nil, &oauthError{status: http.StatusBadRequest, code: "invalid_scope",
-				description: "scope names no API; omit it to request every granted API"}
+			return nil, invalidScope("scope names no API; omit it to request every granted API")
 		}
 	}
 	var jti [16]byte

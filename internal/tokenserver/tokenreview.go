@@ -1,7 +1,6 @@
 package tokenserver
 
 import (
-	"encoding/json"
 	"net/http"
 	"slices"
 	"sort"
@@ -37,9 +36,8 @@ const (
 // token for a billing API is not a login to the cluster.
 func (s *Server) tokenReview(w http.ResponseWriter, r *http.Request) int {
 	var review authnv1.TokenReview
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxTokenBodyBytes)).Decode(&review); err != nil {
-		http.Error(w, "the body must be a TokenReview", http.StatusBadRequest)
-		return http.StatusBadRequest
+	if err := readJSON(w, r, maxTokenBodyBytes, &review); err != nil {
+		return writeErr(w, invalidRequest("the body must be a TokenReview"))
 	}
 	resp := authnv1.TokenReview{TypeMeta: review.TypeMeta}
 	if resp.APIVersion == "" {
@@ -50,9 +48,7 @@ func (s *Server) tokenReview(w http.ResponseWriter, r *http.Request) int {
 		wanted = s.opts.KubernetesAudiences
 	}
 	resp.Status = s.review(review.Spec.Token, wanted, s.opts.Clock.Now())
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(&resp)
-	return http.StatusOK
+	return writeJSON(w, http.StatusOK, nil, &resp)
 }
 
 // review decides a TokenReview of token for the audiences wanted. Every refusal is the

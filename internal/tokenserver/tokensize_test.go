@@ -14,6 +14,58 @@ import (
 	"github.com/keysmith-dev/keysmith/internal/signingkey"
 )
 
+// The CRD limits that bound a token (api/v1alpha1, kubebuilder markers), and the
+// token server's own issuer bound: worstCaseClaims is built from them.
+const (
+	maxGrants        = 32   // APICredential spec.apis MaxItems
+	maxAPINameLen    = 253  // spec.apis[].name MaxLength (an APIDefinition name)
+	maxPermissionLen = 63   // spec.apis[].permission MaxLength
+	maxWorkspaces    = 64   // spec.scope.workspaces MaxItems
+	maxWorkspaceLen  = 63   // spec.scope.workspaces[] MaxLength
+	maxAccountLen    = 63   // spec.scope.account MaxLength
+	maxNamespaceLen  = 63   // a namespace name
+	maxNameLen       = 253  // an APICredential name
+	maxAudienceLen   = 2048 // APIDefinition spec.audience MaxLength
+	// maxIssuerLen bounds --issuer (a URL); the worst case assumes it.
+	maxIssuerLen = MaxIssuerLength
+)
+
+// worstCaseClaims are the largest claims the CRD limits allow: every list at its MaxItems,
+// every name at its MaxLength, every API with its own 2048-character audience. Audiences
+// are assumed to need no JSON escaping (URLs and names do not); an audience full of
+// quotes, control or non-ASCII characters can go beyond, and the signer then refuses.
+func worstCaseClaims() *Claims {
+	name := func(prefix string, i, n int) string {
+		s := prefix + string(rune('a'+i/26%26)) + string(rune('a'+i%26))
+		return s + strings.Repeat("x", n-len(s))
+	}
+	c := &Claims{
+		Issuer:        "https://" + strings.Repeat("i", maxIssuerLen-len("https://")),
+		Subject:       "ksc_" + strings.Repeat("A", 26),
+		ExpiresAt:     1<<63 - 1,
+		IssuedAt:      1<<63 - 1,
+		ID:            strings.Repeat("j", 22),
+		ClientID:      "ksc_" + strings.Repeat("A", 26),
+		Credential:    strings.Repeat("n", maxNamespaceLen) + "/" + strings.Repeat("c", maxNameLen),
+		Account:       strings.Repeat("a", maxAccountLen),
+		APIs:          make(map[string]string, maxGrants),
+		SecretVersion: strings.Repeat("v", 12),
+	}
+	var scope []string
+	for i := range maxGrants {
+		api, perm := name("api", i, maxAPINameLen), name("p", i, maxPermissionLen)
+		c.APIs[api] = perm
+		c.apiOrder = append(c.apiOrder, api)
+		c.Audience = append(c.Audience, name("https://aud", i, maxAudienceLen))
+		scope = append(scope, api+":"+perm)
+	}
+	c.Scope = strings.Join(scope, " ")
+	for i := range maxWorkspaces {
+		c.Workspaces = append(c.Workspaces, name("w", i, maxWorkspaceLen))
+	}
+	return c
+}
+
 // TestCRDLimitsAreTheWorstCase: the limits worstCaseClaims assumes are the generated
 // CRDs' own, so raising a MaxItems or MaxLength without raising maxTokenBytes fails here.
 func TestCRDLimitsAreTheWorstCase(t *testing.T) {

@@ -1,0 +1,107 @@
+package tokenserver
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// Request parsing: the form bodies of the OAuth endpoints, the JSON body of TokenReview,
+// and the client credentials a request presents.
+
+const formMediaType = "application/x-www-form-urlencoded"
+
+// readForm reads an application/x-www-form-urlencoded body of at most limit bytes and
+// refuses repeated parameters (RFC 6749 §3.2). Only the body counts: parameters in the
+// query string are ignored, as RFC 6749 §3.2 asks of the token endpoint.
+func readForm(w http.ResponseWriter, r *http.Request, limit int64) (url.Values, *oauthError) {
+	if ct := r.Header.Get("Content-Type"); ct != formMediaType {
+		if mt, _, _ := mime.ParseMediaType(ct); mt != formMediaType {
+			return nil, invalidRequest("the body must be application/x-www-form-urlencoded")
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		return nil, invalidRequest("the body is too large or could not be read")
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, invalidRequest("the body is not a valid form")
+	}
+	for k, v := range form {
+		if len(v) > 1 {
+			return nil, invalidRequest("parameter " + strconv.Quote(k) + " is repeated")
+		}
+	}
+	return form, nil
+}
+
+// readJSON decodes a JSON body of at most limit bytes into v.
+func readJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) error {
+	return json.NewDecoder(http.MaxBytesReader(w, r.Body, limit)).Decode(v)
+}
+
+// clientAuth is how a client presented its credentials.
+type clientAuth struct {
+	id, secret string
+	method     string // client_secret_basic or client_secret_post
+}
+
+// parseBasic decodes an HTTP Basic value (RFC 7617); RFC 6749 §2.3.1 form-encodes both parts.
+func parseBasic(value string) (id, secret string, ok bool) {
+	raw, err := base64.StdEncoding.DecodeString(value)
+	if err != nil {
+		return "", "", false
+	}
+	id, secret, ok = strings.Cut(string(raw), ":")
+	if !ok {
+		return "", "", false
+	}
+	if id, err = url.QueryUnescape(id); err != nil {
+		return "", "", false
+	}
+	if secret, err = url.QueryUnescape(secret); err != nil {
+		return "", "", false
+	}
+	return id, secret, id != ""
+}
+
+// authorization splits an Authorization header into its scheme (lower case) and value.
+func authorization(r *http.Request) (scheme, value string) {
+	h := r.Header.Get("Authorization")
+	scheme, value, ok := strings.Cut(h, " ")
+	if !ok {
+		return "", ""
+	}
+	return strings.ToLower(scheme), strings.TrimSpace(value)
+}
+
+// clientAuthFrom extracts client credentials from the Basic header or the form body
+// (client_secret_post). Using both at once is refused (RFC 6749 §2.3).
+func clientAuthFrom(r *http.Request, form url.Values) (clientAuth, *oauthError) {
+	scheme, value := authorization(r)
+	_, postID := form["client_id"]
+	_, postSecret := form["client_secret"]
+	switch {
+	case scheme == "basic":
+		if postSecret {
+			return clientAuth{}, invalidRequest("use one client authentication method, not both")
+		}
+		id, secret, ok := parseBasic(value)
+		if !ok {
+			return clientAuth{}, invalidClient("malformed Basic credentials")
+		}
+		return clientAuth{id, secret, "client_secret_basic"}, nil
+	case scheme != "":
+		return clientAuth{}, invalidClient("unsupported authentication scheme")
+	case postID && postSecret:
+		return clientAuth{form.Get("client_id"), form.Get("client_secret"), "client_secret_post"}, nil
+	default:
+		return clientAuth{}, invalidClient("client authentication is required")
+	}
+}
