@@ -88,6 +88,9 @@ func run(ctx context.Context, cfg config) error {
 		if wsPath, err = regexp.Compile(cfg.workspacePath); err != nil {
 			return errors.New("--workspace-path: " + err.Error())
 		}
+		if err := tokenserver.CheckWorkspacePath(wsPath); err != nil {
+			return errors.New("--workspace-path: " + err.Error())
+		}
 	}
 	var proxies []netip.Prefix
 	for _, c := range strings.Split(cfg.trustedProxies, ",") {

@@ -17,12 +17,20 @@ import (
 // and the version of the secret that matched. Failures are rate-limited per client and
 // address; every failure answers the same invalid_client.
 func (s *Server) authenticate(ca clientAuth, addr string, now time.Time) (*Credential, string, *oauthError) {
-	if wait := s.limiter.blocked(ca.id, addr, now); wait > 0 {
+	// A client ID that is not well formed names no client: it counts against the
+	// address only, so that no budget is keyed by (and holds) an attacker's string of up
+	// to the header limit.
+	wellFormed := credential.ValidClientID(ca.id)
+	if wait := s.limiter.blockedFor(ca.id, wellFormed, addr, now); wait > 0 {
 		return nil, "", tooManyFailures(wait)
 	}
 	c, version := s.checkSecret(ca, now)
 	if c == nil {
-		s.limiter.fail(ca.id, addr, now)
+		if wellFormed {
+			s.limiter.fail(ca.id, addr, now)
+		} else {
+			s.limiter.failAddr(addr, now)
+		}
 		s.metrics.authFailures.Inc()
 		return nil, "", invalidClient(credentialsInvalid)
 	}

@@ -33,9 +33,12 @@ func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
 	var (
 		c      *Credential
 		claims *Claims // nil for Basic credentials
-		oerr   *oauthError
 	)
-	switch scheme, value := authorization(r); scheme {
+	scheme, value, oerr := authorization(r)
+	if oerr != nil {
+		return writeErr(w, oerr)
+	}
+	switch scheme {
 	case "bearer":
 		claims, c, oerr = s.verifyBearerFrom(value, addr, now) // failures count against addr
 	case "basic":

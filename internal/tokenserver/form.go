@@ -72,19 +72,31 @@ func parseBasic(value string) (id, secret string, ok bool) {
 }
 
 // authorization splits an Authorization header into its scheme (lower case) and value.
-func authorization(r *http.Request) (scheme, value string) {
-	h := r.Header.Get("Authorization")
-	scheme, value, ok := strings.Cut(h, " ")
-	if !ok {
-		return "", ""
+// More than one Authorization header is refused: one hop would check the first, another
+// might use the last (or both, comma-joined).
+func authorization(r *http.Request) (scheme, value string, oerr *oauthError) {
+	vs := r.Header["Authorization"]
+	switch len(vs) {
+	case 0:
+		return "", "", nil
+	case 1:
+	default:
+		return "", "", invalidRequest("Authorization is sent more than once")
 	}
-	return strings.ToLower(scheme), strings.TrimSpace(value)
+	scheme, value, ok := strings.Cut(vs[0], " ")
+	if !ok {
+		return "", "", nil
+	}
+	return strings.ToLower(scheme), strings.TrimSpace(value), nil
 }
 
 // clientAuthFrom extracts client credentials from the Basic header or the form body
 // (client_secret_post). Using both at once is refused (RFC 6749 §2.3).
 func clientAuthFrom(r *http.Request, form url.Values) (clientAuth, *oauthError) {
-	scheme, value := authorization(r)
+	scheme, value, oerr := authorization(r)
+	if oerr != nil {
+		return clientAuth{}, oerr
+	}
 	_, postID := form["client_id"]
 	_, postSecret := form["client_secret"]
 	switch {

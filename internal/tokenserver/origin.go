@@ -1,8 +1,10 @@
 package tokenserver
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -37,6 +39,8 @@ type origin struct {
 //     the token server, so a client must not pick the method that is checked;
 //   - an original URI header together with a different path after /authz/{api} (Envoy's
 //     convention): two proxies' views of one request;
+//   - an original URI header without either method header outside Envoy's convention:
+//     the request's own method is then the subrequest's (nginx's is always GET);
 //   - a method that is not an HTTP token, a workspace header value that is empty or holds
 //     a ',' or white space (a list, to a backend that splits it);
 //   - when opts.WorkspacePath is set, an original path not in canonical form (see
@@ -102,6 +106,12 @@ func originalRequest(r *http.Request, opts *Options) (origin, *oauthError) {
 		o.path, _, _ = strings.Cut(o.path, "?")
 		if suffix != "/" && suffix != o.path {
 			return o, invalidRequest(uriHeader + " and the path after /authz/{api} disagree")
+		}
+		if suffix == "/" && !fmOK && !omOK {
+			// Traefik's or nginx's convention without its method header (nginx's own
+			// auth_request example sets only X-Original-URI): the request's method is
+			// the subrequest's, always GET, not the original one.
+			return o, invalidRequest(uriHeader + " without X-Forwarded-Method or X-Original-Method: the original method is unknown")
 		}
 	} else {
 		o.path, uriHeader = suffix, ""
@@ -258,4 +268,16 @@ func isToken(s string) bool {
 		}
 	}
 	return true
+}
+
+// CheckWorkspacePath refuses a workspace pattern that cannot name the workspace of
+// every path it matches: one without a capture group would extract none (every
+// workspace would pass), and with several groups only the first is read, so a path
+// that matches through another (an alternation) would pass unchecked. Wrap other
+// groups in (?:...).
+func CheckWorkspacePath(re *regexp.Regexp) error {
+	if n := re.NumSubexp(); n != 1 {
+		return fmt.Errorf("%q has %d capture groups; it needs exactly one, the workspace (use (?:...) for the others)", re.String(), n)
+	}
+	return nil
 }

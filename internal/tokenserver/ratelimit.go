@@ -53,6 +53,15 @@ func (l *failureLimiter) wait(key string, now time.Time) int {
 	return int(math.Ceil((1 - tokens) / float64(l.limit)))
 }
 
+// blockedFor is blocked for a client ID that is well formed, else blockedAddr: a
+// malformed one has no budget of its own.
+func (l *failureLimiter) blockedFor(clientID string, wellFormed bool, addr string, now time.Time) int {
+	if !wellFormed {
+		return l.blockedAddr(addr, now)
+	}
+	return l.blocked(clientID, addr, now)
+}
+
 // blockedAddr is blocked for a failure that names no client, a bearer token that failed
 // verification: only the address's budget applies.
 func (l *failureLimiter) blockedAddr(addr string, now time.Time) int {

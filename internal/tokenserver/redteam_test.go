@@ -1,0 +1,138 @@
+package tokenserver_test
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/keysmith-dev/keysmith/internal/tokenserver"
+)
+
+// Regression tests from a red-team review of the token server (after issue 8's fixes).
+// Each is named after the hole it proves closed.
+
+// TestRedTeam_OversizedClientIDsDoNotGrowTheFailureLimiter: every failed authentication
+// kept a (client ID, address) budget keyed by the client ID as sent. Client IDs up to the
+// header limit (~100 KiB in a Basic header) from a few addresses held ~10 MiB a minute
+// each, until the shipped 256 Mi limit killed the server. A client ID that is not well
+// formed names no client: it counts against the address only.
+func TestRedTeam_OversizedClientIDsDoNotGrowTheFailureLimiter(t *testing.T) {
+	f := newFixture(t)
+	h := f.srv.Handler()
+	const addrs, perAddr, idLen = 20, 10, 96 << 10
+	before := heapInUse()
+	for a := range addrs {
+		for i := range perAddr {
+			id := fmt.Sprintf("%d-%d-", a, i) + strings.Repeat("x", idLen)
+			req := httpRequest(http.MethodGet, "/authz/platform-api", "")
+			req.Header.Set("Authorization", basic(id, "kss_wrong"))
+			req.Header.Set("X-Forwarded-Method", "GET")
+			req.Header.Set("X-Forwarded-Uri", "/")
+			req.RemoteAddr = fmt.Sprintf("203.0.113.%d:4000", a+1)
+			if rec := record(h, req); rec.Code != http.StatusUnauthorized {
+				t.Fatalf("failure %d from address %d: %d, want 401", i, a, rec.Code)
+			}
+		}
+	}
+	grown := heapInUse() - before
+	if limit := int64(2 << 20); grown > limit {
+		t.Fatalf("%d failed authentications with %d KiB client IDs kept %d KiB of heap, want < %d KiB",
+			addrs*perAddr, idLen>>10, grown>>10, limit>>10)
+	}
+	runtime.KeepAlive(f)
+}
+
+func heapInUse() int64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
+}
+
+// TestRedTeam_AuthorizationSentTwiceIsRefused: with two Authorization headers /authz
+// checked the first and answered 200, while a backend or a later hop may read the last
+// (or both, comma-joined): one request, two identities. Refused with 400 like every
+// other header that could be read two ways; the token endpoint and introspection too.
+func TestRedTeam_AuthorizationSentTwiceIsRefused(t *testing.T) {
+	f := newFixture(t)
+	c := f.issue("user", grants("platform-api:user"))
+	tok := f.token(c)
+	forged := "eyJhbGciOiJub25lIn0.eyJrc19hcGlzIjp7InBsYXRmb3JtLWFwaSI6ImFkbWluIn19."
+	for _, second := range []string{bearer(forged), basic(c.id, c.secret), "Bearer " + tok} {
+		req, _ := http.NewRequest(http.MethodGet, f.ts.URL+"/authz/platform-api", nil)
+		req.Header.Add("Authorization", bearer(tok))
+		req.Header.Add("Authorization", second)
+		req.Header.Set("X-Forwarded-Method", "GET")
+		req.Header.Set("X-Forwarded-Uri", "/v2/users")
+		if resp, body := f.do(req); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("/authz with a second Authorization %.20q…: %d %v, want 400", second, resp.StatusCode, body)
+		}
+	}
+	for _, path := range []string{"/oauth2/token", "/oauth2/introspect"} {
+		form := url.Values{"grant_type": {"client_credentials"}, "token": {tok}}
+		req, _ := http.NewRequest(http.MethodPost, f.ts.URL+path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Add("Authorization", basic(c.id, c.secret))
+		req.Header.Add("Authorization", basic("ksc_other", "kss_other"))
+		if resp, body := f.do(req); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s with two Authorization headers: %d %v, want 400", path, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestRedTeam_URIHeaderWithoutMethodHeaderIsRefused: nginx's own auth_request example
+// sets only X-Original-URI. The subrequest is always a GET, so the token server checked
+// GET for every original method: a read-only credential could DELETE. A URI header
+// without a method header of the same convention, outside Envoy's convention (where the
+// request keeps the original method and its path must agree), leaves the method unknown:
+// 400, never the subrequest's own method.
+func TestRedTeam_URIHeaderWithoutMethodHeaderIsRefused(t *testing.T) {
+	f := newFixture(t)
+	c := f.issue("reader", grants("dataplanning-api:read-only"))
+	tok := f.token(c)
+	for _, hdr := range []string{"X-Original-URI", "X-Forwarded-Uri"} {
+		// nginx sends GET /authz/{api} for a client's DELETE.
+		req, _ := http.NewRequest(http.MethodGet, f.ts.URL+"/authz/dataplanning-api", nil)
+		req.Header.Set("Authorization", bearer(tok))
+		req.Header.Set(hdr, "/v1/plans/7")
+		if resp, body := f.do(req); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("%s without a method header: %d %v, want 400 (the original method is unknown)", hdr, resp.StatusCode, body)
+		}
+	}
+	// Envoy's convention with a URI header that agrees is still read as Envoy's.
+	req, _ := http.NewRequest(http.MethodGet, f.ts.URL+"/authz/dataplanning-api/v1/plans", nil)
+	req.Header.Set("Authorization", bearer(tok))
+	req.Header.Set("X-Original-URI", "/v1/plans")
+	if resp, body := f.do(req); resp.StatusCode != http.StatusOK {
+		t.Errorf("Envoy's path with an agreeing X-Original-URI: %d %v, want 200", resp.StatusCode, body)
+	}
+}
+
+// TestRedTeam_WorkspacePathNeedsExactlyOneGroup: a --workspace-path without a capture
+// group (`^/workspaces/[^/]+`) extracted no workspace from any path, so every workspace
+// passed; with an alternation of groups (`^/(?:workspaces/([^/]+)|ws/([^/]+))`) only the
+// first was read and /ws/<any> passed. The token server now refuses such a pattern at
+// start (tokenserver.CheckWorkspacePath).
+func TestRedTeam_WorkspacePathNeedsExactlyOneGroup(t *testing.T) {
+	for _, tc := range []struct {
+		pattern, path string
+	}{
+		{`^/workspaces/[^/]+`, "/workspaces/ap-3/plans"},
+		{`^/(?:workspaces/([^/]+)|ws/([^/]+))`, "/ws/ap-3/plans"},
+	} {
+		re := regexp.MustCompile(tc.pattern)
+		if err := tokenserver.CheckWorkspacePath(re); err == nil {
+			t.Errorf("CheckWorkspacePath(%q) accepted a pattern that lets %s through unchecked", tc.pattern, tc.path)
+		}
+	}
+	for _, ok := range []string{`^/workspaces/([^/]+)`, `^/(?:api/)?workspaces/([^/]+)`, `^/w/(?P<ws>[^/]+)`} {
+		if err := tokenserver.CheckWorkspacePath(regexp.MustCompile(ok)); err != nil {
+			t.Errorf("CheckWorkspacePath(%q): %v", ok, err)
+		}
+	}
+}
