@@ -115,6 +115,9 @@ func readSecretFacts(cred *iamv1alpha1.APICredential, s *corev1.Secret, ring *bi
 	}
 	f.keyVersion, _ = strconv.ParseInt(s.Annotations[iamv1alpha1.KeyVersionAnnotation], 10, 64)
 	f.issuedAt, _ = time.Parse(time.RFC3339, s.Annotations[iamv1alpha1.IssuedAtAnnotation])
+	// Read at the precision the binding covers (whole seconds, UTC): a fraction added to a
+	// bound issue time keeps the binding valid, and must not make the data look newer.
+	f.issuedAt = f.issuedAt.UTC().Truncate(time.Second)
 	if value := s.Annotations[iamv1alpha1.BindingAnnotation]; value != "" && ring != nil {
 		f.bound = ring.Verify(value, bindingSubject(cred, f.clientID, credential.Hash(f.clientSecret), f.keyVersion, f.issuedAt))
 	}
