@@ -43,6 +43,10 @@ type origin struct {
 //     the request's own method is then the subrequest's (nginx's is always GET);
 //   - a method that is not an HTTP token, a workspace header value that is empty or holds
 //     a ',' or white space (a list, to a backend that splits it);
+//   - a header that is the workspace header's name with '_' for '-' (a CGI, WSGI or
+//     Rack backend reads both as one);
+//   - when opts.WorkspacePath is set, a path it names a workspace in only when matched
+//     in any letter case (Express and ASP.NET Core route case-insensitively);
 //   - when opts.WorkspacePath is set, an original path not in canonical form (see
 //     nonCanonical): backends normalise paths differently, and a path the pattern does
 //     not match names no workspace, so only a canonical path can be matched safely.
@@ -126,6 +130,9 @@ func originalRequest(r *http.Request, opts *Options) (origin, *oauthError) {
 		}
 		o.workspaces[0] = vs[0]
 	}
+	if k, ok := lookalikeHeader(h, opts.workspaceHeaderKey); ok {
+		return o, invalidRequest(k + " could be read as " + opts.workspaceHeaderKey + " by a backend")
+	}
 
 	// The workspace in the path.
 	if opts.WorkspacePath == nil {
@@ -145,8 +152,56 @@ func originalRequest(r *http.Request, opts *Options) (origin, *oauthError) {
 	}
 	if m := opts.WorkspacePath.FindStringSubmatchIndex(o.path); len(m) >= 4 && m[2] >= 0 {
 		o.workspaces[1] = o.path[m[2]:m[3]]
+	} else if fold := opts.workspacePathFold; fold != nil {
+		// Express and ASP.NET Core route paths in any letter case: /Workspaces/ws-b
+		// reaches the handler of /workspaces/{ws} while the pattern names no workspace.
+		if !fold.MatchString(o.path) { // no allocation in the common case: no match at all
+			return o, nil
+		}
+		if m := fold.FindStringSubmatchIndex(o.path); len(m) >= 4 && m[2] >= 0 {
+			return o, invalidRequest("the original path names a workspace only in another letter case")
+		}
 	}
 	return o, nil
+}
+
+// lookalikeHeader returns a header of h other than name (canonical form) that is name
+// with '_' for '-' (or the reverse) in some places: CGI, WSGI and Rack servers map both
+// to one HTTP_ variable, so a backend could read the one the token server did not check.
+func lookalikeHeader(h http.Header, name string) (string, bool) {
+	if name == "" {
+		return "", false
+	}
+	for k := range h {
+		if len(k) == len(name) && k != name && sameHeaderName(k, name) {
+			return k, true
+		}
+	}
+	return "", false
+}
+
+// sameHeaderName reports whether a and b, of equal length, are one name to a CGI
+// gateway: equal in ASCII case-insensitively, with '_' and '-' the same character.
+func sameHeaderName(a, b string) bool {
+	for i := 0; i < len(a); i++ {
+		ca, cb := a[i], b[i]
+		if ca == '_' {
+			ca = '-'
+		}
+		if cb == '_' {
+			cb = '-'
+		}
+		if 'A' <= ca && ca <= 'Z' {
+			ca += 'a' - 'A'
+		}
+		if 'A' <= cb && cb <= 'Z' {
+			cb += 'a' - 'A'
+		}
+		if ca != cb {
+			return false
+		}
+	}
+	return true
 }
 
 // single returns the value of header name (canonical form) and whether it is present;

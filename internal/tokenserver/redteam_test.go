@@ -136,3 +136,61 @@ func TestRedTeam_WorkspacePathNeedsExactlyOneGroup(t *testing.T) {
 		}
 	}
 }
+
+// TestRedTeam_UnderscoreWorkspaceHeaderIsRefused: X_Keysmith_Workspace is another header
+// to net/http, so the token server saw no workspace and answered 200, while CGI, WSGI and
+// Rack servers (PHP, older gunicorn, Rack) map it and X-Keysmith-Workspace to one
+// HTTP_X_KEYSMITH_WORKSPACE: the backend acted in a workspace nobody checked. Traefik and
+// Envoy (headers_with_underscores_action: ALLOW) pass such headers on.
+func TestRedTeam_UnderscoreWorkspaceHeaderIsRefused(t *testing.T) {
+	for _, conv := range conventions {
+		t.Run(conv.name, func(t *testing.T) {
+			f := newFixture(t)
+			c := f.issue("user", grants("profile-api:read-only"))
+			tok := f.token(c)
+			for _, name := range []string{"X_Keysmith_Workspace", "X-Keysmith_Workspace", "x_keysmith-workspace"} {
+				req := conv.build(f.ts.URL, "profile-api", "GET", "/v1/profiles")
+				req.Header.Set("Authorization", bearer(tok))
+				req.Header[name] = []string{"ap-3"} // as sent: net/http keeps it apart from X-Keysmith-Workspace
+				if resp, body := f.do(req); resp.StatusCode != http.StatusBadRequest {
+					t.Errorf("%s: ap-3 (out of scope): %d %v, want 400", name, resp.StatusCode, body)
+				}
+			}
+			req := conv.build(f.ts.URL, "profile-api", "GET", "/v1/profiles")
+			req.Header.Set("Authorization", bearer(tok))
+			req.Header.Set("X-Keysmith-Workspace", "eu-1")
+			if resp, body := f.do(req); resp.StatusCode != http.StatusOK {
+				t.Errorf("X-Keysmith-Workspace: eu-1: %d %v, want 200", resp.StatusCode, body)
+			}
+		})
+	}
+}
+
+// TestRedTeam_WorkspacePathInAnotherCaseIsRefused: with --workspace-path
+// '^/workspaces/([^/]+)', /Workspaces/ap-3/… matched nothing and so named no workspace:
+// 200. Express and ASP.NET Core route case-insensitively by default, so the handler of
+// /workspaces/:ws ran in ap-3. A path the pattern names a workspace in only in another
+// letter case is refused with 400.
+func TestRedTeam_WorkspacePathInAnotherCaseIsRefused(t *testing.T) {
+	for _, conv := range conventions {
+		t.Run(conv.name, func(t *testing.T) {
+			f := newFixture(t, func(o *tokenserver.Options) { o.WorkspacePath = regexp.MustCompile(`^/workspaces/([^/]+)`) })
+			c := f.issue("user", grants("profile-api:read-only"))
+			tok := f.token(c)
+			for _, uri := range []string{"/Workspaces/ap-3/profiles", "/WORKSPACES/ap-3", "/workSpaces/eu-1/profiles"} {
+				req := conv.build(f.ts.URL, "profile-api", "GET", uri)
+				req.Header.Set("Authorization", bearer(tok))
+				if resp, body := f.do(req); resp.StatusCode != http.StatusBadRequest {
+					t.Errorf("%s: %d %v, want 400", uri, resp.StatusCode, body)
+				}
+			}
+			for uri, want := range map[string]int{"/workspaces/eu-1/profiles": 200, "/v1/Profiles": 200, "/workspaces/AP-3/x": 403} {
+				req := conv.build(f.ts.URL, "profile-api", "GET", uri)
+				req.Header.Set("Authorization", bearer(tok))
+				if resp, body := f.do(req); resp.StatusCode != want {
+					t.Errorf("%s: %d %v, want %d", uri, resp.StatusCode, body, want)
+				}
+			}
+		})
+	}
+}

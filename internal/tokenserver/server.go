@@ -59,6 +59,12 @@ type Options struct {
 	Log logr.Logger
 	// Registry registers the metrics; default a new registry served on /metrics.
 	Registry *prometheus.Registry
+
+	// Derived by New (originalRequest skips the checks that need them when they are unset):
+	// workspaceHeaderKey is WorkspaceHeader in canonical form; workspacePathFold is
+	// WorkspacePath matching in any letter case.
+	workspaceHeaderKey string
+	workspacePathFold  *regexp.Regexp
 }
 
 // UsageRecorder is told every time a credential is accepted.
@@ -103,6 +109,10 @@ func New(store *Store, opts Options) *Server {
 	}
 	if opts.WorkspaceHeader == "" {
 		opts.WorkspaceHeader = "X-Keysmith-Workspace"
+	}
+	opts.workspaceHeaderKey = http.CanonicalHeaderKey(opts.WorkspaceHeader)
+	if opts.WorkspacePath != nil {
+		opts.workspacePathFold, _ = regexp.Compile("(?i)" + opts.WorkspacePath.String())
 	}
 	if opts.MaxTokenLifetime < opts.TokenLifetime {
 		opts.MaxTokenLifetime = opts.TokenLifetime
