@@ -6,9 +6,13 @@ import (
 	"net/url"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/tokenserver"
 )
 
@@ -192,5 +196,43 @@ func TestRedTeam_WorkspacePathInAnotherCaseIsRefused(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRedTeam_PermissionRemovedFromTheCatalogIsRevokedEverywhere: removing a permission
+// from an APIDefinition revokes it (token-server.md, Revocation): /authz answered 403,
+// but TokenReview still put keysmith:api:<api>:<permission> into the user's groups, so
+// RBAC bound to that group kept working at the API server; and a token requested with
+// an explicit scope still carried the removed permission. Both now follow the catalog.
+func TestRedTeam_PermissionRemovedFromTheCatalogIsRevokedEverywhere(t *testing.T) {
+	f := newFixture(t)
+	kubernetes := func(perms ...string) *iamv1alpha1.APIDefinition {
+		def := &iamv1alpha1.APIDefinition{ObjectMeta: metav1.ObjectMeta{Name: "kubernetes"}, Spec: iamv1alpha1.APIDefinitionSpec{
+			DisplayName: "Kubernetes", ScopeLevel: iamv1alpha1.ScopeLevelAccount, Audience: kubernetesAudience}}
+		for _, p := range perms {
+			def.Spec.Permissions = append(def.Spec.Permissions, iamv1alpha1.Permission{Name: p, Methods: []string{"*"}})
+		}
+		return def
+	}
+	f.store.SetAPI(kubernetes("user", "admin"))
+	c := f.issue("ops", grants("kubernetes:admin", "platform-api:user"))
+	tok := f.token(c)
+	if st := f.review(tok, kubernetesAudience); !slices.Contains(st.User.Groups, "keysmith:api:kubernetes:admin") {
+		t.Fatalf("before the removal: %+v, want the group keysmith:api:kubernetes:admin", st)
+	}
+
+	// The catalog drops "admin" from the Kubernetes API (it keeps "user").
+	f.store.SetAPI(kubernetes("user"))
+
+	if st := f.review(tok, kubernetesAudience); st.Authenticated || slices.Contains(st.User.Groups, "keysmith:api:kubernetes:admin") {
+		t.Errorf("TokenReview after admin left the catalog: %+v, want unauthenticated (no API of the token matches)", st)
+	}
+	resp, body := f.post("/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "scope": {"kubernetes"}}, c.id, c.secret)
+	if resp.StatusCode != http.StatusBadRequest || body["error"] != "invalid_scope" {
+		t.Errorf("scope=kubernetes after admin left the catalog: %d %v, want 400 invalid_scope", resp.StatusCode, body)
+	}
+	// The API still offered is unaffected.
+	if resp, body := f.post("/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "scope": {"platform-api"}}, c.id, c.secret); resp.StatusCode != http.StatusOK {
+		t.Errorf("scope=platform-api: %d %v, want 200", resp.StatusCode, body)
 	}
 }

@@ -104,6 +104,9 @@ func (s *Server) claimsFor(c *Credential, scope, version string, now time.Time) 
 			if !ok {
 				return nil, invalidScope("scope " + strconv.Quote(item) + " names an API that is not in the catalog")
 			}
+			if _, ok := a.Permissions[g.Permission]; !ok {
+				return nil, invalidScope("scope " + strconv.Quote(item) + ": the API no longer offers permission " + strconv.Quote(g.Permission))
+			}
 			add(g, a)
 		}
 		if len(order) == 0 {
