@@ -2,6 +2,7 @@ package tokenserver
 
 import (
 	"math"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -10,7 +11,7 @@ import (
 )
 
 // failureLimiter rate-limits failed authentications per (client ID, source address) and
-// per source address; bearer tokens that fail verification spend the address's budget
+// per source address (an IPv6 address's /64, budgetAddr); bearer tokens that fail verification spend the address's budget
 // only (failAddr). Keying the client's budget by address as well means an attacker
 // hammering one client ID does not lock the legitimate client out from elsewhere, while
 // the per-address budget stops enumeration of client IDs from one place. Only failures
@@ -29,8 +30,25 @@ func newFailureLimiter(limit rate.Limit, burst int) *failureLimiter {
 	return &failureLimiter{limit: limit, burst: burst}
 }
 
-func pairKey(clientID, addr string) string { return "c\x00" + clientID + "\x00" + addr }
-func addrKey(addr string) string           { return "a\x00" + addr }
+func pairKey(clientID, addr string) string { return "c\x00" + clientID + "\x00" + budgetAddr(addr) }
+func addrKey(addr string) string           { return "a\x00" + budgetAddr(addr) }
+
+// budgetAddr is the part of a client address a failure budget belongs to: an IPv4 address
+// itself, but the /64 of an IPv6 one, since a single host is routinely given a whole /64
+// and could otherwise use a fresh address for every request.
+func budgetAddr(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	if ip.Is4In6() {
+		return ip.Unmap().String()
+	}
+	if !ip.Is6() {
+		return addr
+	}
+	return netip.PrefixFrom(ip.WithZone(""), 64).Masked().String()
+}
 
 // blocked returns the seconds to wait when the client or the address has spent its
 // budget of failures, or 0. It takes no lock unless a failure was recorded for them.

@@ -236,3 +236,41 @@ func TestRedTeam_PermissionRemovedFromTheCatalogIsRevokedEverywhere(t *testing.T
 		t.Errorf("scope=platform-api: %d %v, want 200", resp.StatusCode, body)
 	}
 }
+
+// TestRedTeam_IPv6AddressesOfOneSubnetShareAFailureBudget: failure budgets were keyed by
+// the full address, and a client on IPv6 holds a /64 (2^64 addresses): one address per
+// request, and no bearer token that fails verification (an ECDSA verify each) or wrong
+// secret was ever limited. Budgets are per /64 for IPv6; IPv4 addresses stay apart.
+func TestRedTeam_IPv6AddressesOfOneSubnetShareAFailureBudget(t *testing.T) {
+	f := newFixture(t)
+	c := f.issue("user", grants("platform-api:user"))
+	forged := f.token(c)
+	forged = forged[:len(forged)-8] + "AAAAAAAA"
+	h := f.srv.Handler()
+	send := func(remote string) int {
+		req := httpRequest(http.MethodGet, "/authz/platform-api", "")
+		req.Header.Set("Authorization", bearer(forged))
+		req.Header.Set("X-Forwarded-Method", "GET")
+		req.Header.Set("X-Forwarded-Uri", "/")
+		req.RemoteAddr = remote
+		return record(h, req).Code
+	}
+	limited := false
+	for i := range 30 {
+		if code := send(fmt.Sprintf("[2001:db8:1:2::%x]:4000", i+1)); code == http.StatusTooManyRequests {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Fatal("30 forged tokens from 30 addresses of 2001:db8:1:2::/64 were all verified: want 429 once the /64's budget is spent")
+	}
+	if code := send("[2001:db8:1:3::1]:4000"); code != http.StatusUnauthorized {
+		t.Errorf("another /64: %d, want 401 (its own budget)", code)
+	}
+	for i := range 30 {
+		if code := send(fmt.Sprintf("198.51.100.%d:4000", i+1)); code != http.StatusUnauthorized {
+			t.Fatalf("IPv4 198.51.100.%d: %d, want 401 (IPv4 addresses are limited one by one)", i+1, code)
+		}
+	}
+}
