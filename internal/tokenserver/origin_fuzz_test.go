@@ -42,7 +42,7 @@ func FuzzOriginalRequest(f *testing.F) {
 	f.Fuzz(func(t *testing.T, conv uint8, uri, ws1, ws2, method, otherMethod string) {
 		req, wantPath, ok := forwardAuthRequest(conv%3, uri, method, otherMethod)
 		if !ok {
-			t.Skip() // not a request that reaches the handler (net/http refuses it)
+			return // outside the property: net/http refuses such a request before any handler runs
 		}
 		for _, ws := range []string{ws1, ws2} {
 			if ws != "" && validHeaderValue(ws) {
