@@ -99,11 +99,16 @@ func (s *Server) trusted(addr string) bool {
 	return false
 }
 
+// tokenInvalid is the description of every token that fails verification.
+const tokenInvalid = "the access token is invalid or expired"
+
 // verifyToken returns the claims of a token whose signature, issuer, lifetime and expiry
 // are valid, from the token cache after the first time while the key that signed it is
 // still published. A failure here is a property of the token itself (and of the key
 // set), never of a credential's state. It is not rate limited: TokenReview, whose source
-// is always the API server, uses it; requests from clients use verifyTokenFrom.
+// is always the API server, uses it; requests from clients use verifyTokenFrom. Instead a
+// token that fails is remembered in the negative cache (badTokens) against the key set it
+// failed with, so a replay costs a map read, not a signature check.
 func (s *Server) verifyToken(token string, now time.Time) (*Claims, *oauthError) {
 	return s.verifyTokenFrom(token, "", now)
 }
@@ -114,10 +119,11 @@ func (s *Server) verifyToken(token string, now time.Time) (*Claims, *oauthError)
 // before any signature check. Only the address is charged (a failed token names no
 // client it can be trusted to belong to), so a client elsewhere is never locked out. A
 // token already in the cache costs no verification and is served whatever the budget.
-// An empty addr is not limited.
+// An empty addr is not limited (verifyToken: the negative cache instead).
 func (s *Server) verifyTokenFrom(token, addr string, now time.Time) (*Claims, *oauthError) {
 	var d [32]byte
-	if len(token) <= maxTokenBytes { // longer ones are refused below, without hashing them
+	hashed := len(token) <= maxTokenBytes // longer ones are refused below, without hashing them
+	if hashed {
 		d = tokenDigest(token)
 		if e, ok := s.tokens.get(d, now); ok {
 			if s.keys.published(e.signer) {
@@ -125,6 +131,12 @@ func (s *Server) verifyTokenFrom(token, addr string, now time.Time) (*Claims, *o
 				return e.claims, nil
 			}
 			s.tokens.remove(d, e) // its key left the key set: verify (and refuse) it again
+		}
+	}
+	var ring *keyRing // the key set a failure without an address is remembered against
+	if addr == "" && hashed {
+		if ring = s.keys.ring.Load(); s.badTokens.has(d, ring, now) {
+			return nil, invalidToken(tokenInvalid)
 		}
 	}
 	s.metrics.tokenCacheMisses.Inc()
@@ -135,10 +147,13 @@ func (s *Server) verifyTokenFrom(token, addr string, now time.Time) (*Claims, *o
 	}
 	claims, signer, err := s.keys.verify(token)
 	if err != nil || !validClaims(claims, s.opts.Issuer, s.opts.MaxTokenLifetime, now) {
-		if addr != "" {
+		switch {
+		case addr != "":
 			s.limiter.failAddr(addr, now)
+		case hashed:
+			s.badTokens.add(d, ring, now)
 		}
-		return nil, invalidToken("the access token is invalid or expired")
+		return nil, invalidToken(tokenInvalid)
 	}
 	s.tokens.put(d, claims, signer, now, s.keys.published)
 	return claims, nil

@@ -61,13 +61,8 @@ func (s *Server) review(token string, wanted []string, now time.Time) authnv1.To
 	if len(wanted) == 0 || token == "" {
 		return refused
 	}
-	d, ring := tokenDigest(token), s.keys.ring.Load()
-	if s.badTokens.has(d, ring, now) {
-		return refused
-	}
-	claims, oerr := s.verifyToken(token, now)
+	claims, oerr := s.verifyToken(token, now) // a failure is remembered in the negative cache
 	if oerr != nil {
-		s.badTokens.add(d, ring, now)
 		return refused
 	}
 	c, oerr := s.credentialOf(claims, now)
