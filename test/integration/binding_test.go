@@ -12,11 +12,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/credential"
-	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 // DESIGN §2 item 9, end to end: the operator runs as its own service account under the
@@ -39,10 +37,7 @@ var _ = Describe("A client ID belongs to one credential, and only the operator m
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "tenant"},
 			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
 		})).To(Succeed())
-		u, err := testEnv.ControlPlane.AddUser(envtest.User{Name: user}, adminCfg)
-		Expect(err).NotTo(HaveOccurred())
-		c, err := client.New(u.Config(), client.Options{Scheme: testenv.Scheme()})
-		Expect(err).NotTo(HaveOccurred())
+		c := userClient(user)
 		Eventually(func() error { return c.List(ctx, &corev1.SecretList{}, client.InNamespace(n.Name)) }).Should(Succeed())
 		return n.Name, c
 	}

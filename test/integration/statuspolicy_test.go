@@ -11,10 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
-	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 // The ValidatingAdmissionPolicy of config/policy: only the manager writes identity and
@@ -57,11 +55,7 @@ var _ = Describe("APICredential status policy", func() {
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
 			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: username}},
 		})).To(Succeed())
-		u, err := testEnv.ControlPlane.AddUser(envtest.User{Name: username}, adminCfg)
-		Expect(err).NotTo(HaveOccurred())
-		c, err := client.New(u.Config(), client.Options{Scheme: testenv.Scheme()})
-		Expect(err).NotTo(HaveOccurred())
-		return c
+		return userClient(username)
 	}
 	patchStatus := func(ctx context.Context, c client.Client, body string, opts ...client.SubResourcePatchOption) error {
 		obj := &iamv1alpha1.APICredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: cred.Name}}
@@ -95,16 +89,6 @@ var _ = Describe("APICredential status policy", func() {
 		Expect(patchStatus(ctx, mallory, `{"status":{"lastUsedAddress":"192.0.2.1"}}`)).To(Succeed())
 	})
 
-	// clientAsServiceAccount returns a client authenticated as a service account of the
-	// operator's namespace, which the shipped RBAC and the policy know by name.
-	clientAsServiceAccount := func(name string) client.Client {
-		u, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":" + name}, adminCfg)
-		Expect(err).NotTo(HaveOccurred())
-		c, err := client.New(u.Config(), client.Options{Scheme: testenv.Scheme()})
-		Expect(err).NotTo(HaveOccurred())
-		return c
-	}
-
 	Describe("finding 5: status.account is protected", func() {
 		// Token servers put status.account into X-Keysmith-Account and the
 		// keysmith:account:* group: whoever moves it moves the credential to another account.
@@ -122,7 +106,7 @@ var _ = Describe("APICredential status policy", func() {
 			Expect(err).To(MatchError(ContainSubstring("status.account")))
 			Expect(err).To(MatchError(ContainSubstring("mallory may not")))
 
-			Expect(patchStatus(ctx, clientAsServiceAccount("keysmith-token-server"), move)).To(MatchError(Or(
+			Expect(patchStatus(ctx, userClient(serviceAccount("keysmith-token-server")), move)).To(MatchError(Or(
 				ContainSubstring("may change only status.lastUsedTime and status.lastUsedAddress"),
 				ContainSubstring("only the keysmith manager"))))
 
@@ -131,17 +115,14 @@ var _ = Describe("APICredential status policy", func() {
 			Expect(after.Status.Account).To(Equal(before))
 
 			By("admitting the same change from the manager, which selects the account")
-			Expect(patchStatus(ctx, clientAsServiceAccount("keysmith-manager"), move)).To(Succeed())
+			Expect(patchStatus(ctx, userClient(serviceAccount("keysmith-manager")), move)).To(Succeed())
 			Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cred), &after)).To(Succeed())
 			Expect(after.Status.Account).To(Equal("globex"))
 		})
 	})
 
 	It("lets the token server change only the usage fields", func(ctx SpecContext) {
-		ts, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":keysmith-token-server"}, adminCfg)
-		Expect(err).NotTo(HaveOccurred())
-		c, err := client.New(ts.Config(), client.Options{Scheme: testenv.Scheme()})
-		Expect(err).NotTo(HaveOccurred())
+		c := userClient(serviceAccount("keysmith-token-server"))
 
 		Expect(patchStatus(ctx, c, `{"status":{"lastUsedTime":"2026-11-23T10:00:00Z","lastUsedAddress":"10.0.0.7"}}`)).To(Succeed())
 		for _, body := range []string{

@@ -15,6 +15,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -91,7 +92,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	}
 
 	By("running the operator as its own service account, with the shipped RBAC")
-	managerUser, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":keysmith-manager"}, adminCfg)
+	managerUser, err := testEnv.ControlPlane.AddUser(envtest.User{Name: serviceAccount("keysmith-manager")}, adminCfg)
 	Expect(err).NotTo(HaveOccurred())
 	runManager(ctx, managerUser.Config(), controllers.CacheOptions(), func(mgr ctrl.Manager) {
 		bindingKeys := &controllers.BindingKeyReconciler{
@@ -111,7 +112,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	})
 
 	By("running the token server as its own service account, with the shipped RBAC")
-	tsUser, err := testEnv.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:" + systemNamespace + ":keysmith-token-server"}, adminCfg)
+	tsUser, err := testEnv.ControlPlane.AddUser(envtest.User{Name: serviceAccount("keysmith-token-server")}, adminCfg)
 	Expect(err).NotTo(HaveOccurred())
 	runManager(ctx, tsUser.Config(), tokenserver.CacheOptions(nil, systemNamespace, signingSecret, false), func(mgr ctrl.Manager) {
 		tokenServer, err = tokenserver.Setup(ctx, mgr, tokenserver.Options{Issuer: tokenServerURL, Log: logf.Log.WithName("token-server")}, usageInterval)
@@ -181,4 +182,31 @@ func startSidecar(ctx context.Context) string {
 	go func() { _ = hs.Serve(ln) }()
 	DeferCleanup(hs.Close)
 	return "http://" + ln.Addr().String()
+}
+
+// serviceAccount is the user name of a service account of the operator's namespace, which
+// the shipped RBAC and the status policy know by name.
+func serviceAccount(name string) string {
+	return "system:serviceaccount:" + systemNamespace + ":" + name
+}
+
+// userClient returns a client authenticated as the named user, with no groups beyond
+// system:authenticated.
+func userClient(name string) client.Client {
+	u, err := testEnv.ControlPlane.AddUser(envtest.User{Name: name}, adminCfg)
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	c, err := client.New(u.Config(), client.Options{Scheme: testenv.Scheme()})
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	return c
+}
+
+// maySecret asks the API server whether user may verb the Secret name in namespace.
+func maySecret(ctx context.Context, user, namespace, verb, name string) bool {
+	review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: user, ResourceAttributes: &authorizationv1.ResourceAttributes{
+			Namespace: namespace, Verb: verb, Resource: "secrets", Name: name,
+		},
+	}}
+	ExpectWithOffset(1, k8sClient.Create(ctx, review)).To(Succeed())
+	return review.Status.Allowed
 }

@@ -12,7 +12,6 @@ import (
 	. "github.com/onsi/gomega"
 	"golang.org/x/oauth2/clientcredentials"
 	authnv1 "k8s.io/api/authentication/v1"
-	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -170,13 +169,7 @@ var _ = Describe("The token server beside the operator", func() {
 		}).Should(Equal(http.StatusOK))
 
 		By("the sidecar's service account cannot read the signing key Secret")
-		review := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-			User: sidecarUser, ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Namespace: systemNamespace, Verb: "get", Resource: "secrets", Name: signingSecret,
-			},
-		}}
-		Expect(k8sClient.Create(ctx, review)).To(Succeed())
-		Expect(review.Status.Allowed).To(BeFalse())
+		Expect(maySecret(ctx, sidecarUser, systemNamespace, "get", signingSecret)).To(BeFalse())
 	})
 
 	It("refuses a deactivated credential within a second, including tokens issued before", func(ctx SpecContext) {
