@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -137,16 +138,19 @@ func (d *devInstance) kill() {
 	}
 }
 
-// cleanUp kills make dev if it still runs and every process of its dev directory (the
-// safety net of a failed spec, so that it leaks nothing into the next), and removes the
-// directory.
+// cleanUp kills make dev if it still runs and every component process of its dev
+// directory (the safety net of a failed spec, so that it leaks nothing into the next), and
+// removes the directory. Only the components' binaries are killed: any other process
+// naming the directory, a shell or a pager reading a log, is not the environment's.
 func (d *devInstance) cleanUp() {
 	if d == nil {
 		return
 	}
 	d.kill()
-	for pid := range devProcesses(d.dir) {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+	for pid, p := range devProcesses(d.dir) {
+		if slices.Contains(components, p.name) { // not, say, a tail -f of one of its logs
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 	}
 	// The logs a failed make dev keeps, once the spec has passed or failed with them.
 	_ = os.RemoveAll(d.absDir())
