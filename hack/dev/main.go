@@ -356,7 +356,7 @@ func startControlPlane(ctx context.Context, sup *supervisor, env *envtest.Enviro
 				return fmt.Errorf("starting the control plane: %w (see %s and %s)", err, logs["etcd"], logs["kube-apiserver"])
 			case adoptErr != nil:
 				return adoptErr
-			case !sup.adopted("etcd") || !sup.adopted("kube-apiserver"):
+			case sup.get("etcd") == nil || sup.get("kube-apiserver") == nil:
 				return errors.New("etcd and kube-apiserver started, but not as children of make dev: cannot supervise them")
 			}
 			u, err := url.Parse(env.Config.Host)

@@ -63,6 +63,18 @@ func procArgs(pid int) ([]string, error) {
 	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00"), nil
 }
 
+// pids returns the pids of the processes this program can see.
+func pids() []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
 // child is what identifies one of this program's children: the binary it runs (absolute,
 // symlinks resolved) and one argument it was given.
 type child struct{ exe, arg string }
@@ -70,17 +82,9 @@ type child struct{ exe, arg string }
 // children returns the pids of this program's child processes that are one of those
 // wanted.
 func children(wanted ...child) map[child][]int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
 	self := os.Getpid()
 	found := map[child][]int{}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
+	for _, pid := range pids() {
 		if ppid, _, err := procStat(pid); err != nil || ppid != self {
 			continue
 		}
@@ -172,13 +176,8 @@ func portHolder(port int) string {
 	if len(inodes) == 0 {
 		return ""
 	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return ""
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || !holdsSocket(pid, inodes) {
+	for _, pid := range pids() {
+		if !holdsSocket(pid, inodes) {
 			continue
 		}
 		exe, _ := procExe(pid)

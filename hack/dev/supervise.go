@@ -87,10 +87,7 @@ func (s *supervisor) start(name, what, path string, args ...string) (*component,
 		return nil, fmt.Errorf("starting %s: %w", what, err)
 	}
 	c := &component{name: name, what: what, logPath: logPath, pid: cmd.Process.Pid, cmd: cmd, pidfd: -1, done: make(chan struct{})}
-	_, c.start, _ = procStat(c.pid)
-	c.exe, _ = procExe(c.pid)
-	s.comps = append(s.comps, c)
-	recordErr := writePidFile(s.dir, c)
+	recordErr := s.record(c)
 	go func() {
 		c.err = cmd.Wait()
 		logFile.Close()
@@ -112,10 +109,7 @@ func (s *supervisor) adopt(name, what string, pid int, logPath string) error {
 		return fmt.Errorf("watching %s (pid %d): %w", what, pid, err)
 	}
 	c := &component{name: name, what: what, logPath: logPath, pid: pid, pidfd: fd, done: make(chan struct{})}
-	_, c.start, _ = procStat(pid)
-	c.exe, _ = procExe(pid)
-	s.comps = append(s.comps, c)
-	recordErr := writePidFile(s.dir, c)
+	recordErr := s.record(c)
 	go func() {
 		waitPidfd(fd, -1)
 		close(c.done)
@@ -124,11 +118,13 @@ func (s *supervisor) adopt(name, what string, pid int, logPath string) error {
 	return recordErr
 }
 
-// adopted reports whether a component of that name is watched.
-func (s *supervisor) adopted(name string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return slices.ContainsFunc(s.comps, func(c *component) bool { return c.name == name })
+// record keeps a component that runs, with its start time and binary, and writes its
+// pid file. s.mu is held.
+func (s *supervisor) record(c *component) error {
+	_, c.start, _ = procStat(c.pid)
+	c.exe, _ = procExe(c.pid)
+	s.comps = append(s.comps, c)
+	return writePidFile(s.dir, c)
 }
 
 // get returns the component of that name, or nil.
