@@ -54,26 +54,12 @@ func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
 		return writeErr(w, oerr)
 	}
 
-	g, ok := c.grant(api)
-	if !ok {
-		return writeErr(w, insufficientScope(fmt.Sprintf("the credential is not granted API %q", api)))
-	}
-	if claims != nil && claims.APIs[api] != g.Permission {
-		return writeErr(w, insufficientScope(fmt.Sprintf("the access token's scope does not include API %q with permission %q", api, g.Permission)))
-	}
-	a, ok := s.store.API(api)
-	if !ok {
-		return writeErr(w, insufficientScope(fmt.Sprintf("API %q is not in the catalog", api)))
-	}
-	if claims != nil && !slices.Contains(claims.Audience, a.Audience) { // audience-bound tokens (DESIGN §3)
-		return writeErr(w, invalidToken(fmt.Sprintf("the access token's audience does not hold %q, the audience of API %q", a.Audience, api)))
-	}
-	methods, ok := a.Permissions[g.Permission]
-	if !ok {
-		return writeErr(w, insufficientScope(fmt.Sprintf("API %q no longer offers permission %q", api, g.Permission)))
+	_, perm, methods, oerr := s.grantedAPI(c, claims, api)
+	if oerr != nil {
+		return writeErr(w, oerr)
 	}
 	if !methods.allows(method) {
-		return writeErr(w, insufficientScope(fmt.Sprintf("permission %q of API %q does not allow %s", g.Permission, api, method)))
+		return writeErr(w, insufficientScope(fmt.Sprintf("permission %q of API %q does not allow %s", perm, api, method)))
 	}
 	for _, ws := range orig.workspaces {
 		if ws != "" && !c.hasWorkspace(ws) {
@@ -92,4 +78,32 @@ func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
 		s.opts.Usage.Record(c, addr, now)
 	}
 	return http.StatusOK
+}
+
+// grantedAPI returns the API api, the permission on it and that permission's methods
+// while credential c, and the access token's claims when the request bears one (nil for
+// Basic credentials), still authorize it: c grants api, the token carries it with the
+// same permission and holds its audience (audience-bound tokens, DESIGN §3), and the
+// catalog has it and still offers the permission. /authz and TokenReview decide by it
+// alike; the error says which check failed.
+func (s *Server) grantedAPI(c *Credential, claims *Claims, api string) (*API, string, methodSet, *oauthError) {
+	g, ok := c.grant(api)
+	if !ok {
+		return nil, "", methodSet{}, insufficientScope(fmt.Sprintf("the credential is not granted API %q", api))
+	}
+	if claims != nil && claims.APIs[api] != g.Permission {
+		return nil, "", methodSet{}, insufficientScope(fmt.Sprintf("the access token's scope does not include API %q with permission %q", api, g.Permission))
+	}
+	a, ok := s.store.API(api)
+	if !ok {
+		return nil, "", methodSet{}, insufficientScope(fmt.Sprintf("API %q is not in the catalog", api))
+	}
+	if claims != nil && !slices.Contains(claims.Audience, a.Audience) {
+		return nil, "", methodSet{}, invalidToken(fmt.Sprintf("the access token's audience does not hold %q, the audience of API %q", a.Audience, api))
+	}
+	methods, ok := a.Permissions[g.Permission]
+	if !ok {
+		return nil, "", methodSet{}, insufficientScope(fmt.Sprintf("API %q no longer offers permission %q", api, g.Permission))
+	}
+	return a, g.Permission, methods, nil
 }

@@ -93,21 +93,13 @@ func (s *Server) review(token string, wanted []string, now time.Time) authnv1.To
 
 // matchAudiences returns the audiences of wanted that the token is for, in the order of
 // wanted, and the keysmith:api groups of the APIs behind them. An API counts when the
-// token carries it, the credential still grants it with the same permission, it is in the
-// catalog and still offers that permission, and its audience is both in the token's aud and in wanted; an audience counts
-// only through such an API, so a token whose APIs have since left the catalog or changed
-// audience authenticates nowhere.
+// token and the credential still authorize it as at /authz (grantedAPI) and its audience
+// is in wanted; an audience counts only through such an API, so a token whose APIs have
+// since left the catalog or changed audience authenticates nowhere.
 func (s *Server) matchAudiences(claims *Claims, c *Credential, wanted []string) (audiences, groups []string) {
 	for api, perm := range claims.APIs {
-		g, ok := c.grant(api)
-		if !ok || g.Permission != perm {
-			continue
-		}
-		a, ok := s.store.API(api)
-		if !ok || !slices.Contains(claims.Audience, a.Audience) || !slices.Contains(wanted, a.Audience) {
-			continue
-		}
-		if _, offered := a.Permissions[perm]; !offered { // removed from the catalog: revoked, as at /authz
+		a, _, _, oerr := s.grantedAPI(c, claims, api)
+		if oerr != nil || !slices.Contains(wanted, a.Audience) {
 			continue
 		}
 		groups = append(groups, GroupAPIPrefix+api+":"+perm)
