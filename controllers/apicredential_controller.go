@@ -135,7 +135,7 @@ func (r *APICredentialReconciler) reconcileSecret(ctx context.Context, cred *iam
 	if secret, err = r.getSecret(ctx, r.APIReader, cred); err != nil {
 		return err
 	}
-	if facts, err = r.gatherSecretFacts(ctx, cred, secret, ring, true); err != nil {
+	if facts, err = r.gatherSecretFacts(ctx, cred, secret, ring); err != nil {
 		return err
 	}
 	if action = decideSecret(cred, facts, now); action == actionMint {
@@ -153,10 +153,10 @@ func (r *APICredentialReconciler) gatherAndDecide(ctx context.Context, cred *iam
 	if err != nil {
 		return nil, secretFacts{}, actionNone, err
 	}
-	facts, err := r.gatherSecretFacts(ctx, cred, secret, ring, false)
-	if err != nil {
-		return nil, secretFacts{}, actionNone, err
-	}
+	// No client-ID lookup here: whether another credential holds the client ID never
+	// decides between nothing and something (decideSecret returns actionNone before it
+	// looks), and anything else is decided again below from live facts that have it.
+	facts := readSecretFacts(cred, secret, ring)
 	if decideSecret(cred, facts, now) == actionNone {
 		return secret, facts, actionNone, nil
 	}
@@ -165,7 +165,7 @@ func (r *APICredentialReconciler) gatherAndDecide(ctx context.Context, cred *iam
 	if secret, err = r.confirmLive(ctx, cred); err != nil {
 		return nil, secretFacts{}, actionNone, err
 	}
-	if facts, err = r.gatherSecretFacts(ctx, cred, secret, ring, true); err != nil {
+	if facts, err = r.gatherSecretFacts(ctx, cred, secret, ring); err != nil {
 		return nil, secretFacts{}, actionNone, err
 	}
 	return secret, facts, decideSecret(cred, facts, now), nil
@@ -197,17 +197,17 @@ func (r *APICredentialReconciler) act(ctx context.Context, cred *iamv1alpha1.API
 	return nil
 }
 
-// gatherSecretFacts reads the facts of the Secret and looks its client ID up in the
-// client-ID index: the manager's cache, or, when live and status does not already record
-// that client ID for this credential, the API server (a cache behind must not let two
-// credentials adopt one client ID).
-func (r *APICredentialReconciler) gatherSecretFacts(ctx context.Context, cred *iamv1alpha1.APICredential, secret *corev1.Secret, ring *binding.Ring, live bool) (secretFacts, error) {
+// gatherSecretFacts reads the facts of the live Secret and looks its client ID up in the
+// client-ID index: the manager's cache when status already records that client ID for
+// this credential, else the API server (a cache behind must not let two credentials
+// adopt one client ID).
+func (r *APICredentialReconciler) gatherSecretFacts(ctx context.Context, cred *iamv1alpha1.APICredential, secret *corev1.Secret, ring *binding.Ring) (secretFacts, error) {
 	f := readSecretFacts(cred, secret, ring)
 	if !f.exists || !credential.ValidClientID(f.clientID) {
 		return f, nil
 	}
 	var index client.Reader = r.Client
-	if live && (cred.Status.SecretHash == "" || cred.Status.ClientID != f.clientID) {
+	if cred.Status.SecretHash == "" || cred.Status.ClientID != f.clientID {
 		index = r.APIReader
 	}
 	var err error

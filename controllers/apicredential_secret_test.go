@@ -104,6 +104,13 @@ func TestDecideSecret(t *testing.T) {
 			if got := decideSecret(cred, tt.secret, now); got != tt.want {
 				t.Errorf("decideSecret() = %v, want %v", got, tt.want)
 			}
+			// The reconciler decides from the cache without the client-ID lookup and
+			// trusts only actionNone from it: the holder must never decide that.
+			flipped := tt.secret
+			flipped.heldElsewhere = !flipped.heldElsewhere
+			if none, flippedNone := tt.want == actionNone, decideSecret(cred, flipped, now) == actionNone; none != flippedNone {
+				t.Errorf("with heldElsewhere=%v, decideSecret() = actionNone is %v, want %v", flipped.heldElsewhere, flippedNone, none)
+			}
 		})
 	}
 }
