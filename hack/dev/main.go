@@ -14,7 +14,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -34,7 +33,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -601,25 +599,15 @@ var devLogin = client.ObjectKey{Namespace: "team-checkout", Name: "kubectl-login
 // random port envtest chose, so it cannot be a static sample). It then creates devLogin,
 // which grants it, and returns the audience.
 func catalogueAPIServer(ctx context.Context, c client.Client, cfg *rest.Config) (string, error) {
-	cs, err := kubernetes.NewForConfig(cfg)
+	issuer, err := testenv.APIServerIssuer(ctx, cfg)
 	if err != nil {
 		return "", err
-	}
-	raw, err := cs.RESTClient().Get().AbsPath("/.well-known/openid-configuration").DoRaw(ctx)
-	if err != nil {
-		return "", fmt.Errorf("reading the API server's issuer: %w", err)
-	}
-	var discovery struct {
-		Issuer string `json:"issuer"`
-	}
-	if err := json.Unmarshal(raw, &discovery); err != nil || discovery.Issuer == "" {
-		return "", fmt.Errorf("the API server's /.well-known/openid-configuration names no issuer (%v)", err)
 	}
 	def := &iamv1alpha1.APIDefinition{
 		ObjectMeta: metav1.ObjectMeta{Name: kubernetesAPI},
 		Spec: iamv1alpha1.APIDefinitionSpec{
 			DisplayName: "Kubernetes API (make dev)", ScopeLevel: iamv1alpha1.ScopeLevelAccount,
-			Audience: discovery.Issuer,
+			Audience: issuer,
 			Permissions: []iamv1alpha1.Permission{{Name: "user", Methods: []string{iamv1alpha1.MethodAny},
 				Description: "Log in to the API server; its RBAC decides what the credential may do."}},
 		},
@@ -642,7 +630,7 @@ func catalogueAPIServer(ctx context.Context, c client.Client, cfg *rest.Config) 
 	for {
 		err := c.Create(retryCtx, login.DeepCopy())
 		if err == nil || apierrors.IsAlreadyExists(err) {
-			return discovery.Issuer, nil
+			return issuer, nil
 		}
 		if !apierrors.IsInvalid(err) && !apierrors.IsForbidden(err) {
 			return "", fmt.Errorf("creating APICredential %s: %w", devLogin, err)

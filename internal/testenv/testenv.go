@@ -5,6 +5,7 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +18,9 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	apiruntime "k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -122,4 +125,25 @@ func CreateFromFile(ctx context.Context, c client.Client, path, namespace string
 		}
 	}
 	return nil
+}
+
+// APIServerIssuer returns the service-account issuer of the API server cfg reaches, read
+// from its discovery document as docs/integrations/kube-apiserver.md does: the audience
+// --api-audiences defaults to.
+func APIServerIssuer(ctx context.Context, cfg *rest.Config) (string, error) {
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return "", err
+	}
+	raw, err := cs.RESTClient().Get().AbsPath("/.well-known/openid-configuration").DoRaw(ctx)
+	if err != nil {
+		return "", fmt.Errorf("reading the API server's issuer: %w", err)
+	}
+	var discovery struct {
+		Issuer string `json:"issuer"`
+	}
+	if err := json.Unmarshal(raw, &discovery); err != nil || discovery.Issuer == "" {
+		return "", fmt.Errorf("the API server's /.well-known/openid-configuration names no issuer (%v)", err)
+	}
+	return discovery.Issuer, nil
 }

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -262,24 +261,17 @@ const kubernetesAPI = "kubernetes"
 // --api-audiences defaults to, read from its discovery document as
 // docs/integrations/kube-apiserver.md does. It returns the audience.
 func catalogueKubernetes(ctx context.Context) string {
-	cs, err := kubernetes.NewForConfig(adminCfg)
+	issuer, err := testenv.APIServerIssuer(ctx, adminCfg)
 	ExpectWithOffset(1, err).NotTo(HaveOccurred())
-	raw, err := cs.RESTClient().Get().AbsPath("/.well-known/openid-configuration").DoRaw(ctx)
-	ExpectWithOffset(1, err).NotTo(HaveOccurred())
-	var discovery struct {
-		Issuer string `json:"issuer"`
-	}
-	ExpectWithOffset(1, json.Unmarshal(raw, &discovery)).To(Succeed())
-	ExpectWithOffset(1, discovery.Issuer).NotTo(BeEmpty())
 	def := &iamv1alpha1.APIDefinition{
 		ObjectMeta: metav1.ObjectMeta{Name: kubernetesAPI},
 		Spec: iamv1alpha1.APIDefinitionSpec{
-			DisplayName: "Kubernetes API", ScopeLevel: iamv1alpha1.ScopeLevelAccount, Audience: discovery.Issuer,
+			DisplayName: "Kubernetes API", ScopeLevel: iamv1alpha1.ScopeLevelAccount, Audience: issuer,
 			Permissions: []iamv1alpha1.Permission{{Name: "user", Methods: []string{iamv1alpha1.MethodAny}}},
 		},
 	}
 	if err := k8sClient.Create(ctx, def); !apierrors.IsAlreadyExists(err) {
 		ExpectWithOffset(1, err).NotTo(HaveOccurred())
 	}
-	return discovery.Issuer
+	return issuer
 }
