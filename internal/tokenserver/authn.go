@@ -20,17 +20,16 @@ func (s *Server) authenticate(ca clientAuth, addr string, now time.Time) (*Crede
 	// A client ID that is not well formed names no client: it counts against the
 	// address only, so that no budget is keyed by (and holds) an attacker's string of up
 	// to the header limit.
-	wellFormed := credential.ValidClientID(ca.id)
-	if wait := s.limiter.blockedFor(ca.id, wellFormed, addr, now); wait > 0 {
+	budget := ca.id
+	if !credential.ValidClientID(budget) {
+		budget = ""
+	}
+	if wait := s.limiter.blocked(budget, addr, now); wait > 0 {
 		return nil, "", tooManyFailures(wait)
 	}
 	c, version := s.checkSecret(ca, now)
 	if c == nil {
-		if wellFormed {
-			s.limiter.fail(ca.id, addr, now)
-		} else {
-			s.limiter.failAddr(addr, now)
-		}
+		s.limiter.fail(budget, addr, now)
 		s.metrics.authFailures.Inc()
 		return nil, "", invalidClient(credentialsInvalid)
 	}
@@ -141,7 +140,7 @@ func (s *Server) verifyTokenFrom(token, addr string, now time.Time) (*Claims, *o
 	}
 	s.metrics.tokenCacheMisses.Inc()
 	if addr != "" {
-		if wait := s.limiter.blockedAddr(addr, now); wait > 0 {
+		if wait := s.limiter.blocked("", addr, now); wait > 0 {
 			return nil, tooManyFailures(wait)
 		}
 	}
@@ -149,7 +148,7 @@ func (s *Server) verifyTokenFrom(token, addr string, now time.Time) (*Claims, *o
 	if err != nil || !validClaims(claims, s.opts.Issuer, s.opts.MaxTokenLifetime, now) {
 		switch {
 		case addr != "":
-			s.limiter.failAddr(addr, now)
+			s.limiter.fail("", addr, now)
 		case hashed:
 			s.badTokens.add(d, ring, now)
 		}

@@ -11,8 +11,8 @@ import (
 )
 
 // failureLimiter rate-limits failed authentications per (client ID, source address) and
-// per source address (an IPv6 address's /64, budgetAddr); bearer tokens that fail verification spend the address's budget
-// only (failAddr). Keying the client's budget by address as well means an attacker
+// per source address (an IPv6 address's /64, budgetAddr); bearer tokens that fail
+// verification spend the address's budget only (a clientID of ""). Keying the client's budget by address as well means an attacker
 // hammering one client ID does not lock the legitimate client out from elsewhere, while
 // the per-address budget stops enumeration of client IDs from one place. Only failures
 // spend the budget; a successful request never waits on it.
@@ -30,8 +30,15 @@ func newFailureLimiter(limit rate.Limit, burst int) *failureLimiter {
 	return &failureLimiter{limit: limit, burst: burst}
 }
 
-func pairKey(clientID, addr string) string { return "c\x00" + clientID + "\x00" + budgetAddr(addr) }
-func addrKey(addr string) string           { return "a\x00" + budgetAddr(addr) }
+// budgetKeys returns the budgets a failure of clientID from addr spends: the address's, and,
+// when clientID is not "" (it names a client), the pair's.
+func budgetKeys(clientID, addr string) (addrKey, pairKey string) {
+	b := budgetAddr(addr)
+	if clientID != "" {
+		pairKey = "c\x00" + clientID + "\x00" + b
+	}
+	return "a\x00" + b, pairKey
+}
 
 // budgetAddr is the part of a client address a failure budget belongs to: an IPv4 address
 // itself, but the /64 of an IPv6 one, since a single host is routinely given a whole /64
@@ -51,12 +58,19 @@ func budgetAddr(addr string) string {
 }
 
 // blocked returns the seconds to wait when the client or the address has spent its
-// budget of failures, or 0. It takes no lock unless a failure was recorded for them.
+// budget of failures, or 0. A clientID of "" names no client (a malformed client ID, a
+// bearer token that failed verification): only the address's budget applies. It takes
+// no lock, and builds no keys, unless a failure was recorded recently.
 func (l *failureLimiter) blocked(clientID, addr string, now time.Time) int {
 	if l.size.Load() == 0 {
 		return 0
 	}
-	return max(l.wait(addrKey(addr), now), l.wait(pairKey(clientID, addr), now))
+	addrKey, pairKey := budgetKeys(clientID, addr)
+	wait := l.wait(addrKey, now)
+	if pairKey != "" {
+		wait = max(wait, l.wait(pairKey, now))
+	}
+	return wait
 }
 
 func (l *failureLimiter) wait(key string, now time.Time) int {
@@ -71,33 +85,14 @@ func (l *failureLimiter) wait(key string, now time.Time) int {
 	return int(math.Ceil((1 - tokens) / float64(l.limit)))
 }
 
-// blockedFor is blocked for a client ID that is well formed, else blockedAddr: a
-// malformed one has no budget of its own.
-func (l *failureLimiter) blockedFor(clientID string, wellFormed bool, addr string, now time.Time) int {
-	if !wellFormed {
-		return l.blockedAddr(addr, now)
-	}
-	return l.blocked(clientID, addr, now)
-}
-
-// blockedAddr is blocked for a failure that names no client, a bearer token that failed
-// verification: only the address's budget applies.
-func (l *failureLimiter) blockedAddr(addr string, now time.Time) int {
-	if l.size.Load() == 0 {
-		return 0
-	}
-	return l.wait(addrKey(addr), now)
-}
-
-// fail records a failed authentication.
+// fail records a failed authentication of clientID ("" names no client) from addr.
 func (l *failureLimiter) fail(clientID, addr string, now time.Time) {
-	l.spend(addrKey(addr), now)
-	l.spend(pairKey(clientID, addr), now)
+	addrKey, pairKey := budgetKeys(clientID, addr)
+	l.spend(addrKey, now)
+	if pairKey != "" {
+		l.spend(pairKey, now)
+	}
 }
-
-// failAddr records a failure that names no client (a bearer token that failed
-// verification) against the address alone.
-func (l *failureLimiter) failAddr(addr string, now time.Time) { l.spend(addrKey(addr), now) }
 
 func (l *failureLimiter) spend(key string, now time.Time) {
 	v, ok := l.buckets.Load(key)
