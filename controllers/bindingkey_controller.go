@@ -71,27 +71,33 @@ type BindingKeyReconciler struct {
 // Ring returns the binding key ring, creating its Secret with a new key from crypto/rand
 // when there is none. It fails, and never overwrites, when the Secret cannot be read.
 func (r *BindingKeyReconciler) Ring(ctx context.Context) (*binding.Ring, error) {
+	_, ring, err := r.load(ctx)
+	return ring, err
+}
+
+// load returns the Secret and its parsed ring, creating the Secret when there is none.
+func (r *BindingKeyReconciler) load(ctx context.Context) (*corev1.Secret, *binding.Ring, error) {
 	secret, err := r.get(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if secret == nil {
 		if secret, err = r.create(ctx); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return r.parse(secret)
+	ring, err := r.parse(secret)
+	if err != nil {
+		return nil, nil, err
+	}
+	return secret, ring, nil
 }
 
 // Reconcile makes sure the Secret exists and rotates the key when the Secret carries
 // RotateBindingKeyAnnotation.
 func (r *BindingKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (ctrl.Result, error) {
-	ring, err := r.Ring(ctx)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	secret, err := r.get(ctx)
-	if err != nil || secret == nil || secret.Annotations[RotateBindingKeyAnnotation] != "true" {
+	secret, ring, err := r.load(ctx)
+	if err != nil || secret.Annotations[RotateBindingKeyAnnotation] != "true" {
 		return ctrl.Result{}, err
 	}
 	// Rotate a copy: the parsed ring is shared with readers of Ring.
