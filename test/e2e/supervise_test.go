@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"time"
 
@@ -88,16 +87,7 @@ var _ = Describe("make dev, a second instance and a token server's crash", Order
 	})
 
 	It("ends within 30 s when its token server is killed (kill -9), naming it and its log, leaving nothing behind", func() {
-		procs := first.running()
-		ts := procs["token-server"]
-		Expect(syscall.Kill(ts.pid, syscall.SIGKILL)).To(Succeed())
-		start := time.Now()
-		Expect(first.exitCode(30 * time.Second)).To(Equal(1))
-		GinkgoWriter.Printf("make dev ended %s after its token server was killed\n", time.Since(start))
-		Expect(first.stderr.String()).To(ContainSubstring(fmt.Sprintf(
-			"keysmith dev: the token server (pid %d) exited (signal: killed); its log: %s/token-server.log", ts.pid, first.dir)))
-		Expect(filepath.Join(first.absDir(), "token-server.log")).To(BeAnExistingFile(), "the log it names is kept")
-		expectNothingLeft(first.dir, procs)
+		endsWhenKilled(first, "token-server", "the token server")
 	})
 })
 
@@ -138,15 +128,21 @@ var _ = Describe("make dev, SIGKILLed, and a manager's crash", Ordered, func() {
 
 	It("ends within 30 s when its manager is killed (kill -9), naming it and its log, leaving nothing behind", func() {
 		Expect(next).NotTo(BeNil())
-		procs := next.running()
-		mgr := procs["manager"]
-		Expect(syscall.Kill(mgr.pid, syscall.SIGKILL)).To(Succeed())
-		start := time.Now()
-		Expect(next.exitCode(30 * time.Second)).To(Equal(1))
-		GinkgoWriter.Printf("make dev ended %s after its manager was killed\n", time.Since(start))
-		Expect(next.stderr.String()).To(ContainSubstring(
-			"keysmith dev: the manager (pid " + strconv.Itoa(mgr.pid) + ") exited (signal: killed); its log: " + next.dir + "/manager.log"))
-		Expect(filepath.Join(next.absDir(), "manager.log")).To(BeAnExistingFile())
-		expectNothingLeft(next.dir, procs)
+		endsWhenKilled(next, "manager", "the manager")
 	})
 })
+
+// endsWhenKilled kills d's component name with SIGKILL and expects make dev to end within
+// 30 s, naming it (what) and its log, which it keeps, and leaving nothing behind.
+func endsWhenKilled(d *devInstance, name, what string) {
+	procs := d.running()
+	p := procs[name]
+	ExpectWithOffset(1, syscall.Kill(p.pid, syscall.SIGKILL)).To(Succeed())
+	start := time.Now()
+	ExpectWithOffset(1, d.exitCode(30*time.Second)).To(Equal(1))
+	GinkgoWriter.Printf("make dev ended %s after its %s was killed\n", time.Since(start), name)
+	ExpectWithOffset(1, d.stderr.String()).To(ContainSubstring(fmt.Sprintf(
+		"keysmith dev: %s (pid %d) exited (signal: killed); its log: %s/%s.log", what, p.pid, d.dir, name)))
+	ExpectWithOffset(1, filepath.Join(d.absDir(), name+".log")).To(BeAnExistingFile(), "the log it names is kept")
+	expectNothingLeft(d.dir, procs)
+}
