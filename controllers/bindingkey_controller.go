@@ -9,9 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -225,29 +223,10 @@ func (r *BindingKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.APIReader == nil {
 		r.APIReader = mgr.GetAPIReader()
 	}
-	c, err := cache.New(mgr.GetConfig(), cache.Options{
-		Scheme:            mgr.GetScheme(),
-		Mapper:            mgr.GetRESTMapper(),
-		DefaultNamespaces: map[string]cache.Config{r.Namespace: {}},
-		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Field: fields.OneTermEqualSelector("metadata.name", r.Name)},
-		},
-	})
+	c, err := singletonCache(mgr, r.Namespace, map[client.Object]string{&corev1.Secret{}: r.Name})
 	if err != nil {
 		return err
 	}
-	if err := mgr.Add(c); err != nil {
-		return err
-	}
 	r.reader, r.cache = c, c
-	key := reconcile.Request{NamespacedName: client.ObjectKey{Namespace: r.Namespace, Name: r.Name}}
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("bindingkeys").
-		WatchesRawSource(source.Kind(c, &corev1.Secret{}, handler.TypedEnqueueRequestsFromMapFunc(
-			func(context.Context, *corev1.Secret) []reconcile.Request { return []reconcile.Request{key} }))).
-		WatchesRawSource(source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
-			q.Add(key)
-			return nil
-		})).
-		Complete(r)
+	return completeSingleton(mgr, "bindingkeys", c, client.ObjectKey{Namespace: r.Namespace, Name: r.Name}, r, &corev1.Secret{})
 }

@@ -8,17 +8,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
-	"sigs.k8s.io/controller-runtime/pkg/reconcile"
-	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/keysmith-dev/keysmith/internal/signingkey"
 )
@@ -190,32 +184,13 @@ func (r *SigningKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
-	c, err := cache.New(mgr.GetConfig(), cache.Options{
-		Scheme:            mgr.GetScheme(),
-		Mapper:            mgr.GetRESTMapper(),
-		DefaultNamespaces: map[string]cache.Config{r.Namespace: {}},
-		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}:    {Field: fields.OneTermEqualSelector("metadata.name", r.Name)},
-			&corev1.ConfigMap{}: {Field: fields.OneTermEqualSelector("metadata.name", signingkey.PublicName(r.Name))},
-		},
+	c, err := singletonCache(mgr, r.Namespace, map[client.Object]string{
+		&corev1.Secret{}: r.Name, &corev1.ConfigMap{}: signingkey.PublicName(r.Name),
 	})
 	if err != nil {
 		return err
 	}
-	if err := mgr.Add(c); err != nil {
-		return err
-	}
 	r.reader = c
-	key := reconcile.Request{NamespacedName: client.ObjectKey{Namespace: r.Namespace, Name: r.Name}}
-	return ctrl.NewControllerManagedBy(mgr).
-		Named("signingkeys").
-		WatchesRawSource(source.Kind(c, &corev1.Secret{}, handler.TypedEnqueueRequestsFromMapFunc(
-			func(context.Context, *corev1.Secret) []reconcile.Request { return []reconcile.Request{key} }))).
-		WatchesRawSource(source.Kind(c, &corev1.ConfigMap{}, handler.TypedEnqueueRequestsFromMapFunc(
-			func(context.Context, *corev1.ConfigMap) []reconcile.Request { return []reconcile.Request{key} }))).
-		WatchesRawSource(source.Func(func(_ context.Context, q workqueue.TypedRateLimitingInterface[reconcile.Request]) error {
-			q.Add(key)
-			return nil
-		})).
-		Complete(r)
+	return completeSingleton(mgr, "signingkeys", c, client.ObjectKey{Namespace: r.Namespace, Name: r.Name}, r,
+		&corev1.Secret{}, &corev1.ConfigMap{})
 }
