@@ -122,7 +122,7 @@ func originalRequest(r *http.Request, opts *Options) (origin, *oauthError) {
 	}
 
 	// The workspace header.
-	if vs := h.Values(opts.WorkspaceHeader); len(vs) > 1 {
+	if vs := h[opts.workspaceHeaderKey]; len(vs) > 1 {
 		return o, invalidRequest(opts.WorkspaceHeader + " is sent more than once")
 	} else if len(vs) == 1 {
 		if vs[0] == "" || strings.ContainsAny(vs[0], ", \t\r\n\v\f") {

@@ -21,6 +21,7 @@ import (
 //   - no header of the original request was sent twice, and the two conventions agreed.
 func FuzzOriginalRequest(f *testing.F) {
 	opts := &Options{WorkspaceHeader: "X-Keysmith-Workspace", WorkspacePath: regexp.MustCompile(`^/workspaces/([^/]+)`)}
+	opts.deriveWorkspace() // as New does: the header key and the case-folded pattern
 	for _, uri := range []string{
 		"/workspaces/ws-a/plans", "/workspaces/ws-a/", "/workspaces/ws-a?x=/../y", "/",
 		"//workspaces/ws-b/x", "/workspaces/ws-a/../ws-b/x", "/x/../workspaces/ws-b/x",
@@ -38,6 +39,7 @@ func FuzzOriginalRequest(f *testing.F) {
 	f.Add(uint8(2), "/workspaces/ws-a/x", "ws-a,ws-b", "", "GET", "")
 	f.Add(uint8(1), "/workspaces/ws-a/x", "", "", "DELETE", "DELETE")
 	f.Add(uint8(0), "/workspaces/ws-a/x", "", "", "GE T", "")
+	f.Add(uint8(0), "/Workspaces/ws-b/x", "ws-a", "", "GET", "")
 
 	f.Fuzz(func(t *testing.T, conv uint8, uri, ws1, ws2, method, otherMethod string) {
 		req, wantPath, ok := forwardAuthRequest(conv%3, uri, method, otherMethod)

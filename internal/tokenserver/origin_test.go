@@ -93,6 +93,8 @@ func BenchmarkOriginalRequest(b *testing.B) {
 	envoy := &http.Request{Method: http.MethodGet, URL: envoyURL, Header: http.Header{}}
 	plain := &Options{WorkspaceHeader: "X-Keysmith-Workspace"}
 	pattern := &Options{WorkspaceHeader: "X-Keysmith-Workspace", WorkspacePath: regexp.MustCompile(`^/workspaces/([^/]+)`)}
+	plain.deriveWorkspace()
+	pattern.deriveWorkspace()
 	for _, c := range []struct {
 		name string
 		r    *http.Request

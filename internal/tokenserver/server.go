@@ -100,6 +100,19 @@ type Server struct {
 	badTokens *negativeCache
 }
 
+// deriveWorkspace defaults WorkspaceHeader and fills in what originalRequest derives from
+// the workspace options: the header's canonical key and the case-folded pattern.
+func (o *Options) deriveWorkspace() {
+	if o.WorkspaceHeader == "" {
+		o.WorkspaceHeader = "X-Keysmith-Workspace"
+	}
+	o.workspaceHeaderKey = http.CanonicalHeaderKey(o.WorkspaceHeader)
+	o.workspacePathFold = nil
+	if o.WorkspacePath != nil {
+		o.workspacePathFold, _ = regexp.Compile("(?i)" + o.WorkspacePath.String())
+	}
+}
+
 // New returns a server over the store. It answers 503 on /readyz until SetReady and on
 // /oauth2/token until SetKeys has given it a signing key.
 func New(store *Store, opts Options) *Server {
@@ -107,13 +120,7 @@ func New(store *Store, opts Options) *Server {
 	if opts.TokenLifetime <= 0 {
 		opts.TokenLifetime = 10 * time.Minute
 	}
-	if opts.WorkspaceHeader == "" {
-		opts.WorkspaceHeader = "X-Keysmith-Workspace"
-	}
-	opts.workspaceHeaderKey = http.CanonicalHeaderKey(opts.WorkspaceHeader)
-	if opts.WorkspacePath != nil {
-		opts.workspacePathFold, _ = regexp.Compile("(?i)" + opts.WorkspacePath.String())
-	}
+	opts.deriveWorkspace()
 	if opts.MaxTokenLifetime < opts.TokenLifetime {
 		opts.MaxTokenLifetime = opts.TokenLifetime
 	}
