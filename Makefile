@@ -6,6 +6,9 @@ ETCD_VERSION ?= 3.7.3
 CONTROLLER_GEN_VERSION ?= v0.23.0
 # staticcheck 2026.2.2 is module version v0.8.2 of honnef.co/go/tools.
 STATICCHECK_VERSION ?= v0.8.2
+# Helm, for `helm lint --strict` of charts/keysmith (the tests render the chart through the
+# Helm SDK of the same version, pinned in go.mod).
+HELM_VERSION ?= v3.22.0
 IMG ?= keysmith:latest
 
 export GOTOOLCHAIN := local
@@ -13,6 +16,7 @@ export KUBE_VERSION ETCD_VERSION
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen-$(CONTROLLER_GEN_VERSION)
 STATICCHECK ?= $(LOCALBIN)/staticcheck-$(STATICCHECK_VERSION)
+HELM ?= $(LOCALBIN)/helm-$(HELM_VERSION)
 
 .DEFAULT_GOAL := help
 SHELL := /usr/bin/env bash -o pipefail
@@ -33,8 +37,9 @@ dev: manifests envtest ## Run a local control plane with the operator and sample
 
 .PHONY: manifests
 manifests: controller-gen ## Generate CRDs, RBAC and the webhook configuration into config/.
-	$(CONTROLLER_GEN) rbac:roleName=keysmith-manager crd webhook paths="./api/..." paths="./controllers/..." paths="./internal/webhook/..." \
+	$(CONTROLLER_GEN) rbac:roleName=keysmith-manager crd webhook paths="./api/..." paths="./controllers/..." paths="./internal/webhook/..." paths="./internal/servingcert/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
+	go run ./hack/chartgen
 
 .PHONY: generate
 generate: controller-gen ## Generate deepcopy code.
@@ -50,11 +55,13 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: lint
-lint: staticcheck ## Run staticcheck (dead code, deprecated calls, bugs).
+lint: staticcheck helm ## Run staticcheck (dead code, deprecated calls, bugs) and helm lint --strict on the chart.
 	$(STATICCHECK) ./...
+	$(HELM) lint --strict charts/keysmith
+	for f in charts/keysmith/ci/*-values.yaml; do $(HELM) lint --strict charts/keysmith -f "$$f"; done
 
 .PHONY: test
-test: manifests generate fmt vet envtest ## Run vet, unit tests and the envtest suites against a real API server.
+test: manifests generate build-installer fmt vet envtest ## Run vet, unit tests and the envtest suites against a real API server.
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test ./... -count=1
 
 .PHONY: bench
@@ -78,6 +85,12 @@ build: generate ## Build the manager and token server binaries.
 	CGO_ENABLED=0 go build -trimpath -o bin/manager ./cmd/manager
 	CGO_ENABLED=0 go build -trimpath -o bin/token-server ./cmd/token-server
 
+.PHONY: build-installer
+build-installer: manifests ## Render config/default into dist/install.yaml (one file for kubectl apply -f).
+	mkdir -p dist
+	go run ./hack/kustomize config/default > dist/install.yaml.tmp
+	mv dist/install.yaml.tmp dist/install.yaml
+
 .PHONY: docker-build
 docker-build: ## Build the container image (needs a Docker engine).
 	docker build -t $(IMG) .
@@ -94,6 +107,13 @@ $(CONTROLLER_GEN):
 	mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 	mv $(LOCALBIN)/controller-gen $(CONTROLLER_GEN)
+
+.PHONY: helm
+helm: $(HELM) ## Build helm from the Go module proxy into bin/.
+$(HELM):
+	mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	mv $(LOCALBIN)/helm $(HELM)
 
 .PHONY: staticcheck
 staticcheck: $(STATICCHECK) ## Install staticcheck into bin/.
