@@ -31,6 +31,7 @@ func main() {
 		metricsAddr     string
 		probeAddr       string
 		leaderElect     bool
+		election        electionFlags
 		defaultTokenURL string
 		signing         signingKeyFlags
 		hooks           webhookFlags
@@ -38,6 +39,9 @@ func main() {
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; \"0\" disables it")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so that only one replica reconciles at a time")
+	flag.DurationVar(&election.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long non-leaders wait, after the last renewal, before they try to take the leader lease")
+	flag.DurationVar(&election.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader keeps retrying to renew its lease before it gives up leading (and stops)")
+	flag.DurationVar(&election.retryPeriod, "leader-elect-retry-period", 2*time.Second, "how long candidates wait between attempts to take or renew the leader lease")
 	flag.StringVar(&defaultTokenURL, "token-url", "", "token endpoint URL written into credential Secrets when no granted API names its own")
 	flag.StringVar(&signing.namespace, "signing-key-namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), "keysmith-system"), "namespace of the Secret of token signing keys (the operator's own)")
 	flag.StringVar(&signing.name, "signing-key-secret", "keysmith-signing-keys", "name of the Secret of token signing keys")
@@ -55,7 +59,7 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 
-	if err := run(metricsAddr, probeAddr, leaderElect, defaultTokenURL, signing, hooks); err != nil {
+	if err := run(metricsAddr, probeAddr, leaderElect, election, defaultTokenURL, signing, hooks); err != nil {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
@@ -94,6 +98,11 @@ type signingKeyFlags struct {
 	bindingName string
 }
 
+// electionFlags time the leader election (see leaderelection.LeaderElectionConfig).
+type electionFlags struct {
+	leaseDuration, renewDeadline, retryPeriod time.Duration
+}
+
 // webhookFlags configure the admission webhook server.
 type webhookFlags struct {
 	enabled       bool
@@ -101,7 +110,7 @@ type webhookFlags struct {
 	port          int
 }
 
-func run(metricsAddr, probeAddr string, leaderElect bool, defaultTokenURL string, signing signingKeyFlags, hooks webhookFlags) error {
+func run(metricsAddr, probeAddr string, leaderElect bool, election electionFlags, defaultTokenURL string, signing signingKeyFlags, hooks webhookFlags) error {
 	scheme := newScheme()
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
@@ -109,8 +118,14 @@ func run(metricsAddr, probeAddr string, leaderElect bool, defaultTokenURL string
 		HealthProbeBindAddress: probeAddr,
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "manager.iam.keysmith.dev",
-		Cache:                  cacheOptions(signing.namespace),
-		WebhookServer:          webhook.NewServer(webhook.Options{Host: hooks.host, Port: hooks.port, CertDir: hooks.certDir}),
+		// The lease lives in the operator's namespace, also out of a cluster (where
+		// controller-runtime could not infer one).
+		LeaderElectionNamespace: signing.namespace,
+		LeaseDuration:           &election.leaseDuration,
+		RenewDeadline:           &election.renewDeadline,
+		RetryPeriod:             &election.retryPeriod,
+		Cache:                   cacheOptions(signing.namespace),
+		WebhookServer:           webhook.NewServer(webhook.Options{Host: hooks.host, Port: hooks.port, CertDir: hooks.certDir}),
 	})
 	if err != nil {
 		return err
