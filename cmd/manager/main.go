@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"flag"
 	"os"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,6 +23,7 @@ import (
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/controllers"
+	"github.com/keysmith-dev/keysmith/internal/servingcert"
 	"github.com/keysmith-dev/keysmith/internal/signingkey"
 	kswebhook "github.com/keysmith-dev/keysmith/internal/webhook"
 )
@@ -35,6 +37,7 @@ func main() {
 		defaultTokenURL string
 		signing         signingKeyFlags
 		hooks           webhookFlags
+		certs           servingCertFlags
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; \"0\" disables it")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
@@ -53,13 +56,21 @@ func main() {
 	flag.StringVar(&hooks.host, "webhook-host", "", "address the webhook server binds to; empty for all")
 	flag.IntVar(&hooks.port, "webhook-port", 9443, "port the webhook server listens on")
 	flag.StringVar(&hooks.certDir, "webhook-cert-dir", "", "directory with tls.crt and tls.key for the webhook server (default: controller-runtime's)")
+	flag.BoolVar(&certs.enabled, "serving-certs", false, "provision and rotate the webhook's and the token server's serving certificates (in --signing-key-namespace), keep the caBundle of --webhook-configuration current, and start the webhook server once its certificate files are in --webhook-cert-dir; false when cert-manager issues them")
+	flag.StringVar(&certs.opts.Webhook.Secret, "webhook-cert-secret", "keysmith-webhook-server-cert", "name of the Secret of the webhook server's certificate (with --serving-certs)")
+	flag.StringVar(&certs.opts.Webhook.Service, "webhook-service", "keysmith-webhook-service", "name of the webhook Service; the certificate is for <service>.<namespace>.svc[.cluster.local] (with --serving-certs)")
+	flag.Func("serving-cert-dns-names", "comma-separated extra DNS names of the webhook certificate, e.g. for a cluster domain other than cluster.local (with --serving-certs)", dnsNames(&certs.opts.Webhook.ExtraDNSNames))
+	flag.StringVar(&certs.opts.WebhookConfiguration, "webhook-configuration", "keysmith-validating-webhook", "name of the ValidatingWebhookConfiguration whose caBundle is kept current (with --serving-certs)")
+	flag.StringVar(&certs.opts.TokenServer.Secret, "token-server-cert-secret", "keysmith-token-server-tls", "name of the Secret of the token server's certificate (with --serving-certs)")
+	flag.StringVar(&certs.opts.TokenServer.Service, "token-server-service", "keysmith-token-server", "name of the token server Service; the certificate is for <service>.<namespace>.svc[.cluster.local] (with --serving-certs)")
+	flag.Func("token-server-cert-dns-names", "comma-separated extra DNS names of the token server certificate (with --serving-certs)", dnsNames(&certs.opts.TokenServer.ExtraDNSNames))
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 
-	if err := run(metricsAddr, probeAddr, leaderElect, election, defaultTokenURL, signing, hooks); err != nil {
+	if err := run(metricsAddr, probeAddr, leaderElect, election, defaultTokenURL, signing, hooks, certs); err != nil {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
@@ -103,6 +114,25 @@ type electionFlags struct {
 	leaseDuration, renewDeadline, retryPeriod time.Duration
 }
 
+// servingCertFlags configure the serving certificates the manager provisions itself.
+type servingCertFlags struct {
+	enabled bool
+	opts    servingcert.Options
+}
+
+// dnsNames parses a comma-separated list of DNS names into names.
+func dnsNames(names *[]string) func(string) error {
+	return func(v string) error {
+		*names = nil
+		for n := range strings.SplitSeq(v, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				*names = append(*names, n)
+			}
+		}
+		return nil
+	}
+}
+
 // webhookFlags configure the admission webhook server.
 type webhookFlags struct {
 	enabled       bool
@@ -110,8 +140,13 @@ type webhookFlags struct {
 	port          int
 }
 
-func run(metricsAddr, probeAddr string, leaderElect bool, election electionFlags, defaultTokenURL string, signing signingKeyFlags, hooks webhookFlags) error {
+func run(metricsAddr, probeAddr string, leaderElect bool, election electionFlags, defaultTokenURL string, signing signingKeyFlags, hooks webhookFlags, certs servingCertFlags) error {
 	scheme := newScheme()
+	webhookOpts := webhook.Options{Host: hooks.host, Port: hooks.port, CertDir: hooks.certDir}
+	webhookServer := webhook.NewServer(webhookOpts)
+	if certs.enabled {
+		webhookServer = servingcert.NewWebhookServer(webhookOpts, ctrl.Log.WithName("webhook-server"))
+	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
@@ -125,12 +160,19 @@ func run(metricsAddr, probeAddr string, leaderElect bool, election electionFlags
 		RenewDeadline:           &election.renewDeadline,
 		RetryPeriod:             &election.retryPeriod,
 		Cache:                   cacheOptions(signing.namespace),
-		WebhookServer:           webhook.NewServer(webhook.Options{Host: hooks.host, Port: hooks.port, CertDir: hooks.certDir}),
+		WebhookServer:           webhookServer,
 	})
 	if err != nil {
 		return err
 	}
 	ctx := ctrl.SetupSignalHandler()
+	if certs.enabled {
+		certs.opts.Namespace = signing.namespace
+		certs.opts.WebhookCertDir = servingcert.CertDir(hooks.certDir)
+		if err := servingcert.Setup(ctx, mgr, certs.opts); err != nil {
+			return err
+		}
+	}
 	bindingKeys := &controllers.BindingKeyReconciler{
 		Client:    mgr.GetClient(),
 		APIReader: mgr.GetAPIReader(),
