@@ -460,3 +460,34 @@ func TestCertificates(t *testing.T) {
 		})
 	}
 }
+
+// TestUninstallKeeps: the objects an uninstall keeps (docs/install.md#uninstall: `kubectl
+// delete -f dist/install.yaml -l 'iam.keysmith.dev/keep-on-uninstall!=true'`) are the two
+// CRDs, whose deletion deletes every credential and its Secret, and the namespace, which
+// holds the binding and signing keys; everything else goes.
+func TestUninstallKeeps(t *testing.T) {
+	inRepo(t)
+	for _, dir := range overlays {
+		t.Run(dir, func(t *testing.T) {
+			var kept []string
+			for _, o := range decode(t, render(t, dir)) {
+				if v, ok := o.GetLabels()["iam.keysmith.dev/keep-on-uninstall"]; ok {
+					if v != "true" {
+						t.Errorf("%s %s: keep-on-uninstall %q", o.GetKind(), o.GetName(), v)
+					}
+					kept = append(kept, o.GetKind()+"/"+o.GetName())
+				}
+			}
+			want := []string{
+				"Namespace/keysmith-system",
+				"CustomResourceDefinition/apicredentials.iam.keysmith.dev",
+				"CustomResourceDefinition/apidefinitions.iam.keysmith.dev",
+			}
+			slices.Sort(kept)
+			slices.Sort(want)
+			if !slices.Equal(kept, want) {
+				t.Errorf("kept on uninstall: %v, want %v", kept, want)
+			}
+		})
+	}
+}
