@@ -1,0 +1,49 @@
+package servingcert_test
+
+import (
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+
+	"github.com/keysmith-dev/keysmith/internal/testenv"
+)
+
+var (
+	testEnv   *envtest.Environment
+	adminCfg  *rest.Config
+	k8sClient client.Client
+	// managerBinary is cmd/manager, built once for the suite.
+	managerBinary string
+)
+
+func TestServingCert(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Serving certificates Suite")
+}
+
+var _ = BeforeSuite(func(ctx SpecContext) {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	By("building the manager binary")
+	managerBinary = filepath.Join(GinkgoT().TempDir(), "manager")
+	build := exec.CommandContext(ctx, "go", "build", "-o", managerBinary, "./cmd/manager")
+	build.Dir = testenv.RepoRoot()
+	build.Stdout, build.Stderr = GinkgoWriter, GinkgoWriter
+	Expect(build.Run()).To(Succeed())
+
+	var err error
+	testEnv, err = testenv.New()
+	Expect(err).NotTo(HaveOccurred())
+	adminCfg, err = testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+	DeferCleanup(func() { Expect(testEnv.Stop()).To(Succeed()) })
+	k8sClient, err = client.New(adminCfg, client.Options{Scheme: testenv.Scheme()})
+	Expect(err).NotTo(HaveOccurred())
+})
