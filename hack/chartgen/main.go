@@ -5,7 +5,8 @@
 // the release's values structurally (the namespace of objects, subjects and webhook
 // services, the webhook's failurePolicy and timeoutSeconds, the chart's labels, the
 // cert-manager CA injection and the CRDs' resource policy), so there is no third copy of
-// the RBAC rules to drift. It also writes the values table of the chart's README from the
+// the RBAC rules to drift. It writes the PrometheusRule from the example alerts of
+// docs/admission.md, and the values table of the chart's README from the
 // `# --` comments of values.yaml.
 //
 // `make manifests` runs it after controller-gen, from the repository root:
@@ -115,6 +116,10 @@ func generate(root string) (map[string][]byte, error) {
 	webhook, err := renderDir(root, "config/webhook", kindsWebhook, kindsHandWritten)
 	errs = append(errs, err)
 	files[chartDir+"/templates/webhook.yaml"] = []byte(header("config/webhook") + join(webhook))
+
+	alerts, err := alertsTemplate(root)
+	errs = append(errs, err)
+	files[chartDir+"/templates/prometheusrule.yaml"] = []byte(alerts)
 
 	readmePath := chartDir + "/README.md"
 	readme, err := os.ReadFile(filepath.Join(root, readmePath))

@@ -126,6 +126,7 @@ func templateOf(rn *yaml.RNode) (string, error) {
 	if err := noSourceNamespace(rn.YNode(), nil); err != nil {
 		return "", err
 	}
+	blockStyle(rn.YNode())
 	out, err := rn.String()
 	if err != nil {
 		return "", err
@@ -342,4 +343,16 @@ func noSourceNamespace(node *yaml.Node, path []string) error {
 		}
 	}
 	return nil
+}
+
+// blockStyle writes every mapping and sequence under node in block style: the sentinels
+// of template blocks must be lines of their own, and template text inside a flow
+// collection would be at the mercy of the values' characters.
+func blockStyle(node *yaml.Node) {
+	if node.Kind == yaml.MappingNode || node.Kind == yaml.SequenceNode {
+		node.Style &^= yaml.FlowStyle
+	}
+	for _, c := range node.Content {
+		blockStyle(c)
+	}
 }

@@ -1,0 +1,622 @@
+package chart
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+)
+
+// The args the contract of issue 10 fixes for the default render (namespace ops-keysmith).
+var (
+	wantManagerArgs = []string{
+		"--leader-elect",
+		"--health-probe-bind-address=:8081",
+		"--metrics-bind-address=:8080",
+		"--token-url=https://keysmith-token-server." + namespace + ".svc/oauth2/token",
+		"--webhook-port=9443",
+		"--webhook-cert-dir=/etc/keysmith/webhook-certs",
+		"--serving-certs=true",
+		"--leader-elect-lease-duration=15s",
+		"--leader-elect-renew-deadline=10s",
+		"--leader-elect-retry-period=2s",
+	}
+	wantTokenServerArgs = []string{
+		"--listen=:8443",
+		"--issuer=https://keysmith-token-server." + namespace + ".svc",
+		"--signing-key-secret=keysmith-signing-keys",
+		"--token-lifetime=10m",
+		"--usage-interval=30s",
+		"--tls-cert-file=/etc/keysmith/tls/tls.crt",
+		"--tls-key-file=/etc/keysmith/tls/tls.key",
+	}
+)
+
+// TestDefaultRender: the default values render every object of the contract, by name, and
+// the Deployments with exactly the contract's args, env, ports and volumes.
+func TestDefaultRender(t *testing.T) {
+	m := mustRender(t, "", "")
+	for _, want := range []string{
+		"CustomResourceDefinition/apicredentials.iam.keysmith.dev",
+		"CustomResourceDefinition/apidefinitions.iam.keysmith.dev",
+		"ServiceAccount/keysmith-manager",
+		"ServiceAccount/keysmith-token-server",
+		"ClusterRole/keysmith-manager",
+		"ClusterRoleBinding/keysmith-manager",
+		"Role/keysmith-manager",
+		"RoleBinding/keysmith-manager",
+		"Role/keysmith-leader-election",
+		"RoleBinding/keysmith-leader-election",
+		"ClusterRole/keysmith-admin",
+		"ClusterRole/keysmith-compliance-admin",
+		"ClusterRole/keysmith-viewer",
+		"ClusterRole/keysmith-aggregate-to-admin",
+		"ClusterRole/keysmith-aggregate-to-edit",
+		"ClusterRole/keysmith-aggregate-to-view",
+		"ClusterRole/keysmith-token-server",
+		"ClusterRoleBinding/keysmith-token-server",
+		"Role/keysmith-token-server-signing-keys",
+		"RoleBinding/keysmith-token-server-signing-keys",
+		"ClusterRole/keysmith-token-server-verifier",
+		"Role/keysmith-signing-keys-public-reader",
+		"ValidatingAdmissionPolicy/keysmith-apicredential-status",
+		"ValidatingAdmissionPolicyBinding/keysmith-apicredential-status",
+		"ValidatingWebhookConfiguration/keysmith-validating-webhook",
+		"Deployment/keysmith-controller-manager",
+		"Deployment/keysmith-token-server",
+		"Service/keysmith-webhook-service",
+		"Service/keysmith-token-server",
+		"Service/keysmith-manager-metrics",
+		"PodDisruptionBudget/keysmith-controller-manager",
+		"PodDisruptionBudget/keysmith-token-server",
+	} {
+		kind, name, _ := strings.Cut(want, "/")
+		m.mustGet(t, kind, name)
+	}
+	for _, kind := range []string{"Secret", "Namespace", "Issuer", "Certificate", "ServiceMonitor", "PrometheusRule", "NetworkPolicy"} {
+		if objs := m.ofKind(kind); len(objs) > 0 {
+			t.Errorf("the default render has a %s (%s); it should have none", kind, objs[0].GetName())
+		}
+	}
+
+	manager := m.mustGet(t, "Deployment", "keysmith-controller-manager")
+	if r, _, _ := unstructured.NestedInt64(manager.Object, "spec", "replicas"); r != 2 {
+		t.Errorf("manager replicas = %d, want 2", r)
+	}
+	for k, v := range map[string]string{"control-plane": "controller-manager", "app.kubernetes.io/name": "keysmith", "app.kubernetes.io/component": "manager"} {
+		if got := manager.GetLabels()[k]; got != v {
+			t.Errorf("manager Deployment label %s = %q, want %q", k, got, v)
+		}
+	}
+	c := m.container(t, "keysmith-controller-manager")
+	if got := stringsAt(c, "args"); !slices.Equal(got, wantManagerArgs) {
+		t.Errorf("manager args:\n got %q\nwant %q", got, wantManagerArgs)
+	}
+	if got := stringsAt(c, "command"); !slices.Equal(got, []string{"/manager"}) {
+		t.Errorf("manager command = %q", got)
+	}
+	checkPodNamespaceEnv(t, c)
+	checkPorts(t, c, map[string]int64{"metrics": 8080, "health": 8081, "webhook": 9443})
+
+	ts := m.mustGet(t, "Deployment", "keysmith-token-server")
+	if r, _, _ := unstructured.NestedInt64(ts.Object, "spec", "replicas"); r != 2 {
+		t.Errorf("token server replicas = %d, want 2", r)
+	}
+	tc := m.container(t, "keysmith-token-server")
+	if got := stringsAt(tc, "args"); !slices.Equal(got, wantTokenServerArgs) {
+		t.Errorf("token server args:\n got %q\nwant %q", got, wantTokenServerArgs)
+	}
+	checkPodNamespaceEnv(t, tc)
+	checkPorts(t, tc, map[string]int64{"https": 8443})
+	for _, probe := range []string{"readinessProbe", "livenessProbe"} {
+		if s, _, _ := unstructured.NestedString(tc, probe, "httpGet", "scheme"); s != "HTTPS" {
+			t.Errorf("token server %s scheme = %q, want HTTPS", probe, s)
+		}
+	}
+	spread, _, _ := unstructured.NestedSlice(ts.Object, "spec", "template", "spec", "topologySpreadConstraints")
+	if len(spread) != 1 {
+		t.Fatalf("token server topologySpreadConstraints = %v, want one", spread)
+	}
+	sc := spread[0].(map[string]any)
+	sel, _, _ := unstructured.NestedStringMap(sc, "labelSelector", "matchLabels")
+	if sc["topologyKey"] != "kubernetes.io/hostname" || sc["whenUnsatisfiable"] != "ScheduleAnyway" ||
+		sel["app.kubernetes.io/component"] != "token-server" || sel["app.kubernetes.io/instance"] != releaseName {
+		t.Errorf("token server topology spread = %v", sc)
+	}
+
+	checkService(t, m, "keysmith-webhook-service", "manager", 443, "webhook")
+	checkService(t, m, "keysmith-token-server", "token-server", 443, "https")
+	checkService(t, m, "keysmith-manager-metrics", "manager", 8080, "metrics")
+	for _, name := range []string{"keysmith-controller-manager", "keysmith-token-server"} {
+		pdb := m.mustGet(t, "PodDisruptionBudget", name)
+		if v, _, _ := unstructured.NestedInt64(pdb.Object, "spec", "minAvailable"); v != 1 {
+			t.Errorf("PDB %s minAvailable = %d, want 1", name, v)
+		}
+		d := m.mustGet(t, "Deployment", name)
+		dsel, _, _ := unstructured.NestedStringMap(d.Object, "spec", "selector", "matchLabels")
+		psel, _, _ := unstructured.NestedStringMap(pdb.Object, "spec", "selector", "matchLabels")
+		if !reflect.DeepEqual(dsel, psel) {
+			t.Errorf("PDB %s selects %v, its Deployment's pods are %v", name, psel, dsel)
+		}
+	}
+
+	vwc := m.mustGet(t, "ValidatingWebhookConfiguration", "keysmith-validating-webhook")
+	if _, ok := vwc.GetAnnotations()["cert-manager.io/inject-ca-from"]; ok {
+		t.Error("without cert-manager the webhook configuration has the inject-ca-from annotation")
+	}
+	hooks, _, _ := unstructured.NestedSlice(vwc.Object, "webhooks")
+	if len(hooks) != 2 {
+		t.Fatalf("webhook configuration has %d webhooks, want 2", len(hooks))
+	}
+	for _, h := range hooks {
+		h := h.(map[string]any)
+		svc, _, _ := unstructured.NestedStringMap(h, "clientConfig", "service")
+		if svc["name"] != "keysmith-webhook-service" || svc["namespace"] != namespace {
+			t.Errorf("webhook %v calls service %v", h["name"], svc)
+		}
+		if h["failurePolicy"] != "Fail" || h["timeoutSeconds"] != int64(10) {
+			t.Errorf("webhook %v: failurePolicy %v, timeoutSeconds %v; want Fail, 10", h["name"], h["failurePolicy"], h["timeoutSeconds"])
+		}
+	}
+
+	vap := m.mustGet(t, "ValidatingAdmissionPolicy", "keysmith-apicredential-status")
+	vars, _, _ := unstructured.NestedSlice(vap.Object, "spec", "variables")
+	users := map[string]string{}
+	for _, v := range vars {
+		v := v.(map[string]any)
+		users[v["name"].(string)] = v["expression"].(string)
+	}
+	if users["manager"] != "'system:serviceaccount:"+namespace+":keysmith-manager'" ||
+		users["tokenServer"] != "'system:serviceaccount:"+namespace+":keysmith-token-server'" {
+		t.Errorf("status policy identities = %q, %q", users["manager"], users["tokenServer"])
+	}
+}
+
+func checkPodNamespaceEnv(t *testing.T, c map[string]any) {
+	t.Helper()
+	env, _, _ := unstructured.NestedSlice(c, "env")
+	for _, e := range env {
+		e := e.(map[string]any)
+		if e["name"] == "POD_NAMESPACE" {
+			if p, _, _ := unstructured.NestedString(e, "valueFrom", "fieldRef", "fieldPath"); p != "metadata.namespace" {
+				t.Errorf("%s: POD_NAMESPACE from %q, want the downward API's metadata.namespace", c["name"], p)
+			}
+			return
+		}
+	}
+	t.Errorf("%s: no POD_NAMESPACE in env %v", c["name"], env)
+}
+
+func checkPorts(t *testing.T, c map[string]any, want map[string]int64) {
+	t.Helper()
+	ports, _, _ := unstructured.NestedSlice(c, "ports")
+	got := map[string]int64{}
+	for _, p := range ports {
+		p := p.(map[string]any)
+		got[p["name"].(string)] = p["containerPort"].(int64)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("%s: ports %v, want %v", c["name"], got, want)
+	}
+}
+
+// checkService: the Service name selects the pods of component, on port with targetPort.
+func checkService(t *testing.T, m *manifest, name, component string, port int64, target string) {
+	t.Helper()
+	svc := m.mustGet(t, "Service", name)
+	sel, _, _ := unstructured.NestedStringMap(svc.Object, "spec", "selector")
+	if sel["app.kubernetes.io/component"] != component || sel["app.kubernetes.io/instance"] != releaseName {
+		t.Errorf("Service %s selects %v, want the %s pods", name, sel, component)
+	}
+	ports, _, _ := unstructured.NestedSlice(svc.Object, "spec", "ports")
+	if len(ports) != 1 {
+		t.Fatalf("Service %s has ports %v", name, ports)
+	}
+	p := ports[0].(map[string]any)
+	if p["port"] != port || p["targetPort"] != target || p["name"] != target {
+		t.Errorf("Service %s port %v, want %d -> %s named %s", name, p, port, target, target)
+	}
+}
+
+// TestNamespaceEverywhere: every namespaced object is in the release namespace, every
+// ServiceAccount subject names it, and config/'s namespaces appear nowhere in any render.
+func TestNamespaceEverywhere(t *testing.T) {
+	clusterScoped := map[string]bool{
+		"CustomResourceDefinition": true, "ClusterRole": true, "ClusterRoleBinding": true,
+		"ValidatingWebhookConfiguration": true, "ValidatingAdmissionPolicy": true,
+		"ValidatingAdmissionPolicyBinding": true,
+	}
+	for _, file := range valuesFiles {
+		m := mustRender(t, file, "")
+		if strings.Contains(m.text, "keysmith-system") || strings.Contains(m.text, "namespace: system") {
+			t.Errorf("%q: the render names config/'s namespace", file)
+		}
+		for _, o := range m.objs {
+			if clusterScoped[o.GetKind()] != (o.GetNamespace() == "") || (o.GetNamespace() != "" && o.GetNamespace() != namespace) {
+				t.Errorf("%q: %s %s is in namespace %q", file, o.GetKind(), o.GetName(), o.GetNamespace())
+			}
+			subjects, _, _ := unstructured.NestedSlice(o.Object, "subjects")
+			for _, s := range subjects {
+				s := s.(map[string]any)
+				if s["kind"] == "ServiceAccount" && s["namespace"] != namespace {
+					t.Errorf("%q: %s %s binds %v", file, o.GetKind(), o.GetName(), s)
+				}
+			}
+			labels := o.GetLabels()
+			if labels["app.kubernetes.io/instance"] != releaseName || labels["helm.sh/chart"] != "keysmith-0.1.0" || labels["app.kubernetes.io/managed-by"] != "Helm" {
+				t.Errorf("%q: %s %s lacks the chart's labels: %v", file, o.GetKind(), o.GetName(), labels)
+			}
+		}
+	}
+}
+
+// TestCRDToggles: crds.enabled=false drops the CRDs; crds.keep decides the resource policy.
+func TestCRDToggles(t *testing.T) {
+	if crds := mustRender(t, "", "crds: {enabled: false}").ofKind("CustomResourceDefinition"); len(crds) != 0 {
+		t.Errorf("crds.enabled=false renders %d CRDs", len(crds))
+	}
+	for _, keep := range []bool{true, false} {
+		crds := mustRender(t, "", fmt.Sprintf("crds: {keep: %t}", keep)).ofKind("CustomResourceDefinition")
+		if len(crds) != 2 {
+			t.Fatalf("crds.keep=%t renders %d CRDs, want 2", keep, len(crds))
+		}
+		for _, crd := range crds {
+			policy, ok := crd.GetAnnotations()["helm.sh/resource-policy"]
+			if keep != (ok && policy == "keep") {
+				t.Errorf("crds.keep=%t: CRD %s has resource policy %q", keep, crd.GetName(), policy)
+			}
+			if crd.GetAnnotations()["controller-gen.kubebuilder.io/version"] == "" {
+				t.Errorf("CRD %s lost its own annotations: %v", crd.GetName(), crd.GetAnnotations())
+			}
+		}
+	}
+}
+
+// TestSchemaRejects: values.schema.json refuses unknown and mistyped values, naming the
+// field.
+func TestSchemaRejects(t *testing.T) {
+	for _, tc := range []struct{ values, field string }{
+		{"manager: {replica: 3}", "replica"},
+		{`manager: {replicas: "two"}`, "/manager/replicas"},
+		{"manager: {replicas: 0}", "/manager/replicas"},
+		{"unknownTopLevel: true", "unknownTopLevel"},
+		{"tokenServer: {pdb: {minAvaliable: 1}}", "minAvaliable"},
+		{"image: {pullPolicy: Sometimes}", "/image/pullPolicy"},
+		{"webhook: {failurePolicy: Maybe}", "/webhook/failurePolicy"},
+		{"webhook: {timeoutSeconds: 60}", "/webhook/timeoutSeconds"},
+		{`webhook: {timeoutSeconds: "10"}`, "/webhook/timeoutSeconds"},
+		{"manager: {leaderElection: {leaseDuration: 15 seconds}}", "/manager/leaderElection/leaseDuration"},
+		{"tokenServer: {tokenLifetime: 10}", "/tokenServer/tokenLifetime"},
+		{"crds: {enabled: yes please}", "/crds/enabled"},
+		{"manager: {extraArgs: [--zap-log-level=debug, oops]}", "/manager/extraArgs/1"},
+		{"manager: {resources: {request: {cpu: 1}}}", "request"},
+		{"tokenServer: {tolerations: [{key: a, operater: Exists}]}", "operater"},
+		{"networkPolicy: {metricsFrom: [{namespaceSelector: {}, podSelektor: {}}]}", "podSelektor"},
+		{"global: {commonLabels: {team: 3}}", "/global/commonLabels/team"},
+	} {
+		_, err := render("", tc.values)
+		if err == nil {
+			t.Errorf("%s: rendered; the schema should refuse it", tc.values)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: error does not name %s: %v", tc.values, tc.field, err)
+		}
+	}
+	// And the values files themselves pass, as do these edge values.
+	for _, ok := range []string{
+		"manager: {replicas: 1, pdb: {minAvailable: 50%}}",
+		"manager: {leaderElection: {leaseDuration: 1m30s}}",
+		"webhook: {failurePolicy: Ignore, timeoutSeconds: 30}",
+	} {
+		if _, err := render("", ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+}
+
+// TestCertManager: certManager.enabled renders the Issuers and Certificates of the contract,
+// the CA injection and --serving-certs=false.
+func TestCertManager(t *testing.T) {
+	m := mustRender(t, "ci/certmanager-values.yaml", "")
+	m.mustGet(t, "Issuer", "keysmith-selfsigned")
+	ca := m.mustGet(t, "Certificate", "keysmith-ca")
+	if isCA, _, _ := unstructured.NestedBool(ca.Object, "spec", "isCA"); !isCA {
+		t.Error("Certificate keysmith-ca is not a CA")
+	}
+	if ref, _, _ := unstructured.NestedString(ca.Object, "spec", "issuerRef", "name"); ref != "keysmith-selfsigned" {
+		t.Errorf("keysmith-ca issued by %q", ref)
+	}
+	caIssuer := m.mustGet(t, "Issuer", "keysmith-ca")
+	if s, _, _ := unstructured.NestedString(caIssuer.Object, "spec", "ca", "secretName"); s == "" {
+		t.Error("Issuer keysmith-ca has no CA secret")
+	}
+	for name, svc := range map[string]string{"keysmith-webhook-server-cert": "keysmith-webhook-service", "keysmith-token-server-tls": "keysmith-token-server"} {
+		c := m.mustGet(t, "Certificate", name)
+		if s, _, _ := unstructured.NestedString(c.Object, "spec", "secretName"); s != name {
+			t.Errorf("Certificate %s writes Secret %q", name, s)
+		}
+		if ref, _, _ := unstructured.NestedString(c.Object, "spec", "issuerRef", "name"); ref != "keysmith-ca" {
+			t.Errorf("Certificate %s issued by %q", name, ref)
+		}
+		want := []string{svc + "." + namespace + ".svc", svc + "." + namespace + ".svc.cluster.local"}
+		if got := stringsAt(c.Object, "spec", "dnsNames"); !slices.Equal(got, want) {
+			t.Errorf("Certificate %s dnsNames %q, want %q", name, got, want)
+		}
+	}
+	vwc := m.mustGet(t, "ValidatingWebhookConfiguration", "keysmith-validating-webhook")
+	if got := vwc.GetAnnotations()["cert-manager.io/inject-ca-from"]; got != namespace+"/keysmith-webhook-server-cert" {
+		t.Errorf("inject-ca-from = %q", got)
+	}
+	args := stringsAt(m.container(t, "keysmith-controller-manager"), "args")
+	want := slices.Clone(wantManagerArgs)
+	want[slices.Index(want, "--serving-certs=true")] = "--serving-certs=false"
+	if !slices.Equal(args, want) {
+		t.Errorf("manager args with cert-manager:\n got %q\nwant %q", args, want)
+	}
+}
+
+// TestPodSecurity: in every values file, every pod and container of every Deployment is
+// restricted, and no pod runs as root or with the host's namespaces.
+func TestPodSecurity(t *testing.T) {
+	for _, file := range valuesFiles {
+		m := mustRender(t, file, "")
+		deployments := m.ofKind("Deployment")
+		if len(deployments) != 2 {
+			t.Fatalf("%q: %d Deployments, want 2", file, len(deployments))
+		}
+		for _, d := range deployments {
+			pod, _, _ := unstructured.NestedMap(d.Object, "spec", "template", "spec")
+			where := fmt.Sprintf("%q: Deployment %s", file, d.GetName())
+			for _, host := range []string{"hostNetwork", "hostPID", "hostIPC"} {
+				if pod[host] == true {
+					t.Errorf("%s: %s", where, host)
+				}
+			}
+			if v, _, _ := unstructured.NestedBool(pod, "securityContext", "runAsNonRoot"); !v {
+				t.Errorf("%s: pod securityContext.runAsNonRoot is not true", where)
+			}
+			if v, _, _ := unstructured.NestedString(pod, "securityContext", "seccompProfile", "type"); v != "RuntimeDefault" {
+				t.Errorf("%s: pod seccompProfile %q", where, v)
+			}
+			if uid, ok, _ := unstructured.NestedInt64(pod, "securityContext", "runAsUser"); ok && uid == 0 {
+				t.Errorf("%s: pod runs as root", where)
+			}
+			var containers []any
+			for _, field := range []string{"initContainers", "containers", "ephemeralContainers"} {
+				cs, _, _ := unstructured.NestedSlice(pod, field)
+				containers = append(containers, cs...)
+			}
+			for _, c := range containers {
+				c := c.(map[string]any)
+				where := fmt.Sprintf("%s container %s", where, c["name"])
+				sc, _, _ := unstructured.NestedMap(c, "securityContext")
+				if sc["allowPrivilegeEscalation"] != false || sc["readOnlyRootFilesystem"] != true || sc["runAsNonRoot"] != true || sc["privileged"] == true {
+					t.Errorf("%s: securityContext %v", where, sc)
+				}
+				if uid, ok, _ := unstructured.NestedInt64(sc, "runAsUser"); ok && uid == 0 {
+					t.Errorf("%s: runs as root", where)
+				}
+				if drop := stringsAt(sc, "capabilities", "drop"); !slices.Equal(drop, []string{"ALL"}) {
+					t.Errorf("%s: drops capabilities %q, want [ALL]", where, drop)
+				}
+				if add := stringsAt(sc, "capabilities", "add"); len(add) > 0 {
+					t.Errorf("%s: adds capabilities %q", where, add)
+				}
+				if p, _, _ := unstructured.NestedString(sc, "seccompProfile", "type"); p != "" && p != "RuntimeDefault" {
+					t.Errorf("%s: seccompProfile %q", where, p)
+				}
+			}
+		}
+	}
+}
+
+// TestSecretVolumes: every Secret volume of every pod maps only tls.crt and tls.key, so no
+// pod sees the CA's key the manager keeps in the same Secret.
+func TestSecretVolumes(t *testing.T) {
+	want := map[string]string{
+		"keysmith-controller-manager": "keysmith-webhook-server-cert",
+		"keysmith-token-server":       "keysmith-token-server-tls",
+	}
+	for _, file := range valuesFiles {
+		m := mustRender(t, file, "")
+		for _, d := range m.ofKind("Deployment") {
+			vols, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "volumes")
+			var secrets []string
+			for _, v := range vols {
+				v := v.(map[string]any)
+				secret, ok, _ := unstructured.NestedMap(v, "secret")
+				if !ok {
+					continue
+				}
+				secrets = append(secrets, secret["secretName"].(string))
+				// The manager creates its own serving certificate Secret: a required volume
+				// would keep its first pod from starting, and so the Secret from existing.
+				if d.GetName() == "keysmith-controller-manager" && secret["optional"] != true {
+					t.Errorf("%q: the manager's Secret volume %s is not optional", file, secret["secretName"])
+				}
+				items, _, _ := unstructured.NestedSlice(secret, "items")
+				var got []string
+				for _, it := range items {
+					it := it.(map[string]any)
+					if it["key"] != it["path"] {
+						t.Errorf("%q: %s maps %v to %v", file, d.GetName(), it["key"], it["path"])
+					}
+					got = append(got, it["key"].(string))
+				}
+				if !slices.Equal(got, []string{"tls.crt", "tls.key"}) {
+					t.Errorf("%q: %s mounts keys %q of Secret %s, want only tls.crt and tls.key", file, d.GetName(), got, secret["secretName"])
+				}
+			}
+			if !slices.Equal(secrets, []string{want[d.GetName()]}) {
+				t.Errorf("%q: %s mounts Secrets %q, want %s", file, d.GetName(), secrets, want[d.GetName()])
+			}
+		}
+	}
+}
+
+// TestToggles: the optional objects come and go with their values.
+func TestToggles(t *testing.T) {
+	off := mustRender(t, "", "tokenServer: {enabled: false}")
+	for _, kind := range []string{"Deployment", "Service", "PodDisruptionBudget"} {
+		if off.get(kind, "keysmith-token-server") != nil {
+			t.Errorf("tokenServer.enabled=false renders %s keysmith-token-server", kind)
+		}
+	}
+	for _, a := range stringsAt(off.container(t, "keysmith-controller-manager"), "args") {
+		if strings.HasPrefix(a, "--token-url") {
+			t.Errorf("without a token server the manager gets %s", a)
+		}
+	}
+	// The token server's RBAC stays: sidecars and an external token server use it.
+	off.mustGet(t, "ClusterRole", "keysmith-token-server")
+
+	noPDB := mustRender(t, "", "manager: {pdb: {enabled: false}}\ntokenServer: {pdb: {enabled: false}}")
+	if pdbs := noPDB.ofKind("PodDisruptionBudget"); len(pdbs) != 0 {
+		t.Errorf("pdb.enabled=false renders %d PDBs", len(pdbs))
+	}
+
+	tuned := mustRender(t, "", `
+image: {repository: registry.example.com/keysmith, tag: v9.9.9, pullPolicy: Always}
+manager:
+  replicas: 3
+  leaderElection: {leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 4s}
+  extraArgs: [--zap-log-level=debug]
+tokenServer: {replicas: 4, tokenLifetime: 5m, usageInterval: 1m, extraArgs: [--trusted-proxies=10.0.0.0/8]}
+webhook: {failurePolicy: Ignore, timeoutSeconds: 5}
+`)
+	mc := tuned.container(t, "keysmith-controller-manager")
+	if mc["image"] != "registry.example.com/keysmith:v9.9.9" || mc["imagePullPolicy"] != "Always" {
+		t.Errorf("manager image %v %v", mc["image"], mc["imagePullPolicy"])
+	}
+	margs := stringsAt(mc, "args")
+	for _, want := range []string{"--leader-elect-lease-duration=30s", "--leader-elect-renew-deadline=20s", "--leader-elect-retry-period=4s"} {
+		if !slices.Contains(margs, want) {
+			t.Errorf("manager args %q lack %s", margs, want)
+		}
+	}
+	if margs[len(margs)-1] != "--zap-log-level=debug" {
+		t.Errorf("manager extraArgs not last: %q", margs)
+	}
+	targs := stringsAt(tuned.container(t, "keysmith-token-server"), "args")
+	for _, want := range []string{"--token-lifetime=5m", "--usage-interval=1m", "--trusted-proxies=10.0.0.0/8"} {
+		if !slices.Contains(targs, want) {
+			t.Errorf("token server args %q lack %s", targs, want)
+		}
+	}
+	if r, _, _ := unstructured.NestedInt64(tuned.mustGet(t, "Deployment", "keysmith-token-server").Object, "spec", "replicas"); r != 4 {
+		t.Errorf("token server replicas %d, want 4", r)
+	}
+	hooks, _, _ := unstructured.NestedSlice(tuned.mustGet(t, "ValidatingWebhookConfiguration", "keysmith-validating-webhook").Object, "webhooks")
+	for _, h := range hooks {
+		h := h.(map[string]any)
+		if h["failurePolicy"] != "Ignore" || h["timeoutSeconds"] != int64(5) {
+			t.Errorf("webhook %v: %v %v", h["name"], h["failurePolicy"], h["timeoutSeconds"])
+		}
+	}
+
+	def := mustRender(t, "", "")
+	if c := def.container(t, "keysmith-controller-manager"); c["image"] != "keysmith:0.1.0" {
+		t.Errorf("default image %v, want keysmith:<appVersion>", c["image"])
+	}
+}
+
+// TestAllOn: the all-on values render the monitoring objects and network policies as
+// documented in the chart's README.
+func TestAllOn(t *testing.T) {
+	m := mustRender(t, "ci/all-on-values.yaml", "")
+	mgrSM := m.mustGet(t, "ServiceMonitor", "keysmith-controller-manager")
+	eps, _, _ := unstructured.NestedSlice(mgrSM.Object, "spec", "endpoints")
+	if len(eps) != 1 || eps[0].(map[string]any)["port"] != "metrics" {
+		t.Errorf("manager ServiceMonitor endpoints %v", eps)
+	}
+	checkSelects(t, m, mgrSM, "keysmith-manager-metrics")
+
+	tsSM := m.mustGet(t, "ServiceMonitor", "keysmith-token-server")
+	eps, _, _ = unstructured.NestedSlice(tsSM.Object, "spec", "endpoints")
+	if len(eps) != 1 {
+		t.Fatalf("token server ServiceMonitor endpoints %v", eps)
+	}
+	ep := eps[0].(map[string]any)
+	ca, _, _ := unstructured.NestedStringMap(ep, "tlsConfig", "ca", "secret")
+	server, _, _ := unstructured.NestedString(ep, "tlsConfig", "serverName")
+	if ep["port"] != "https" || ep["scheme"] != "https" || ep["path"] != "/metrics" ||
+		ca["name"] != "keysmith-token-server-tls" || ca["key"] != "ca.crt" || server != "keysmith-token-server."+namespace+".svc" {
+		t.Errorf("token server ServiceMonitor endpoint %v", ep)
+	}
+	if skip, _, _ := unstructured.NestedBool(ep, "tlsConfig", "insecureSkipVerify"); skip {
+		t.Error("token server ServiceMonitor skips certificate verification")
+	}
+	checkSelects(t, m, tsSM, "keysmith-token-server")
+	for _, sm := range []*unstructured.Unstructured{mgrSM, tsSM} {
+		if sm.GetLabels()["release"] != "prometheus" {
+			t.Errorf("ServiceMonitor %s lacks serviceMonitor.labels: %v", sm.GetName(), sm.GetLabels())
+		}
+	}
+
+	mgrNP := m.mustGet(t, "NetworkPolicy", "keysmith-controller-manager")
+	ingress, _, _ := unstructured.NestedSlice(mgrNP.Object, "spec", "ingress")
+	rules := map[string][]any{}
+	for _, r := range ingress {
+		r := r.(map[string]any)
+		ports, _, _ := unstructured.NestedSlice(r, "ports")
+		from, _, _ := unstructured.NestedSlice(r, "from")
+		rules[fmt.Sprint(ports[0].(map[string]any)["port"])] = from
+	}
+	if from, ok := rules["webhook"]; !ok || len(from) != 0 {
+		t.Errorf("manager NetworkPolicy: the webhook port is not open to all: %v", rules)
+	}
+	if from := rules["metrics"]; len(from) != 1 {
+		t.Errorf("manager NetworkPolicy: metrics from %v, want networkPolicy.metricsFrom", from)
+	}
+	if types := stringsAt(mgrNP.Object, "spec", "policyTypes"); !slices.Equal(types, []string{"Ingress", "Egress"}) {
+		t.Errorf("with networkPolicy.egress set, policyTypes %q", types)
+	}
+	tsNP := m.mustGet(t, "NetworkPolicy", "keysmith-token-server")
+	ingress, _, _ = unstructured.NestedSlice(tsNP.Object, "spec", "ingress")
+	if len(ingress) != 2 {
+		t.Errorf("token server NetworkPolicy ingress %v, want clients and metrics", ingress)
+	}
+
+	// Enabled without egress rules: ingress only, egress unrestricted.
+	open := mustRender(t, "", "networkPolicy: {enabled: true}")
+	for _, np := range open.ofKind("NetworkPolicy") {
+		if types := stringsAt(np.Object, "spec", "policyTypes"); !slices.Equal(types, []string{"Ingress"}) {
+			t.Errorf("NetworkPolicy %s without egress rules restricts %q", np.GetName(), types)
+		}
+		ingress, _, _ := unstructured.NestedSlice(np.Object, "spec", "ingress")
+		for _, r := range ingress {
+			if _, ok := r.(map[string]any)["from"]; ok {
+				t.Errorf("NetworkPolicy %s: empty peer lists should allow all, got %v", np.GetName(), r)
+			}
+		}
+	}
+}
+
+// checkSelects: the ServiceMonitor sm selects exactly the Service name among the render's
+// Services.
+func checkSelects(t *testing.T, m *manifest, sm *unstructured.Unstructured, name string) {
+	t.Helper()
+	sel, _, _ := unstructured.NestedStringMap(sm.Object, "spec", "selector", "matchLabels")
+	var selected []string
+	for _, svc := range m.ofKind("Service") {
+		labels := svc.GetLabels()
+		match := true
+		for k, v := range sel {
+			if labels[k] != v {
+				match = false
+			}
+		}
+		if match {
+			selected = append(selected, svc.GetName())
+		}
+	}
+	// The manager's webhook Service carries the same labels; it has no metrics port, so
+	// the ServiceMonitor's port name picks only the metrics Service.
+	if !slices.Contains(selected, name) {
+		t.Errorf("ServiceMonitor %s selects Services %q, not %s", sm.GetName(), selected, name)
+	}
+}
