@@ -36,10 +36,15 @@ const filePollInterval = time.Second
 // restart. Until it has started, its StartedChecker fails, and with it readyz.
 func NewWebhookServer(opts webhook.Options, log logr.Logger) webhook.Server {
 	opts.CertDir = CertDir(opts.CertDir)
+	return newWaitingServer(webhook.NewServer(opts), opts.CertDir, log)
+}
+
+// newWaitingServer wraps server so that its Start waits for dir's tls.crt and tls.key.
+func newWaitingServer(server webhook.Server, dir string, log logr.Logger) *waitingServer {
 	return &waitingServer{
-		Server:   webhook.NewServer(opts),
-		certFile: filepath.Join(opts.CertDir, CertKey),
-		keyFile:  filepath.Join(opts.CertDir, KeyKey),
+		Server:   server,
+		certFile: filepath.Join(dir, CertKey),
+		keyFile:  filepath.Join(dir, KeyKey),
 		log:      log,
 	}
 }

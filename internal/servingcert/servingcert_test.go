@@ -150,7 +150,7 @@ var _ = Describe("serving certificates without cert-manager", Ordered, func() {
 		before := servedCert(port, caPool)
 		admissions := startAdmissions(ctx)
 
-		Eventually(admissions.succeeded.Load).Should(BeNumerically(">=", 10), "admissions flow before the renewal")
+		Eventually(admissions.succeeded.Load).WithTimeout(30*time.Second).Should(BeNumerically(">=", 10), "admissions flow before the renewal")
 		By("removing tls.crt from the Secret, which makes the rotator issue a new certificate")
 		Eventually(func() error {
 			secret := &corev1.Secret{}
@@ -172,7 +172,7 @@ var _ = Describe("serving certificates without cert-manager", Ordered, func() {
 			fingerprint(before), fingerprint(after), before.NotAfter.Format(time.RFC3339), after.NotAfter.Format(time.RFC3339))
 
 		served := admissions.succeeded.Load()
-		Eventually(admissions.succeeded.Load).Should(BeNumerically(">=", served+10), "admissions flow after the renewal")
+		Eventually(admissions.succeeded.Load).WithTimeout(30*time.Second).Should(BeNumerically(">=", served+10), "admissions flow after the renewal")
 		admissions.stop()
 		GinkgoWriter.Printf("admissions during the renewal: %d succeeded, %d failed (last error: %v)\n",
 			admissions.succeeded.Load(), admissions.failed.Load(), admissions.lastErr())
@@ -232,6 +232,16 @@ var _ = Describe("serving certificates without cert-manager", Ordered, func() {
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), again)).To(Succeed())
 		Expect(again.Data["tls.crt"]).NotTo(Equal(secret.Data["tls.crt"]))
 		Expect(again.Data["ca.crt"]).To(Equal(secret.Data["ca.crt"]))
+		By("replacing the CA, and the certificate with it, within 90 days of the CA's expiry")
+		at := parseCert(again.Data["ca.crt"]).NotAfter.Add(-89 * 24 * time.Hour)
+		Expect(issuer.Ensure(ctx, at)).To(Succeed())
+		renewed := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), renewed)).To(Succeed())
+		Expect(renewed.Data["ca.crt"]).NotTo(Equal(again.Data["ca.crt"]))
+		newPool := x509.NewCertPool()
+		Expect(newPool.AppendCertsFromPEM(renewed.Data["ca.crt"])).To(BeTrue())
+		_, err = parseCert(renewed.Data["tls.crt"]).Verify(x509.VerifyOptions{DNSName: "keysmith-token-server.keysmith-system.svc", Roots: newPool, CurrentTime: at})
+		Expect(err).NotTo(HaveOccurred(), "the new certificate is signed by the new CA")
 	})
 
 	It("lets no namespace tenant read or write the certificate Secrets or the webhook configuration", func(ctx SpecContext) {

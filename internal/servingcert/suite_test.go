@@ -4,6 +4,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -31,6 +32,8 @@ func TestServingCert(t *testing.T) {
 
 var _ = BeforeSuite(func(ctx SpecContext) {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	// The machine is shared: a second is too short for a process's or the API server's reply.
+	SetDefaultEventuallyTimeout(30 * time.Second)
 	By("building the manager binary")
 	managerBinary = filepath.Join(GinkgoT().TempDir(), "manager")
 	build := exec.CommandContext(ctx, "go", "build", "-o", managerBinary, "./cmd/manager")
