@@ -272,6 +272,43 @@ var _ = Describe("serving certificates without cert-manager", Ordered, func() {
 		Expect(apierrors.IsForbidden(alice.Get(ctx, client.ObjectKey{Name: webhookConfig}, &admissionregistrationv1.ValidatingWebhookConfiguration{}))).To(BeTrue())
 	})
 
+	It("recovers from a CA rotation, after a short window of refused admissions (the documented limit)", func(ctx SpecContext) {
+		admissions := startAdmissions(ctx)
+		Eventually(admissions.succeeded.Load).Should(BeNumerically(">=", 5), "admissions flow before the CA rotation")
+		By("removing ca.key from the Secret, which makes the rotator issue a new CA and certificate")
+		Eventually(func() error {
+			secret := &corev1.Secret{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: systemNamespace, Name: webhookSecret}, secret); err != nil {
+				return err
+			}
+			delete(secret.Data, "ca.key")
+			return k8sClient.Update(ctx, secret)
+		}).Should(Succeed())
+		rotatedAt := time.Now()
+		var newCA []byte
+		Eventually(func(g Gomega) {
+			secret := &corev1.Secret{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: systemNamespace, Name: webhookSecret}, secret)).To(Succeed())
+			g.Expect(secret.Data).To(HaveKey("ca.key"))
+			newCA = secret.Data["ca.crt"]
+			g.Expect(newCA).NotTo(Equal(caPEM))
+			vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: webhookConfig}, vwc)).To(Succeed())
+			for _, wh := range vwc.Webhooks {
+				g.Expect(wh.ClientConfig.CABundle).To(Equal(newCA), "the caBundle holds the new CA alone")
+			}
+		}).Should(Succeed())
+		newPool := x509.NewCertPool()
+		Expect(newPool.AppendCertsFromPEM(newCA)).To(BeTrue())
+		Eventually(func() *x509.Certificate { return servedCert(port, newPool) }).ShouldNot(BeNil(), "the webhook serves a certificate of the new CA")
+		served := admissions.succeeded.Load()
+		Eventually(admissions.succeeded.Load).Should(BeNumerically(">=", served+10), "admissions flow again")
+		admissions.stop()
+		GinkgoWriter.Printf("CA rotation: new certificate served after %s; admissions %d succeeded, %d refused (last error: %v)\n",
+			time.Since(rotatedAt).Round(time.Millisecond), admissions.succeeded.Load(), admissions.failed.Load(), admissions.lastErr())
+		caPEM, caPool = newCA, newPool
+	})
+
 	It("never logs a private key", func() {
 		out := leader.output()
 		Expect(out).NotTo(ContainSubstring("PRIVATE KEY"))
