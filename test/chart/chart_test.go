@@ -296,6 +296,10 @@ func TestSchemaRejects(t *testing.T) {
 		{"tokenServer: {tolerations: [{key: a, operater: Exists}]}", "operater"},
 		{"networkPolicy: {metricsFrom: [{namespaceSelector: {}, podSelektor: {}}]}", "podSelektor"},
 		{"global: {commonLabels: {team: 3}}", "/global/commonLabels/team"},
+		{"manager: {affinity: {podAntiAffinity: {requiredDuringScheduling: []}}}", "requiredDuringScheduling"},
+		{"manager: {extraEnv: [{name: A, valueFrom: {fieldRefs: {fieldPath: x}}}]}", "fieldRefs"},
+		{"tokenServer: {topologySpreadConstraints: [{maxSkew: 1, topologyKey: k, whenUnsatisfiable: Sometimes}]}", "whenUnsatisfiable"},
+		{"networkPolicy: {egress: [{too: []}]}", "too"},
 	} {
 		_, err := render("", tc.values)
 		if err == nil {
