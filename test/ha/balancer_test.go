@@ -131,11 +131,14 @@ func (b *balancer) untrack(conns ...net.Conn) {
 	}
 }
 
-// snapshot returns a copy of a backend's counters.
+// snapshot returns a copy of a backend's counters; zero for an address it does not balance to.
 func (b *balancer) snapshot(addr string) backendStats {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return *b.stats[addr]
+	if s, ok := b.stats[addr]; ok {
+		return *s
+	}
+	return backendStats{}
 }
 
 // close stops accepting, ends every proxied connection and waits for the proxies.

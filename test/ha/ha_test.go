@@ -18,6 +18,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -40,10 +41,11 @@ const (
 	managerUser = "system:serviceaccount:" + systemNamespace + ":keysmith-manager"
 
 	// credentials are created in bursts of burstSize, burstPause apart, by creators
-	// concurrent clients; the leader is killed once killAtReady of them are Ready.
+	// concurrent clients; the leader is killed once killAtReady of them are Ready, so
+	// that the later bursts arrive while nobody leads.
 	credentials   = 300
 	burstSize     = 50
-	burstPause    = 200 * time.Millisecond
+	burstPause    = time.Second
 	creators      = 8
 	killAtReady   = credentials / 5
 	probeInterval = 50 * time.Millisecond
@@ -61,7 +63,8 @@ const (
 // what HA must show is that the next requests are answered, by the other replica.
 func TestFailover(t *testing.T) {
 	started := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	lease, renew, retry := *leaseDuration, *renewDeadline, *retryPeriod
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+4*lease)
 	defer cancel()
 	g := NewWithT(t)
 	dir := t.TempDir()
@@ -108,14 +111,20 @@ func TestFailover(t *testing.T) {
 	By := func(step string) { t.Logf("%6.2fs %s", time.Since(started).Seconds(), step) }
 	By("starting two managers with leader election")
 	var managers []*managerProc
+	addrs, err := freeAddrs(6)
+	g.Expect(err).NotTo(HaveOccurred())
 	for i, name := range []string{"manager-a", "manager-b"} {
 		certDir := filepath.Join(dir, name, "webhook-certs")
 		g.Expect(ca.writeServing(certDir, int64(i+2))).To(Succeed())
-		m, err := startManager(t, b.bin, dir, name, managerKubeconfig, certDir)
+		m, err := startManager(t, b.bin, dir, name, managerKubeconfig, certDir, addrs[3*i:3*i+3])
 		g.Expect(err).NotTo(HaveOccurred())
 		managers = append(managers, m)
 	}
-	g.Eventually(func() bool { return managers[0].ready(ctx) && managers[1].ready(ctx) }).
+	g.Eventually(func() bool {
+		managers[0].mustRun()
+		managers[1].mustRun()
+		return managers[0].ready(ctx) && managers[1].ready(ctx)
+	}).
 		WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).Should(BeTrue(), "both managers ready (their webhook servers started)")
 
 	By("finding the leader: the Lease holder, and the one process whose log says it acquired it")
@@ -124,6 +133,8 @@ func TestFailover(t *testing.T) {
 	g.Eventually(func(g Gomega) {
 		lease := &coordinationv1.Lease{}
 		g.Expect(c.Get(ctx, client.ObjectKey{Namespace: systemNamespace, Name: leaseName}, lease)).To(Succeed())
+		managers[0].mustRun()
+		managers[1].mustRun()
 		g.Expect(lease.Spec.HolderIdentity).NotTo(BeNil())
 		oldHolder = *lease.Spec.HolderIdentity
 		a, b := managers[0].acquired(), managers[1].acquired()
@@ -132,7 +143,7 @@ func TestFailover(t *testing.T) {
 		if b {
 			leader, survivor = managers[1], managers[0]
 		}
-	}).WithTimeout(20 * time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
+	}).WithTimeout(2*(lease+retry) + 10*time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
 	t.Logf("leader %s (lease holder %s), follower %s", leader.name, oldHolder, survivor.name)
 
 	By("routing admission through a load balancer over both webhook servers")
@@ -175,10 +186,11 @@ func TestFailover(t *testing.T) {
 	var creating sync.WaitGroup
 	creating.Go(func() { createCredentials(ctx, c, adm) })
 
-	g.Eventually(rec.readyCount).WithTimeout(30*time.Second).WithPolling(5*time.Millisecond).Should(BeNumerically(">=", killAtReady),
+	g.Eventually(func() int { leader.mustRun(); survivor.mustRun(); return rec.readyCount() }).
+		WithTimeout(30*time.Second).WithPolling(5*time.Millisecond).Should(BeNumerically(">=", killAtReady),
 		"the leader issues credentials")
-	connsToLeader := lb.snapshot(leader.webhookAddr)
-	g.Expect(connsToLeader.active).To(BeNumerically(">=", 1), "the leader serves admission when it is killed")
+	g.Expect(lb.snapshot(leader.webhookAddr).active).To(BeNumerically(">=", 1), "the leader serves admission when it is killed")
+	survivorConns := lb.snapshot(survivor.webhookAddr).conns
 
 	adm.gate.Lock()
 	killedAt := time.Now()
@@ -190,20 +202,26 @@ func TestFailover(t *testing.T) {
 		WithTimeout(2*time.Second).WithPolling(time.Millisecond).Should(BeZero(), "the balancer drops the dead backend's connections")
 	adm.gate.Unlock()
 	By(fmt.Sprintf("killed the leader %s (pid %d) with %d of %d credentials Ready", leader.name, leader.cmd.Process.Pid, readyAtKill, credentials))
+	g.Expect(readyAtKill).To(BeNumerically("<", credentials), "the leader is killed mid-way through issuing")
 	before := readyNames(ctx, g, c)
 
 	var took holderChange
-	g.Eventually(func() (ok bool) { took, ok = rec.takeover(oldHolder, killedAt); return ok }).
-		WithTimeout(20*time.Second).WithPolling(10*time.Millisecond).Should(BeTrue(), "another manager takes the lease")
+	g.Eventually(func() (ok bool) { survivor.mustRun(); took, ok = rec.takeover(oldHolder, killedAt); return ok }).
+		WithTimeout(2*(lease+retry)+10*time.Second).WithPolling(10*time.Millisecond).Should(BeTrue(), "another manager takes the lease")
 	g.Eventually(survivor.acquired).WithTimeout(5*time.Second).WithPolling(50*time.Millisecond).Should(BeTrue(),
 		"the new holder is the surviving process")
 	By(fmt.Sprintf("%s took the lease as %s", survivor.name, took.identity))
 	var firstReady time.Time
-	g.Eventually(func() (ok bool) { firstReady, ok = rec.firstReadyAfter(killedAt, before); return ok }).
+	g.Eventually(func() (ok bool) {
+		survivor.mustRun()
+		firstReady, ok = rec.firstReadyAfter(killedAt, before)
+		return ok
+	}).
 		WithTimeout(20*time.Second).WithPolling(10*time.Millisecond).Should(BeTrue(), "a credential becomes Ready after the kill")
 
 	creating.Wait()
-	g.Eventually(rec.readyCount).WithTimeout(60*time.Second).WithPolling(50*time.Millisecond).Should(Equal(credentials), "every credential Ready")
+	g.Eventually(func() int { survivor.mustRun(); return rec.readyCount() }).
+		WithTimeout(60*time.Second).WithPolling(50*time.Millisecond).Should(Equal(credentials), "every credential Ready")
 	allReady := time.Now()
 	stopProbe()
 	probing.Wait()
@@ -218,18 +236,26 @@ func TestFailover(t *testing.T) {
 	probes, probesFailed, probeErrs := adm.count("dry-run", started, allReady.Add(time.Hour))
 	windowProbes, windowFailed, _ := adm.count("dry-run", killedAt, took.at)
 	creates, createsFailed, createErrs := adm.count("create", started, allReady.Add(time.Hour))
+	windowCreates, windowCreatesFailed, _ := adm.count("create", killedAt, took.at)
 	g.Expect(probesFailed).To(BeZero(), "dry-run admissions failed: %v", probeErrs)
 	g.Expect(createsFailed).To(BeZero(), "creates failed: %v", createErrs)
-	g.Expect(probes).To(BeNumerically(">", 0))
+	g.Expect(windowProbes-windowFailed).To(BeNumerically(">", 0), "admission answered while nobody led")
+	g.Expect(lb.snapshot(survivor.webhookAddr).conns).To(BeNumerically(">", survivorConns), "the survivor served admission after the kill")
+	issuedByLeader, issuedBySurvivor := leader.logged(issuedMsg), survivor.logged(issuedMsg)
+	adoptions := survivor.logged(adoptedMsg)
+	g.Expect(issuedBySurvivor+adoptions).To(BeNumerically(">", 0), "the survivor took over the issuing")
 
 	a, bstats := lb.snapshot(managers[0].webhookAddr), lb.snapshot(managers[1].webhookAddr)
 	t.Logf("balancer: %s %d connections (%d refused), %s %d connections (%d refused)",
 		managers[0].name, a.conns, a.refused, managers[1].name, bstats.conns, bstats.refused)
-	t.Logf("issued by %s %d, by %s %d; adoptions (a Secret the killed leader created, recorded by the survivor) %d",
-		leader.name, leader.logged(issuedMsg), survivor.name, survivor.logged(issuedMsg), leader.logged(adoptedMsg)+survivor.logged(adoptedMsg))
-	t.Logf("ha: takeover %.2fs (lease %s, renew %s, retry %s); first Ready after kill %.2fs; admission %d failed of %d (%d during the takeover; creates %d failed of %d); all %d Ready %.2fs after kill; setup %.1fs, test %.1fs",
-		took.at.Sub(killedAt).Seconds(), leaseDuration, renewDeadline, retryPeriod,
-		firstReady.Sub(killedAt).Seconds(), probesFailed, probes, windowProbes-windowFailed, createsFailed, creates,
+	// A credential in neither count was issued by the leader, which was killed between
+	// writing its status and logging it.
+	t.Logf("issued by %s %d, by %s %d; adoptions (a Secret the killed leader wrote, recorded by the survivor) %d, Adopted events %d; logged by neither %d",
+		leader.name, issuedByLeader, survivor.name, issuedBySurvivor, adoptions, countEvents(ctx, g, c, "Adopted"),
+		credentials-issuedByLeader-issuedBySurvivor-adoptions)
+	t.Logf("ha: takeover %.2fs (lease %s, renew %s, retry %s); first Ready after kill %.2fs; admission %d failed of %d (%d answered during the takeover; creates %d failed of %d, %d admitted during the takeover); all %d Ready %.2fs after kill; setup %.1fs, test %.1fs",
+		took.at.Sub(killedAt).Seconds(), lease, renew, retry,
+		firstReady.Sub(killedAt).Seconds(), probesFailed, probes, windowProbes-windowFailed, createsFailed, creates, windowCreates-windowCreatesFailed,
 		credentials, allReady.Sub(killedAt).Seconds(), setupDone.Sub(started).Seconds(), time.Since(started).Seconds())
 }
 
@@ -332,6 +358,19 @@ func createCredentials(ctx context.Context, c client.Client, adm *admissions) {
 		case <-time.After(burstPause):
 		}
 	}
+}
+
+// countEvents counts the events.k8s.io Events of the tenant namespace with a reason.
+func countEvents(ctx context.Context, g *WithT, c client.Client, reason string) int {
+	list := &eventsv1.EventList{}
+	g.Expect(c.List(ctx, list, client.InNamespace(tenantNamespace))).To(Succeed())
+	n := 0
+	for _, ev := range list.Items {
+		if ev.Reason == reason {
+			n++
+		}
+	}
+	return n
 }
 
 // readyNames reads the credentials Ready now from the API server.

@@ -3,7 +3,9 @@ package ha
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -14,17 +16,21 @@ import (
 	"testing"
 	"time"
 
+	. "github.com/onsi/gomega"
+
 	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
-// Leader election timing of the two managers: short, so that the test measures a
-// takeover in seconds, and with the margins client-go requires (lease > renew deadline >
-// 1.2 × retry period). A renew deadline of 2s still leaves the leader four attempts on
-// two shared cores before it would give up leading.
-const (
-	leaseDuration = 3 * time.Second
-	renewDeadline = 2 * time.Second
-	retryPeriod   = 500 * time.Millisecond
+// Leader election timing of the two managers. The defaults are short, so that the test
+// measures a takeover in seconds, with the margins client-go requires (lease > renew
+// deadline > 1.2 × retry period): a renew deadline of 2s still leaves the leader four
+// attempts, each with a 1s timeout, on two shared cores before it would give up leading.
+// The manager's own defaults (15s, 10s, 2s) are measured with
+// `go test ./test/ha -count=1 -v -args -lease-duration=15s -renew-deadline=10s -retry-period=2s`.
+var (
+	leaseDuration = flag.Duration("lease-duration", 3*time.Second, "the managers' --leader-elect-lease-duration")
+	renewDeadline = flag.Duration("renew-deadline", 2*time.Second, "the managers' --leader-elect-renew-deadline")
+	retryPeriod   = flag.Duration("retry-period", 500*time.Millisecond, "the managers' --leader-elect-retry-period")
 )
 
 // acquiredLine is what client-go's leader election logs when a candidate takes the lease.
@@ -60,28 +66,61 @@ func buildManager(ctx context.Context, dir string) (string, error) {
 	return bin, nil
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// freeAddrs returns n distinct loopback addresses whose ports are free now. The ports
+// are drawn below the kernel's ephemeral range, so that no outbound connection (of the
+// managers, the API server, the test) takes one between now and the manager's bind, as
+// happens to a port that a Listen on port 0 picked and released; each stays bound until
+// all are chosen, so that no two are the same.
+func freeAddrs(n int) ([]string, error) {
+	low := ephemeralLow()
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			_ = ln.Close()
+		}
+	}()
+	for tries := 0; len(lns) < n && tries < 1000; tries++ {
+		port := 0 // the kernel's choice, should the ephemeral range start too low
+		if low > 11024 {
+			port = 10000 + rand.IntN(low-11024)
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		lns = append(lns, ln)
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	if len(lns) < n {
+		return nil, fmt.Errorf("found %d free ports of %d", len(lns), n)
+	}
+	addrs := make([]string, n)
+	for i, ln := range lns {
+		addrs[i] = ln.Addr().String()
+	}
+	return addrs, nil
+}
+
+// ephemeralLow is the first port of Linux's ephemeral range, or 0 if unknown.
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) == 0 {
+		return 0
+	}
+	low, _ := strconv.Atoi(fields[0])
+	return low
 }
 
 // startManager runs the manager binary with leader election, its webhook server on a
 // free loopback port serving the certificate in certDir, and its output in a log file of
-// dir. The process is killed when the test ends, and its log printed if the test failed.
-func startManager(t *testing.T, bin, dir, name, kubeconfig, certDir string) (*managerProc, error) {
-	m := &managerProc{name: name, logPath: filepath.Join(dir, name+".log"), exited: make(chan struct{})}
-	for _, addr := range []*string{&m.webhookAddr, &m.probeAddr, &m.metricsAddr} {
-		a, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		*addr = a
-	}
+// dir, listening on addrs (webhook, probes, metrics). The process is killed when the test
+// ends, and its log printed if the test failed.
+func startManager(t *testing.T, bin, dir, name, kubeconfig, certDir string, addrs []string) (*managerProc, error) {
+	m := &managerProc{name: name, logPath: filepath.Join(dir, name+".log"), exited: make(chan struct{}),
+		webhookAddr: addrs[0], probeAddr: addrs[1], metricsAddr: addrs[2]}
 	host, port, err := net.SplitHostPort(m.webhookAddr)
 	if err != nil {
 		return nil, err
@@ -127,6 +166,13 @@ func startManager(t *testing.T, bin, dir, name, kubeconfig, certDir string) (*ma
 func (m *managerProc) kill() {
 	_ = m.cmd.Process.Kill()
 	<-m.exited
+}
+
+// mustRun stops an Eventually at once, failing it, when the process has exited.
+func (m *managerProc) mustRun() {
+	if !m.running() {
+		StopTrying(fmt.Sprintf("%s exited: %v", m.name, m.waitErr)).Now()
+	}
 }
 
 // running says whether the process has not exited.
