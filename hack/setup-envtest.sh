@@ -122,7 +122,7 @@ download() {
 	local store="$work/setup-envtest" out rc=0 b
 	mkdir -p "$store"
 	log "downloading kube-apiserver and etcd $KUBE_VERSION with setup-envtest $SETUP_ENVTEST_VERSION from $(redact "$ENVTEST_INDEX_URL") (timeout ${ENVTEST_DOWNLOAD_TIMEOUT}s)"
-	out="$(cd "$work" && with_timeout "$ENVTEST_DOWNLOAD_TIMEOUT" go run "sigs.k8s.io/controller-runtime/tools/setup-envtest@$SETUP_ENVTEST_VERSION" \
+	out="$(cd "$work" && with_timeout "$ENVTEST_DOWNLOAD_TIMEOUT" go run -trimpath "sigs.k8s.io/controller-runtime/tools/setup-envtest@$SETUP_ENVTEST_VERSION" \
 		use --bin-dir "$store" -p path --installed-only=false --use-env=false --verify=true \
 		--index "$ENVTEST_INDEX_URL" "$KUBE_VERSION")" || rc=$?
 	if [ "$rc" -eq 124 ]; then
