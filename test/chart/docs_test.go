@@ -184,3 +184,20 @@ func lookup(m map[string]any, key string) (any, error) {
 	}
 	return v, nil
 }
+
+// TestNotes: NOTES.txt tells how to read a credential's secret and names the token URL,
+// or says there is no shared token server.
+func TestNotes(t *testing.T) {
+	for overrides, want := range map[string][]string{
+		"": {"status.secretRef.name", "https://keysmith-token-server." + namespace + ".svc/oauth2/token", "keysmith-token-server-tls"},
+		"tokenServer: {enabled: false}": {"status.secretRef.name", "token server is disabled"},
+	} {
+		notes := mustRenderNotes(t, overrides)
+		t.Logf("NOTES.txt with %q:\n%s", overrides, notes)
+		for _, w := range want {
+			if !strings.Contains(notes, w) {
+				t.Errorf("%q: NOTES.txt lacks %q:\n%s", overrides, w, notes)
+			}
+		}
+	}
+}

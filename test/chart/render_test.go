@@ -38,6 +38,16 @@ func chartDir() string {
 	return filepath.Join(testenv.RepoRoot(), "charts", "keysmith")
 }
 
+// mustRenderNotes returns the rendered NOTES.txt with the default values and overrides.
+func mustRenderNotes(t *testing.T, overrides string) string {
+	t.Helper()
+	m, err := render("", overrides)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.notes
+}
+
 // render renders the chart as `helm install --dry-run=client --include-crds` does, with
 // the values of file (relative to the chart, "" for none) overridden by the YAML overrides.
 func render(file, overrides string) (*manifest, error) {
@@ -82,7 +92,7 @@ func render(file, overrides string) (*manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &manifest{text: rel.Manifest, objs: objs}, nil
+	return &manifest{text: rel.Manifest, objs: objs, notes: rel.Info.Notes}, nil
 }
 
 // mustRender renders or fails the test.
@@ -95,10 +105,11 @@ func mustRender(t *testing.T, file, overrides string) *manifest {
 	return m
 }
 
-// manifest is a render: its text and objects.
+// manifest is a render: its text, objects and NOTES.txt.
 type manifest struct {
-	text string
-	objs []*unstructured.Unstructured
+	text  string
+	objs  []*unstructured.Unstructured
+	notes string
 }
 
 // get returns the object of kind and name, or nil.
