@@ -189,7 +189,7 @@ func lookup(m map[string]any, key string) (any, error) {
 // or says there is no shared token server.
 func TestNotes(t *testing.T) {
 	for overrides, want := range map[string][]string{
-		"": {"status.secretRef.name", "https://keysmith-token-server." + namespace + ".svc/oauth2/token", "keysmith-token-server-tls"},
+		"":                              {"status.secretRef.name", "https://keysmith-token-server." + namespace + ".svc/oauth2/token", "keysmith-token-server-tls"},
 		"tokenServer: {enabled: false}": {"status.secretRef.name", "token server is disabled"},
 	} {
 		notes := mustRenderNotes(t, overrides)
