@@ -229,7 +229,7 @@ func TestDownloadWorksBuildsOnlyControllerManager(t *testing.T) {
 		t.Fatalf("go run calls %q, want one", runs)
 	}
 	fields := strings.Fields(runs[0])
-	wantArgs := []string{"run", "sigs.k8s.io/controller-runtime/tools/setup-envtest@v0.25.1", "use", "--bin-dir", "<store>",
+	wantArgs := []string{"run", "-trimpath", "sigs.k8s.io/controller-runtime/tools/setup-envtest@v0.25.1", "use", "--bin-dir", "<store>",
 		"-p", "path", "--installed-only=false", "--use-env=false", "--verify=true",
 		"--index", "http://127.0.0.1:1/envtest-releases.yaml", kubeVersion}
 	if len(fields) != len(wantArgs) {
