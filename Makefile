@@ -98,7 +98,7 @@ docker-build: ## Build the container image (needs a Docker engine).
 ##@ Tools
 
 .PHONY: envtest
-envtest: ## Build kube-apiserver, etcd and kube-controller-manager from the Go module proxy into bin/.
+envtest: ## Download (setup-envtest) or build (Go module proxy) kube-apiserver, etcd and kube-controller-manager into bin/.
 	hack/setup-envtest.sh >/dev/null
 
 .PHONY: controller-gen
