@@ -136,6 +136,11 @@ func TestDefaultRender(t *testing.T) {
 			t.Errorf("PDB %s minAvailable = %d, want 1", name, v)
 		}
 		d := m.mustGet(t, "Deployment", name)
+		surge, _, _ := unstructured.NestedFieldNoCopy(d.Object, "spec", "strategy", "rollingUpdate", "maxSurge")
+		unavailable, _, _ := unstructured.NestedFieldNoCopy(d.Object, "spec", "strategy", "rollingUpdate", "maxUnavailable")
+		if surge != int64(1) || unavailable != int64(0) {
+			t.Errorf("Deployment %s rolls with maxSurge %v, maxUnavailable %v; want 1, 0", name, surge, unavailable)
+		}
 		dsel, _, _ := unstructured.NestedStringMap(d.Object, "spec", "selector", "matchLabels")
 		psel, _, _ := unstructured.NestedStringMap(pdb.Object, "spec", "selector", "matchLabels")
 		if !reflect.DeepEqual(dsel, psel) {

@@ -201,3 +201,30 @@ func TestNotes(t *testing.T) {
 		}
 	}
 }
+
+// TestInstallDocValues: the example values file of docs/install.md passes the schema and
+// renders what it says.
+func TestInstallDocValues(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "docs", "install.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block := regexp.MustCompile("(?s)```yaml\n(# values-[a-z]+\\.yaml\n.*?)\n```").FindSubmatch(doc)
+	if block == nil {
+		t.Fatal("docs/install.md has no ```yaml block starting with # values-<name>.yaml")
+	}
+	m, err := render("", string(block[1]))
+	if err != nil {
+		t.Fatalf("the values of docs/install.md do not render: %v", err)
+	}
+	var vals map[string]any
+	if err := yaml.Unmarshal(block[1], &vals); err != nil {
+		t.Fatal(err)
+	}
+	if want, ok, _ := unstructured.NestedInt64(vals, "tokenServer", "replicas"); ok {
+		d := m.mustGet(t, "Deployment", "keysmith-token-server")
+		if got, _, _ := unstructured.NestedInt64(d.Object, "spec", "replicas"); got != want {
+			t.Errorf("token server replicas %d, the docs' values say %d", got, want)
+		}
+	}
+}
