@@ -233,3 +233,31 @@ e: []
 		t.Errorf("an undocumented empty map: %v", err)
 	}
 }
+
+const statusPolicy = `apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: p
+spec:
+  variables:
+  - name: manager
+    expression: "'system:serviceaccount:keysmith-system:keysmith-manager'"
+  validations:
+  - expression: request.userInfo.username == variables.manager
+`
+
+// TestPolicyIdentities: the service account user names of the policy's variables move to
+// the release namespace; the same name anywhere else fails the generation.
+func TestPolicyIdentities(t *testing.T) {
+	objs, err := renderTemp(t, statusPolicy, kindsPolicy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `"'system:serviceaccount:{{ .Release.Namespace }}:keysmith-manager'"`; !strings.Contains(objs[0].text, want) {
+		t.Errorf("the policy template lacks %s:\n%s", want, objs[0].text)
+	}
+	src := strings.Replace(statusPolicy, "== variables.manager", "== 'system:serviceaccount:keysmith-system:keysmith-manager'", 1)
+	if _, err := renderTemp(t, src, kindsPolicy); err == nil || !strings.Contains(err.Error(), "survives") {
+		t.Errorf("a user name outside the variables: %v, want a surviving namespace error", err)
+	}
+}

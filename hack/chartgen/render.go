@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -71,9 +72,9 @@ func renderDir(root, dir string, copy, skip []string) ([]object, error) {
 		kind, name := rn.GetKind(), rn.GetName()
 		where := fmt.Sprintf("%s: %s %s", dir, kind, name)
 		switch {
-		case contains(skip, kind):
+		case slices.Contains(skip, kind):
 			continue
-		case !contains(copy, kind):
+		case !slices.Contains(copy, kind):
 			return nil, fmt.Errorf("%s: chartgen does not copy this kind from %s (expected %s)", where, dir, strings.Join(copy, ", "))
 		}
 		text, err := templateOf(rn.Copy())
@@ -83,15 +84,6 @@ func renderDir(root, dir string, copy, skip []string) ([]object, error) {
 		objs = append(objs, object{kind: kind, name: name, text: text})
 	}
 	return objs, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // templateOf substitutes the release's values into rn (a copy) and returns it as template
@@ -324,7 +316,9 @@ func noSourceNamespace(node *yaml.Node, path []string) error {
 	switch node.Kind {
 	case yaml.ScalarNode:
 		for _, ns := range sourceNamespaces {
-			if node.Value == ns || strings.Contains(node.Value, "keysmith-system") ||
+			// "system" is a word of its own elsewhere (system:serviceaccount:); the longer
+			// names are config/'s wherever they appear.
+			if node.Value == ns || (ns != "system" && strings.Contains(node.Value, ns)) ||
 				strings.Contains(node.Value, "."+ns+".svc") || strings.Contains(node.Value, ":"+ns+":") {
 				return fmt.Errorf("namespace %q of config/ survives at %s: %q", ns, strings.Join(path, "."), node.Value)
 			}
