@@ -112,7 +112,7 @@ $(CONTROLLER_GEN):
 helm: $(HELM) ## Build helm from the Go module proxy into bin/.
 $(HELM):
 	mkdir -p $(LOCALBIN)
-	GOBIN=$(LOCALBIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	GOBIN=$(LOCALBIN) go install -ldflags "$(foreach p,chartutil lint/rules,-X helm.sh/helm/v3/pkg/$(p).k8sVersionMajor=$(word 1,$(subst ., ,$(KUBE_VERSION))) -X helm.sh/helm/v3/pkg/$(p).k8sVersionMinor=$(word 2,$(subst ., ,$(KUBE_VERSION))))" helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 	mv $(LOCALBIN)/helm $(HELM)
 
 .PHONY: staticcheck
