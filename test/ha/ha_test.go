@@ -70,14 +70,14 @@ func TestFailover(t *testing.T) {
 	dir := t.TempDir()
 
 	type built struct {
-		bin string
-		err error
+		bin  string
+		err  error
+		took time.Duration
 	}
 	build := make(chan built, 1)
 	go func() {
 		bin, err := buildManager(ctx, dir)
-		t.Logf("%6.2fs built ./cmd/manager", time.Since(started).Seconds())
-		build <- built{bin, err}
+		build <- built{bin, err, time.Since(started)}
 	}()
 
 	env, err := testenv.New()
@@ -106,10 +106,11 @@ func TestFailover(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	b := <-build
 	g.Expect(b.err).NotTo(HaveOccurred())
+	t.Logf("%6.2fs built ./cmd/manager", b.took.Seconds())
 	setupDone := time.Now()
 
-	By := func(step string) { t.Logf("%6.2fs %s", time.Since(started).Seconds(), step) }
-	By("starting two managers with leader election")
+	step := func(what string) { t.Logf("%6.2fs %s", time.Since(started).Seconds(), what) }
+	step("starting two managers with leader election")
 	var managers []*managerProc
 	addrs, err := freeAddrs(6)
 	g.Expect(err).NotTo(HaveOccurred())
@@ -127,7 +128,7 @@ func TestFailover(t *testing.T) {
 	}).
 		WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).Should(BeTrue(), "both managers ready (their webhook servers started)")
 
-	By("finding the leader: the Lease holder, and the one process whose log says it acquired it")
+	step("finding the leader: the Lease holder, and the one process whose log says it acquired it")
 	var leader, survivor *managerProc
 	var oldHolder string
 	g.Eventually(func(g Gomega) {
@@ -146,7 +147,7 @@ func TestFailover(t *testing.T) {
 	}).WithTimeout(2*(lease+retry) + 10*time.Second).WithPolling(100 * time.Millisecond).Should(Succeed())
 	t.Logf("leader %s (lease holder %s), follower %s", leader.name, oldHolder, survivor.name)
 
-	By("routing admission through a load balancer over both webhook servers")
+	step("routing admission through a load balancer over both webhook servers")
 	lb, err := startBalancer([]string{managers[0].webhookAddr, managers[1].webhookAddr})
 	g.Expect(err).NotTo(HaveOccurred())
 	t.Cleanup(func() { _ = lb.close() })
@@ -168,7 +169,7 @@ func TestFailover(t *testing.T) {
 	defer stopWatches()
 	g.Expect(rec.start(watchCtx, c)).To(Succeed())
 
-	By("probing admission every 50ms, and creating the credentials in bursts")
+	step("probing admission every 50ms, and creating the credentials in bursts")
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	var probing sync.WaitGroup
 	probing.Go(func() {
@@ -192,16 +193,20 @@ func TestFailover(t *testing.T) {
 	g.Expect(lb.snapshot(leader.webhookAddr).active).To(BeNumerically(">=", 1), "the leader serves admission when it is killed")
 	survivorConns := lb.snapshot(survivor.webhookAddr).conns
 
-	adm.gate.Lock()
-	killedAt := time.Now()
-	leader.kill()
-	readyAtKill := rec.readyCount()
-	// The balancer has seen the killed backend's connections end, and so closed the API
-	// server's: as kube-proxy's conntrack entry of a dead pod ends.
-	g.Eventually(func() int { return lb.snapshot(leader.webhookAddr).active }).
-		WithTimeout(2*time.Second).WithPolling(time.Millisecond).Should(BeZero(), "the balancer drops the dead backend's connections")
-	adm.gate.Unlock()
-	By(fmt.Sprintf("killed the leader %s (pid %d) with %d of %d credentials Ready", leader.name, leader.cmd.Process.Pid, readyAtKill, credentials))
+	var killedAt time.Time
+	var readyAtKill int
+	func() {
+		adm.gate.Lock()
+		defer adm.gate.Unlock()
+		killedAt = time.Now()
+		leader.kill()
+		readyAtKill = rec.readyCount()
+		// The balancer has seen the killed backend's connections end, and so closed the
+		// API server's: as the connections to a dead pod end.
+		g.Eventually(func() int { return lb.snapshot(leader.webhookAddr).active }).
+			WithTimeout(2*time.Second).WithPolling(time.Millisecond).Should(BeZero(), "the balancer drops the dead backend's connections")
+	}()
+	step(fmt.Sprintf("killed the leader %s (pid %d) with %d of %d credentials Ready", leader.name, leader.cmd.Process.Pid, readyAtKill, credentials))
 	g.Expect(readyAtKill).To(BeNumerically("<", credentials), "the leader is killed mid-way through issuing")
 	before := readyNames(ctx, g, c)
 
@@ -210,7 +215,7 @@ func TestFailover(t *testing.T) {
 		WithTimeout(2*(lease+retry)+10*time.Second).WithPolling(10*time.Millisecond).Should(BeTrue(), "another manager takes the lease")
 	g.Eventually(survivor.acquired).WithTimeout(5*time.Second).WithPolling(50*time.Millisecond).Should(BeTrue(),
 		"the new holder is the surviving process")
-	By(fmt.Sprintf("%s took the lease as %s", survivor.name, took.identity))
+	step(fmt.Sprintf("%s took the lease as %s", survivor.name, took.identity))
 	var firstReady time.Time
 	g.Eventually(func() (ok bool) {
 		survivor.mustRun()
@@ -226,7 +231,7 @@ func TestFailover(t *testing.T) {
 	stopProbe()
 	probing.Wait()
 
-	By("checking every credential and its Secret")
+	step("checking every credential and its Secret")
 	checkCredentials(ctx, g, c, rec)
 	deleted, watchErrs := rec.problems()
 	g.Expect(watchErrs).To(BeEmpty(), "the watches saw everything")
