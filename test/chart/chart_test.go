@@ -2,12 +2,16 @@ package chart
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 // The args the contract of issue 10 fixes for the default render (namespace ops-keysmith).
@@ -628,4 +632,63 @@ func checkSelects(t *testing.T, m *manifest, sm *unstructured.Unstructured, name
 	if !slices.Contains(selected, name) {
 		t.Errorf("ServiceMonitor %s selects Services %q, not %s", sm.GetName(), selected, name)
 	}
+}
+
+// TestSameObjectsAsInstaller: the objects the chart copies from config/ are, but for
+// metadata, the ones of dist/install.yaml (config/default) for a release in its namespace:
+// one source of truth, whichever way keysmith is installed.
+func TestSameObjectsAsInstaller(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "dist", "install.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	installer, err := decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := renderIn("keysmith-system", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := map[string]bool{
+		"CustomResourceDefinition": true, "ServiceAccount": true, "ClusterRole": true,
+		"ClusterRoleBinding": true, "Role": true, "RoleBinding": true,
+		"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true,
+		"ValidatingWebhookConfiguration": true,
+	}
+	compared := 0
+	for _, want := range installer {
+		if !copied[want.GetKind()] {
+			continue
+		}
+		got := m.get(want.GetKind(), want.GetName())
+		if got == nil {
+			t.Errorf("the chart lacks %s %s of dist/install.yaml", want.GetKind(), want.GetName())
+			continue
+		}
+		compared++
+		a, b := withoutMetadata(want), withoutMetadata(got)
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("%s %s differs from dist/install.yaml:\nchart:     %v\ninstaller: %v", want.GetKind(), want.GetName(), b, a)
+		}
+		if want.GetNamespace() != got.GetNamespace() {
+			t.Errorf("%s %s: namespace %q, dist/install.yaml %q", want.GetKind(), want.GetName(), got.GetNamespace(), want.GetNamespace())
+		}
+	}
+	for _, o := range m.objs {
+		if copied[o.GetKind()] && !slices.ContainsFunc(installer, func(u *unstructured.Unstructured) bool {
+			return u.GetKind() == o.GetKind() && u.GetName() == o.GetName()
+		}) {
+			t.Errorf("the chart has %s %s, dist/install.yaml does not", o.GetKind(), o.GetName())
+		}
+	}
+	t.Logf("%d objects compared with dist/install.yaml", compared)
+}
+
+// withoutMetadata returns obj's content but its metadata (the chart's labels and
+// annotations differ by design).
+func withoutMetadata(obj *unstructured.Unstructured) map[string]any {
+	c := obj.DeepCopy().Object
+	delete(c, "metadata")
+	return c
 }

@@ -51,6 +51,11 @@ func mustRenderNotes(t *testing.T, overrides string) string {
 // render renders the chart as `helm install --dry-run=client --include-crds` does, with
 // the values of file (relative to the chart, "" for none) overridden by the YAML overrides.
 func render(file, overrides string) (*manifest, error) {
+	return renderIn(namespace, file, overrides)
+}
+
+// renderIn renders as render does, for a release in namespace ns.
+func renderIn(ns, file, overrides string) (*manifest, error) {
 	chrt, err := loader.Load(chartDir())
 	if err != nil {
 		return nil, err
@@ -79,7 +84,7 @@ func render(file, overrides string) (*manifest, error) {
 	inst.ClientOnly = true
 	inst.IncludeCRDs = true
 	inst.ReleaseName = releaseName
-	inst.Namespace = namespace
+	inst.Namespace = ns
 	inst.KubeVersion = kv
 	rel, err := inst.Run(chrt, vals)
 	if err != nil {
