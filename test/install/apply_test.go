@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -85,11 +85,13 @@ func crdScopes(objs []*unstructured.Unstructured) (map[string]bool, error) {
 		if obj.GetKind() != "CustomResourceDefinition" {
 			continue
 		}
-		crd := &apiextensionsv1.CustomResourceDefinition{}
-		if err := fromUnstructured(obj, crd); err != nil {
-			return nil, err
+		group, _, _ := unstructured.NestedString(obj.Object, "spec", "group")
+		kind, _, _ := unstructured.NestedString(obj.Object, "spec", "names", "kind")
+		scope, _, _ := unstructured.NestedString(obj.Object, "spec", "scope")
+		if group == "" || kind == "" || (scope != "Namespaced" && scope != "Cluster") {
+			return nil, fmt.Errorf("%s: no spec.group, spec.names.kind or spec.scope", describe(obj))
 		}
-		scopes[crd.Spec.Group+"/"+crd.Spec.Names.Kind] = crd.Spec.Scope == apiextensionsv1.NamespaceScoped
+		scopes[group+"/"+kind] = scope == "Namespaced"
 	}
 	return scopes, nil
 }
@@ -129,17 +131,20 @@ func waitEstablished(ctx context.Context, c client.Client, names []string) error
 	for _, name := range names {
 		var last string
 		err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-			crd := &apiextensionsv1.CustomResourceDefinition{}
+			crd := &unstructured.Unstructured{}
+			crd.SetGroupVersionKind(schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"})
 			if err := c.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
 				last = err.Error()
 				return false, nil
 			}
-			for _, cond := range crd.Status.Conditions {
-				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+			conditions, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+			for _, raw := range conditions {
+				cond, _ := raw.(map[string]any)
+				switch {
+				case cond["type"] == "Established" && cond["status"] == "True":
 					return true, nil
-				}
-				if cond.Type == apiextensionsv1.NamesAccepted && cond.Status == apiextensionsv1.ConditionFalse {
-					last = cond.Message
+				case cond["type"] == "NamesAccepted" && cond["status"] == "False":
+					last, _ = cond["message"].(string)
 				}
 			}
 			return false, nil

@@ -27,11 +27,9 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -64,14 +62,6 @@ const (
 	tokenServerDeployment = "keysmith-token-server"
 	webhookCertSecret     = "keysmith-webhook-server-cert"
 )
-
-func newScheme() *runtime.Scheme {
-	s := testenv.Scheme()
-	if err := apiextensionsv1.AddToScheme(s); err != nil {
-		panic(err)
-	}
-	return s
-}
 
 // phase logs how long a step took: defer phase(t, "step")().
 func phase(t *testing.T, name string) func() {
@@ -120,7 +110,7 @@ func startAPIServer(t *testing.T) (*rest.Config, client.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	scheme := newScheme()
+	scheme := testenv.Scheme()
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
 		CRDDirectoryPaths:     []string{filepath.Join("testdata", "cert-manager"), filepath.Join("testdata", "prometheus-operator")},
@@ -235,6 +225,21 @@ func runInstallation(t *testing.T, ctx context.Context, objs []*unstructured.Uns
 	for _, p := range in.pods {
 		t.Logf("%s runs %s as ServiceAccount %s/%s with the rendered args and env, except:\n  %s",
 			p.deployment.Name, p.command, namespace, p.deployment.Spec.Template.Spec.ServiceAccountName, strings.Join(p.substitutions, "\n  "))
+	}
+	// The caBundle is the manager's to keep: a manifest that set one would have every
+	// sync of a GitOps tool overwrite the manager's.
+	for _, obj := range objs {
+		if obj.GetKind() != "ValidatingWebhookConfiguration" {
+			continue
+		}
+		webhooks, _, _ := unstructured.NestedSlice(obj.Object, "webhooks")
+		for _, raw := range webhooks {
+			if wh, _ := raw.(map[string]any); wh != nil {
+				if _, set, _ := unstructured.NestedFieldNoCopy(wh, "clientConfig", "caBundle"); set {
+					t.Errorf("%s: webhook %v sets clientConfig.caBundle, which the manager keeps", describe(obj), wh["name"])
+				}
+			}
+		}
 	}
 	subs, err := in.pointWebhooksAtPods(ctx, admin)
 	if err != nil {
