@@ -2,6 +2,7 @@ package install
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -135,6 +136,33 @@ func (in *installation) pointWebhooksAtPods(ctx context.Context, c client.Client
 		}
 	}
 	return subs, nil
+}
+
+// checkServices dials every port of every Service of the manifest through serviceAddr:
+// each must select one of the running Deployments and reach a port its process listens
+// on (the manager's metrics Service, which the ServiceMonitor scrapes, as much as the two
+// the test uses).
+func (in *installation) checkServices(ctx context.Context) error {
+	var errs []error
+	for _, obj := range in.objs {
+		if obj.GetKind() != "Service" {
+			continue
+		}
+		svc := &corev1.Service{}
+		if err := fromUnstructured(obj, svc); err != nil {
+			return err
+		}
+		for _, sp := range svc.Spec.Ports {
+			host := fmt.Sprintf("%s.%s.svc", svc.Name, svc.Namespace)
+			conn, err := in.dialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(int(sp.Port))))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("Service %s/%s port %d (%s): %w", svc.Namespace, svc.Name, sp.Port, sp.Name, err))
+				continue
+			}
+			conn.Close()
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func derefOr(s *string, def string) string {

@@ -267,7 +267,7 @@ func runInstallation(t *testing.T, ctx context.Context, objs []*unstructured.Uns
 		}
 	})
 
-	done := phase(t, "start the manager and the token server, wait until ready")
+	done := phase(t, "start the manager and the token server, wait until ready, dial every Service")
 	if err := mgr.start(ctx, filepath.Join(binDir, "manager"), 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -280,6 +280,9 @@ func runInstallation(t *testing.T, ctx context.Context, objs []*unstructured.Uns
 		if err := p.waitReady(ctx, 60*time.Second); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := in.checkServices(ctx); err != nil {
+		t.Error(err)
 	}
 	done()
 
