@@ -1,17 +1,14 @@
 //go:build tools
 
-// Package deps pins the modules that issue 10's packaging work imports while it is being
-// built (Helm SDK, cert-controller, kustomize), so that go mod tidy keeps them meanwhile.
-// It is removed once every one of them is imported by real code.
+// Package deps pins the modules that issue 12's kubectl plugin imports while it is being
+// built (cobra, cli-runtime, pty), so that go mod tidy keeps them meanwhile. It is removed
+// once every one of them is imported by real code.
 package deps
 
 import (
-	_ "github.com/open-policy-agent/cert-controller/pkg/rotator"
-	_ "helm.sh/helm/v3/pkg/action"
-	_ "helm.sh/helm/v3/pkg/chart/loader"
-	_ "helm.sh/helm/v3/pkg/chartutil"
-	_ "helm.sh/helm/v3/pkg/engine"
-	_ "helm.sh/helm/v3/pkg/lint"
-	_ "sigs.k8s.io/kustomize/api/krusty"
-	_ "sigs.k8s.io/kustomize/kyaml/filesys"
+	_ "github.com/creack/pty"
+	_ "github.com/spf13/cobra"
+	_ "k8s.io/cli-runtime/pkg/genericclioptions"
+	_ "k8s.io/cli-runtime/pkg/printers"
+	_ "k8s.io/kubectl/pkg/util/term"
 )
