@@ -331,6 +331,40 @@ func TestSchemaRejects(t *testing.T) {
 	}
 }
 
+// TestRenderGuards: values the schema cannot relate to each other fail the render with a
+// message naming them: leader election timings client-go would refuse at start (every
+// manager replica exiting, the fail-closed webhook refusing every write), and a
+// PodDisruptionBudget that no node drain could ever satisfy.
+func TestRenderGuards(t *testing.T) {
+	for _, tc := range []struct{ values, want string }{
+		{"manager: {leaderElection: {renewDeadline: 15s}}", "manager.leaderElection.renewDeadline (15s) must be less than manager.leaderElection.leaseDuration (15s)"},
+		{"manager: {leaderElection: {leaseDuration: 1m, renewDeadline: 1m30s}}", "must be less than manager.leaderElection.leaseDuration (1m)"},
+		{"manager: {leaderElection: {renewDeadline: 2400ms}}", "renewDeadline (2400ms) must be more than 1.2 × manager.leaderElection.retryPeriod (2s)"},
+		{"manager: {replicas: 1}", "manager.pdb.minAvailable (1) must be less than manager.replicas (1)"},
+		{"tokenServer: {replicas: 2, pdb: {minAvailable: 2}}", "tokenServer.pdb.minAvailable (2) must be less than tokenServer.replicas (2)"},
+	} {
+		_, err := render("", tc.values)
+		if err == nil {
+			t.Errorf("%s: rendered; it should fail", tc.values)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error does not say %q: %v", tc.values, tc.want, err)
+		}
+	}
+	for _, ok := range []string{
+		"manager: {leaderElection: {leaseDuration: 1m, renewDeadline: 59s500ms, retryPeriod: 5s}}",
+		"manager: {leaderElection: {renewDeadline: 2401ms}}",
+		"manager: {replicas: 1, pdb: {enabled: false}}",
+		"manager: {replicas: 3, pdb: {minAvailable: 2}}",
+		"tokenServer: {enabled: false, replicas: 1}",
+	} {
+		if _, err := render("", ok); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+}
+
 // TestCertManager: certManager.enabled renders the Issuers and Certificates of the contract,
 // the CA injection and --serving-certs=false.
 func TestCertManager(t *testing.T) {

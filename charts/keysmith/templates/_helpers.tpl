@@ -84,3 +84,49 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end }}
+
+{{/*
+A Go duration of values.schema.json's form (integers and units: 1m30s, 500ms) in
+nanoseconds, printed as an integer; templates read it back with atoi.
+*/}}
+{{- define "keysmith.durationNanos" -}}
+{{- $units := dict "ns" 1 "us" 1000 "µs" 1000 "ms" 1000000 "s" 1000000000 "m" 60000000000 "h" 3600000000000 }}
+{{- $total := 0 }}
+{{- range regexFindAll "[0-9]+(ns|us|µs|ms|s|m|h)" (toString .) -1 }}
+{{- $n := regexFind "^[0-9]+" . }}
+{{- $total = add $total (mul (atoi $n) (get $units (trimPrefix $n .))) }}
+{{- end }}
+{{- $total }}
+{{- end }}
+
+{{/*
+Fails the render unless manager.leaderElection satisfies client-go's leader election
+(leaseDuration > renewDeadline > 1.2 × retryPeriod): otherwise every manager replica would
+exit at start, and the fail-closed webhook would refuse every APICredential write.
+*/}}
+{{- define "keysmith.checkLeaderElection" -}}
+{{- $le := .Values.manager.leaderElection }}
+{{- $lease := include "keysmith.durationNanos" $le.leaseDuration | atoi }}
+{{- $renew := include "keysmith.durationNanos" $le.renewDeadline | atoi }}
+{{- $retry := include "keysmith.durationNanos" $le.retryPeriod | atoi }}
+{{- if le $lease $renew }}
+{{- fail (printf "manager.leaderElection.renewDeadline (%s) must be less than manager.leaderElection.leaseDuration (%s)" $le.renewDeadline $le.leaseDuration) }}
+{{- end }}
+{{- if le (mul $renew 10) (mul $retry 12) }}
+{{- fail (printf "manager.leaderElection.renewDeadline (%s) must be more than 1.2 × manager.leaderElection.retryPeriod (%s)" $le.renewDeadline $le.retryPeriod) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Fails the render when a component's PodDisruptionBudget would forbid every voluntary
+disruption (an integer minAvailable not below replicas: no node drain could ever evict
+one of its pods): (dict "name" "manager" "values" .Values.manager).
+*/}}
+{{- define "keysmith.checkPDB" -}}
+{{- $v := .values }}
+{{- if and $v.pdb.enabled (not (kindIs "string" $v.pdb.minAvailable)) }}
+{{- if ge (int $v.pdb.minAvailable) (int $v.replicas) }}
+{{- fail (printf "%s.pdb.minAvailable (%v) must be less than %s.replicas (%v), or no node could be drained; raise the replicas or set %s.pdb.enabled=false" .name $v.pdb.minAvailable .name $v.replicas .name) }}
+{{- end }}
+{{- end }}
+{{- end }}
