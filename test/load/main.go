@@ -1,6 +1,8 @@
 // Command load measures the token server's throughput and latency on loopback next to a
-// trivial Go handler, with the same client, in the same run, and prints ratios. It is
-// part of `make bench`. Traffic goes to 127.0.0.1 only and each run is bounded in time.
+// trivial Go handler, with the same client, in the same run, and prints ratios: to the
+// trivial handler, and to each endpoint's physical limit on this machine (limit.go). The
+// servers run in a process of their own (server.go), as deployed. It is part of `make
+// bench`. Traffic goes to 127.0.0.1 only and each run is bounded in time.
 package main
 
 import (
@@ -10,23 +12,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
-	"github.com/keysmith-dev/keysmith/internal/credential"
-	"github.com/keysmith-dev/keysmith/internal/signingkey"
-	"github.com/keysmith-dev/keysmith/internal/tokenserver"
 )
 
 type result struct {
@@ -38,115 +31,159 @@ type result struct {
 	throughput float64
 }
 
+type options struct {
+	duration            time.Duration
+	rounds, workers, n  int
+	only, cpuprofile    string
+	signTime, checkTime time.Duration
+}
+
 func main() {
-	duration := flag.Duration("duration", 2*time.Second, "how long each target is loaded in each round")
-	rounds := flag.Int("rounds", 5, "rounds; each loads every target in turn, so that a noisy neighbour hits all targets alike")
-	workers := flag.Int("concurrency", 32, "concurrent clients")
-	credentials := flag.Int("credentials", 10000, "credentials in the token server's cache")
+	var o options
+	flag.DurationVar(&o.duration, "duration", 2*time.Second, "how long each target is loaded in each round")
+	flag.IntVar(&o.rounds, "rounds", 5, "rounds; each loads every target in turn, so that a noisy neighbour hits all targets alike")
+	flag.IntVar(&o.workers, "concurrency", 32, "concurrent clients")
+	flag.IntVar(&o.n, "credentials", 10000, "credentials in the token server's cache")
+	flag.StringVar(&o.only, "only", "", "load only the targets whose name contains this (and the baselines)")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write the server process's CPU profile, over the whole run, to this file")
+	serveMode := flag.Bool("serve", false, "be the server process (started by the load generator itself)")
 	flag.Parse()
-	if err := run(*duration, *rounds, *workers, *credentials); err != nil {
+	var err error
+	if *serveMode {
+		err = serveMain(o.n, o.cpuprofile)
+	} else {
+		err = run(o)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
 	}
 }
 
-func run(duration time.Duration, rounds, workers, n int) error {
-	trivial, err := serve(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
-	if err != nil {
-		return err
-	}
-	store := tokenserver.NewStore()
-	var srv *tokenserver.Server
-	base, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { srv.Handler().ServeHTTP(w, r) }))
-	if err != nil {
-		return err
-	}
-	srv = tokenserver.New(store, tokenserver.Options{Issuer: base})
-	now := time.Now()
-	key, err := signingkey.Generate(now, now)
-	if err != nil {
-		return err
-	}
-	if err := srv.SetKeys(&signingkey.Set{Keys: []signingkey.Key{key}}); err != nil {
-		return err
-	}
-	srv.SetReady()
-	store.SetAPI(&iamv1alpha1.APIDefinition{ObjectMeta: metav1.ObjectMeta{Name: "platform-api"}, Spec: iamv1alpha1.APIDefinitionSpec{
-		ScopeLevel: iamv1alpha1.ScopeLevelAccount, Permissions: []iamv1alpha1.Permission{{Name: "user", Methods: []string{"GET", "POST"}}},
-	}})
-	var id, secret string
-	heapBefore := heapAlloc()
-	for i := range n {
-		cid, _ := credential.NewClientID()
-		s, _ := credential.NewSecret()
-		obj := &iamv1alpha1.APICredential{ObjectMeta: metav1.ObjectMeta{Namespace: "load", Name: fmt.Sprintf("cred-%d", i)},
-			Spec:   iamv1alpha1.APICredentialSpec{APIs: []iamv1alpha1.APIGrant{{Name: "platform-api", Permission: "user"}}},
-			Status: iamv1alpha1.APICredentialStatus{ClientID: cid, SecretHash: credential.Hash(s), Account: "acme"}}
-		store.SetCredential(obj)
-		id, secret = cid, s
-	}
-	credentialBytes := float64(heapAlloc()-heapBefore) / float64(n)
-	runtime.KeepAlive(store)
-	token, err := fetchToken(base, id, secret)
-	if err != nil {
-		return err
-	}
-	form := url.Values{"grant_type": {"client_credentials"}}.Encode()
+type target struct {
+	name     string
+	baseline bool // a baseline: loaded whatever -only says
+	req      func() *http.Request
+}
 
-	targets := []struct {
-		name string
-		req  func() *http.Request
-	}{
-		{"trivial Go handler", func() *http.Request { r, _ := http.NewRequest(http.MethodGet, trivial+"/", nil); return r }},
-		{"POST /oauth2/token", func() *http.Request {
-			r, _ := http.NewRequest(http.MethodPost, base+"/oauth2/token", strings.NewReader(form))
+func run(o options) error {
+	var profile string
+	if o.cpuprofile != "" {
+		var err error
+		if profile, err = absPath(o.cpuprofile); err != nil {
+			return err
+		}
+	}
+	p, err := startServer(o.n, profile)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = p.stop() }()
+	token, err := fetchToken(p.Base, p.ClientID, p.Secret)
+	if err != nil {
+		return err
+	}
+	sig, err := newSigner(len(token))
+	if err != nil {
+		return err
+	}
+	chk := newChecker(token)
+	form := url.Values{"grant_type": {"client_credentials"}}.Encode()
+	authzHeaders := func(r *http.Request) *http.Request {
+		r.Header.Set("Authorization", "Bearer "+token)
+		r.Header.Set("X-Forwarded-Method", "GET")
+		r.Header.Set("X-Forwarded-Uri", "/v2/users")
+		return r
+	}
+	get := func(u string) *http.Request { r, _ := http.NewRequest(http.MethodGet, u, nil); return r }
+	all := []target{
+		{"trivial Go handler", true, func() *http.Request { return get(p.Trivial + "/") }},
+		{"trivial, /authz headers", true, func() *http.Request { return authzHeaders(get(p.Trivial + "/")) }},
+		{"POST /oauth2/token", false, func() *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, p.Base+"/oauth2/token", strings.NewReader(form))
 			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			r.SetBasicAuth(id, secret)
+			r.SetBasicAuth(p.ClientID, p.Secret)
 			return r
 		}},
-		{"/authz (Bearer)", func() *http.Request {
-			r, _ := http.NewRequest(http.MethodGet, base+"/authz/platform-api", nil)
-			r.Header.Set("Authorization", "Bearer "+token)
-			r.Header.Set("X-Forwarded-Method", "GET")
-			r.Header.Set("X-Forwarded-Uri", "/v2/users")
-			return r
-		}},
-		{"/authz (Basic)", func() *http.Request {
-			r, _ := http.NewRequest(http.MethodGet, base+"/authz/platform-api", nil)
-			r.SetBasicAuth(id, secret)
+		{"/authz (Bearer)", false, func() *http.Request { return authzHeaders(get(p.Base + "/authz/platform-api")) }},
+		{"/authz (Basic)", false, func() *http.Request {
+			r := get(p.Base + "/authz/platform-api")
+			r.SetBasicAuth(p.ClientID, p.Secret)
 			r.Header.Set("X-Forwarded-Method", "GET")
 			return r
 		}},
 	}
-	fmt.Printf("load: %d concurrent clients, %d rounds of %s per target, %d credentials cached, GOMAXPROCS=%d\n", workers, rounds, duration, n, runtimeProcs())
-	// Every round loads each target in turn; ratios are taken within a round and the
-	// median round is reported, so drift in the machine's load cancels out.
+	var targets []target
+	for _, t := range all {
+		if t.baseline || strings.Contains(t.name, o.only) {
+			targets = append(targets, t)
+		}
+	}
+	fmt.Printf("load: %d concurrent clients, %d rounds of %s per target, %d credentials cached, server in its own process, GOMAXPROCS=%d\n",
+		o.workers, o.rounds, o.duration, p.Credentials, p.MaxProcs)
+	// Every round loads each target in turn and measures the limits' operations; ratios
+	// are taken within a round and the median round is reported, so drift in the
+	// machine's load cancels out.
 	perTarget := make([][]result, len(targets))
 	ratios := make([][]float64, len(targets))
-	for range rounds {
+	var signs, checks []time.Duration
+	var tokenLimits, authzLimits []float64
+	for range o.rounds {
 		var round []result
 		for i, t := range targets {
-			r := load(t.name, t.req, duration, workers)
+			r := load(t.name, t.req, o.duration, o.workers)
 			round = append(round, r)
 			perTarget[i] = append(perTarget[i], r)
 		}
 		for i := range targets {
 			ratios[i] = append(ratios[i], round[i].throughput/round[0].throughput)
 		}
+		tSign, tCheck := machineTime(o.duration/4, sig.sign), machineTime(o.duration/10, chk.check)
+		signs, checks = append(signs, tSign), append(checks, tCheck)
+		tokenLimits = append(tokenLimits, limit(round[0].throughput, tSign))
+		authzLimits = append(authzLimits, limit(round[1].throughput, tCheck))
 	}
-	fmt.Printf("\n%-22s %12s %10s %10s %8s %11s %17s\n", "target", "requests/s", "p50", "p99", "errors", "vs trivial", "(min-max ratio)")
+	fmt.Printf("\n%-24s %12s %10s %10s %8s %11s %17s\n", "target", "requests/s", "p50", "p99", "errors", "vs trivial", "(min-max ratio)")
 	var failed []string
 	for i, t := range targets {
 		m := median(perTarget[i])
-		rs := slices.Clone(ratios[i])
-		slices.Sort(rs)
-		fmt.Printf("%-22s %12.0f %10s %10s %8d %10.0f%% %8.0f%%-%3.0f%%\n", t.name, m.throughput, m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond),
+		rs := sorted(ratios[i])
+		fmt.Printf("%-24s %12.0f %10s %10s %8d %10.0f%% %8.0f%%-%3.0f%%\n", t.name, m.throughput, m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond),
 			totalErrors(perTarget[i]), 100*rs[len(rs)/2], 100*rs[0], 100*rs[len(rs)-1])
 		if e := totalErrors(perTarget[i]); e > 0 {
 			failed = append(failed, fmt.Sprintf("%s: %d errors", t.name, e))
 		}
 	}
-	fmt.Printf("\nmemory: %.0f bytes of heap per cached credential (%d credentials)\n", credentialBytes, n)
+	fmt.Println()
+	for i, t := range targets {
+		var lims []float64
+		var how string
+		switch {
+		case strings.Contains(t.name, "token"):
+			lims = tokenLimits
+			how = fmt.Sprintf("trivial %s req/s + ES256 %s of machine time (%s on each of %d cores)",
+				thousands(median(perTarget[0]).throughput), fmtDur(medianDur(signs)), fmtDur(medianDur(signs)*time.Duration(p.MaxProcs)), p.MaxProcs)
+		case strings.Contains(t.name, "Bearer"):
+			lims = authzLimits
+			how = fmt.Sprintf("trivial with /authz headers %s req/s + cached check %s of machine time",
+				thousands(median(perTarget[1]).throughput), fmtDur(medianDur(checks)))
+		default:
+			continue
+		}
+		fr := make([]float64, len(lims))
+		for r := range lims {
+			fr[r] = perTarget[i][r].throughput / lims[r]
+		}
+		fr = sorted(fr)
+		rs := sorted(ratios[i])
+		fmt.Printf("%s: %s req/s = %.0f %% of trivial, %.0f %% of limit (%.0f–%.0f %%) (limit %s req/s: %s)\n",
+			t.name, thousands(median(perTarget[i]).throughput), 100*rs[len(rs)/2], 100*fr[len(fr)/2], 100*fr[0], 100*fr[len(fr)-1],
+			thousands(sorted(lims)[len(lims)/2]), how)
+	}
+	fmt.Printf("\nmemory: %.0f bytes of heap per cached credential (%d credentials)\n", p.CredentialBytes, p.Credentials)
+	if err := p.stop(); err != nil {
+		return fmt.Errorf("server process: %w", err)
+	}
 	if len(failed) > 0 {
 		return fmt.Errorf("%s", strings.Join(failed, "; "))
 	}
@@ -158,6 +195,27 @@ func median(rs []result) result {
 	s := slices.Clone(rs)
 	slices.SortFunc(s, func(a, b result) int { return cmp.Compare(a.throughput, b.throughput) })
 	return s[len(s)/2]
+}
+
+func medianDur(ds []time.Duration) time.Duration { return sorted(ds)[len(ds)/2] }
+
+func sorted[T cmp.Ordered](s []T) []T {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	return s
+}
+
+func fmtDur(d time.Duration) string {
+	return fmt.Sprintf("%.1f µs", float64(d)/float64(time.Microsecond))
+}
+
+// thousands formats a rate with a thin space between groups of three digits: 34 500.
+func thousands(f float64) string {
+	s := fmt.Sprintf("%.0f", f)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + " " + s[i:]
+	}
+	return s
 }
 
 func totalErrors(rs []result) int64 {
@@ -219,15 +277,6 @@ func load(name string, newReq func() *http.Request, d time.Duration, workers int
 		p50: pct(0.50), p99: pct(0.99), throughput: float64(requests.Load()) / elapsed.Seconds()}
 }
 
-func serve(h http.Handler) (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	go func() { _ = tokenserver.NewHTTPServer("", h).Serve(ln) }()
-	return "http://" + ln.Addr().String(), nil
-}
-
 func fetchToken(base, id, secret string) (string, error) {
 	req, _ := http.NewRequest(http.MethodPost, base+"/oauth2/token", strings.NewReader("grant_type=client_credentials"))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
@@ -244,14 +293,4 @@ func fetchToken(base, id, secret string) (string, error) {
 		return "", fmt.Errorf("token endpoint: status %d", resp.StatusCode)
 	}
 	return body.AccessToken, nil
-}
-
-func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
-
-// heapAlloc returns the live heap after a full collection.
-func heapAlloc() uint64 {
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The physical limits an endpoint is measured against, each the machine time of the work
+// the endpoint cannot avoid, measured in the same run as the load (between its rounds):
+//
+//	token endpoint: 1 / (1/trivial + tSign)
+//	/authz:         1 / (1/trivialHeaders + tCheck)
+//
+// trivial is the trivial handler's requests/s; trivialHeaders the same with /authz's
+// request headers (the bearer token, X-Forwarded-*); tSign one standard-library ES256
+// signature (SHA-256 of a token's signing input, ecdsa.SignASN1 on P-256 with
+// crypto/rand), and tCheck the cached check (SHA-256 of the token, one sync.Map read), each
+// as machine time: with every core busy with it, wall time over the operations done, so
+// that it adds to 1/trivial (the round trip's machine time, client and server included)
+// like for like. A core's time per operation is GOMAXPROCS times that.
+
+// machineTime runs op on GOMAXPROCS goroutines for d and returns the wall time per
+// operation.
+func machineTime(d time.Duration, op func()) time.Duration {
+	var (
+		n    atomic.Int64
+		stop atomic.Bool
+		wg   sync.WaitGroup
+	)
+	start := time.Now()
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				op()
+				n.Add(1)
+			}
+		}()
+	}
+	time.Sleep(d)
+	stop.Store(true)
+	wg.Wait()
+	return time.Duration(float64(time.Since(start)) / float64(n.Load()))
+}
+
+// signer measures one standard-library ES256 signature.
+type signer struct {
+	key   *ecdsa.PrivateKey
+	input []byte
+}
+
+func newSigner(tokenLen int) (*signer, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	input := make([]byte, max(tokenLen-87, 1)) // the token without ".signature"
+	for i := range input {
+		input[i] = 'a' + byte(i%26)
+	}
+	return &signer{key: key, input: input}, nil
+}
+
+func (s *signer) sign() {
+	d := sha256.Sum256(s.input)
+	if _, err := ecdsa.SignASN1(rand.Reader, s.key, d[:]); err != nil {
+		panic(err)
+	}
+}
+
+// checker measures the cached check of a bearer token: its SHA-256 and one map read.
+type checker struct {
+	token string
+	cache sync.Map
+}
+
+func newChecker(token string) *checker {
+	c := &checker{token: token}
+	c.cache.Store(sha256.Sum256([]byte(token)), struct{}{})
+	return c
+}
+
+func (c *checker) check() {
+	if _, ok := c.cache.Load(sha256.Sum256([]byte(c.token))); !ok {
+		panic("cached check: miss")
+	}
+}
+
+// limit is the requests/s of a round trip of rps requests/s plus t of machine time.
+func limit(rps float64, t time.Duration) float64 { return 1 / (1/rps + t.Seconds()) }

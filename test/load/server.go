@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/credential"
+	"github.com/keysmith-dev/keysmith/internal/signingkey"
+	"github.com/keysmith-dev/keysmith/internal/tokenserver"
+)
+
+// The servers run in a process of their own, as deployed (the token server's own pod,
+// or `make dev`): the load generator re-executes itself with -serve. The child serves
+// the trivial handler and the token server, prints one JSON line of serverInfo, and
+// exits when its standard input closes (writing its CPU profile first, with -cpuprofile).
+
+// serverInfo is what the server process tells the load generator.
+type serverInfo struct {
+	Trivial, Base         string
+	ClientID, Secret      string
+	CredentialBytes       float64
+	Credentials, MaxProcs int
+}
+
+// serverProcess is a running server child.
+type serverProcess struct {
+	serverInfo
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+}
+
+// startServer starts the server process with n credentials, profiling its CPU into
+// cpuprofile when that is set.
+func startServer(n int, cpuprofile string) (*serverProcess, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "-serve", fmt.Sprintf("-credentials=%d", n), "-cpuprofile="+cpuprofile)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	p := &serverProcess{cmd: cmd, stdin: stdin}
+	line, err := bufio.NewReader(stdout).ReadBytes('\n')
+	if err == nil {
+		err = json.Unmarshal(line, &p.serverInfo)
+	}
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("server process: %w", err)
+	}
+	return p, nil
+}
+
+// stop closes the child's standard input and waits for it to exit.
+func (p *serverProcess) stop() error {
+	_ = p.stdin.Close()
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		return fmt.Errorf("server process did not exit")
+	}
+}
+
+// serveMain is the server process: the trivial handler and the token server with n
+// credentials, wired as cmd/token-server wires it (a usage recorder included; it is
+// never flushed, since there is no API server).
+func serveMain(n int, cpuprofile string) error {
+	trivial, err := serve(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
+	if err != nil {
+		return err
+	}
+	store := tokenserver.NewStore()
+	var srv *tokenserver.Server
+	base, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { srv.Handler().ServeHTTP(w, r) }))
+	if err != nil {
+		return err
+	}
+	srv = tokenserver.New(store, tokenserver.Options{Issuer: base, Usage: tokenserver.NewUsageReporter(nil, time.Minute)})
+	now := time.Now()
+	key, err := signingkey.Generate(now, now)
+	if err != nil {
+		return err
+	}
+	if err := srv.SetKeys(&signingkey.Set{Keys: []signingkey.Key{key}}); err != nil {
+		return err
+	}
+	srv.SetReady()
+	store.SetAPI(&iamv1alpha1.APIDefinition{ObjectMeta: metav1.ObjectMeta{Name: "platform-api"}, Spec: iamv1alpha1.APIDefinitionSpec{
+		ScopeLevel: iamv1alpha1.ScopeLevelAccount, Permissions: []iamv1alpha1.Permission{{Name: "user", Methods: []string{"GET", "POST"}}},
+	}})
+	info := serverInfo{Trivial: trivial, Base: base, Credentials: n, MaxProcs: runtime.GOMAXPROCS(0)}
+	heapBefore := heapAlloc()
+	for i := range n {
+		cid, _ := credential.NewClientID()
+		s, _ := credential.NewSecret()
+		obj := &iamv1alpha1.APICredential{ObjectMeta: metav1.ObjectMeta{Namespace: "load", Name: fmt.Sprintf("cred-%d", i)},
+			Spec:   iamv1alpha1.APICredentialSpec{APIs: []iamv1alpha1.APIGrant{{Name: "platform-api", Permission: "user"}}},
+			Status: iamv1alpha1.APICredentialStatus{ClientID: cid, SecretHash: credential.Hash(s), Account: "acme"}}
+		store.SetCredential(obj)
+		info.ClientID, info.Secret = cid, s
+	}
+	info.CredentialBytes = float64(heapAlloc()-heapBefore) / float64(n)
+	runtime.KeepAlive(store)
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	line, _ := json.Marshal(info)
+	if _, err := fmt.Printf("%s\n", line); err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, os.Stdin) // until the load generator closes it
+	return nil
+}
+
+func serve(h http.Handler) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	go func() { _ = tokenserver.NewHTTPServer("", h).Serve(ln) }()
+	return "http://" + ln.Addr().String(), nil
+}
+
+// heapAlloc returns the live heap after a full collection.
+func heapAlloc() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// absPath makes a profile path absolute, so that the child writes it where the caller
+// meant whatever its working directory.
+func absPath(p string) (string, error) { return filepath.Abs(p) }
