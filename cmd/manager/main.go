@@ -63,6 +63,7 @@ func main() {
 	flag.StringVar(&certs.opts.WebhookConfiguration, "webhook-configuration", "keysmith-validating-webhook", "name of the ValidatingWebhookConfiguration whose caBundle is kept current (with --serving-certs)")
 	flag.StringVar(&certs.opts.TokenServer.Secret, "token-server-cert-secret", "keysmith-token-server-tls", "name of the Secret of the token server's certificate (with --serving-certs)")
 	flag.StringVar(&certs.opts.TokenServer.Service, "token-server-service", "keysmith-token-server", "name of the token server Service; the certificate is for <service>.<namespace>.svc[.cluster.local] (with --serving-certs)")
+	flag.StringVar(&certs.opts.TokenServerCAConfigMap, "token-server-ca-configmap", "keysmith-token-server-ca", "name of the ConfigMap that gets a copy of the token server's ca.crt (and not the CA's key), for its clients and monitoring; empty for none (with --serving-certs)")
 	flag.Func("token-server-cert-dns-names", "comma-separated extra DNS names of the token server certificate (with --serving-certs)", dnsNames(&certs.opts.TokenServer.ExtraDNSNames))
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)

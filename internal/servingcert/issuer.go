@@ -10,6 +10,8 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -50,6 +52,11 @@ type TokenServerIssuer struct {
 	DNSNames []string
 	// CheckInterval is how often the certificate is checked; zero means DefaultCheckInterval.
 	CheckInterval time.Duration
+	// CAConfigMap, when set, names a ConfigMap in the Secret's namespace that gets a copy
+	// of ca.crt (key ca.crt) and nothing else: what clients of the token server, the
+	// ServiceMonitor and trust distribution read, so that none of them needs read access
+	// to the Secret, which also holds the CA's private key.
+	CAConfigMap string
 	// Log receives what was done, never a key.
 	Log logr.Logger
 }
@@ -117,7 +124,7 @@ func (i *TokenServerIssuer) Ensure(ctx context.Context, now time.Time) error {
 	rotateCA := ca == nil
 	if !rotateCA {
 		if ok, _ := rotator.ValidCert(caPEM, secret.Data[CertKey], secret.Data[KeyKey], factory.DNSName, factory.ExtKeyUsages, lookahead); ok {
-			return nil
+			return i.publishCA(ctx, caPEM)
 		}
 	}
 	begin := now.Add(-time.Hour)
@@ -141,6 +148,40 @@ func (i *TokenServerIssuer) Ensure(ctx context.Context, now time.Time) error {
 	}
 	i.Log.Info("issued the token server certificate", "secret", i.Secret, "newCA", rotateCA,
 		"dnsNames", i.DNSNames, "notAfter", now.Add(serverValidity).UTC().Format(time.RFC3339))
+	return i.publishCA(ctx, ca.CertPEM)
+}
+
+// publishCA writes caPEM into the CAConfigMap (creating it when missing), unless it holds
+// it already.
+func (i *TokenServerIssuer) publishCA(ctx context.Context, caPEM []byte) error {
+	if i.CAConfigMap == "" {
+		return nil
+	}
+	key := types.NamespacedName{Namespace: i.Secret.Namespace, Name: i.CAConfigMap}
+	cm := &corev1.ConfigMap{}
+	err := i.Client.Get(ctx, key, cm)
+	switch {
+	case apierrors.IsNotFound(err):
+		cm = &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name, Labels: map[string]string{
+				"app.kubernetes.io/name": "keysmith", "app.kubernetes.io/managed-by": "keysmith-manager",
+			}},
+			Data: map[string]string{CACertKey: string(caPEM)},
+		}
+		if err := i.Client.Create(ctx, cm, client.FieldOwner(FieldOwner)); err != nil {
+			return fmt.Errorf("creating ConfigMap %s: %w", key, err)
+		}
+	case err != nil:
+		return fmt.Errorf("reading ConfigMap %s: %w", key, err)
+	case cm.Data[CACertKey] == string(caPEM) && len(cm.Data) == 1 && len(cm.BinaryData) == 0:
+		return nil
+	default:
+		cm.Data, cm.BinaryData = map[string]string{CACertKey: string(caPEM)}, nil
+		if err := i.Client.Update(ctx, cm, client.FieldOwner(FieldOwner)); err != nil {
+			return fmt.Errorf("writing ConfigMap %s: %w", key, err)
+		}
+	}
+	i.Log.Info("published the token server CA", "configMap", key)
 	return nil
 }
 

@@ -66,6 +66,9 @@ type Options struct {
 	// TokenServer is the token server's certificate. Its Secret is not mounted in the
 	// manager; see TokenServerIssuer.
 	TokenServer Certificate
+	// TokenServerCAConfigMap names the ConfigMap in Namespace that gets the token server's
+	// ca.crt (see TokenServerIssuer.CAConfigMap); empty for none.
+	TokenServerCAConfigMap string
 	// CheckInterval is how often the token server's certificate is checked; zero means
 	// DefaultCheckInterval. (The webhook's is also checked on every change of its Secret.)
 	CheckInterval time.Duration
@@ -131,6 +134,7 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options) error {
 		Client:        direct,
 		Secret:        types.NamespacedName{Namespace: opts.Namespace, Name: opts.TokenServer.Secret},
 		DNSNames:      opts.TokenServer.DNSNames(opts.Namespace),
+		CAConfigMap:   opts.TokenServerCAConfigMap,
 		CheckInterval: opts.CheckInterval,
 		Log:           mgr.GetLogger().WithName("token-server-cert"),
 	})

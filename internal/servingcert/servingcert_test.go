@@ -220,13 +220,25 @@ var _ = Describe("serving certificates without cert-manager", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred(), "tls.key is the certificate's key")
 		Expect(secret.Data["ca.crt"]).NotTo(Equal(caPEM), "the token server has a CA of its own")
 
+		By("publishing ca.crt, and only ca.crt, in a ConfigMap its clients can read without the Secret's ca.key")
+		caConfigMap := client.ObjectKey{Namespace: systemNamespace, Name: "keysmith-token-server-ca"}
+		published := &corev1.ConfigMap{}
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, caConfigMap, published)).To(Succeed())
+		}).Should(Succeed())
+		Expect(published.Data).To(Equal(map[string]string{"ca.crt": string(secret.Data["ca.crt"])}))
+		Expect(published.BinaryData).To(BeEmpty())
+
 		By("leaving a valid certificate alone")
 		issuer := &servingcert.TokenServerIssuer{Client: k8sClient, Secret: client.ObjectKeyFromObject(secret),
-			DNSNames: []string{"keysmith-token-server.keysmith-system.svc"}}
+			DNSNames: []string{"keysmith-token-server.keysmith-system.svc"}, CAConfigMap: caConfigMap.Name}
 		Expect(issuer.Ensure(ctx, time.Now())).To(Succeed())
 		again := &corev1.Secret{}
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), again)).To(Succeed())
 		Expect(again.ResourceVersion).To(Equal(secret.ResourceVersion))
+		unchanged := &corev1.ConfigMap{}
+		Expect(k8sClient.Get(ctx, caConfigMap, unchanged)).To(Succeed())
+		Expect(unchanged.ResourceVersion).To(Equal(published.ResourceVersion))
 		By("renewing it from the same CA within 90 days of its expiry")
 		Expect(issuer.Ensure(ctx, leaf.NotAfter.Add(-89*24*time.Hour))).To(Succeed())
 		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), again)).To(Succeed())
@@ -242,6 +254,8 @@ var _ = Describe("serving certificates without cert-manager", Ordered, func() {
 		Expect(newPool.AppendCertsFromPEM(renewed.Data["ca.crt"])).To(BeTrue())
 		_, err = parseCert(renewed.Data["tls.crt"]).Verify(x509.VerifyOptions{DNSName: "keysmith-token-server.keysmith-system.svc", Roots: newPool, CurrentTime: at})
 		Expect(err).NotTo(HaveOccurred(), "the new certificate is signed by the new CA")
+		Expect(k8sClient.Get(ctx, caConfigMap, published)).To(Succeed())
+		Expect(published.Data).To(Equal(map[string]string{"ca.crt": string(renewed.Data["ca.crt"])}), "the ConfigMap follows the new CA")
 	})
 
 	It("lets no namespace tenant read or write the certificate Secrets or the webhook configuration", func(ctx SpecContext) {

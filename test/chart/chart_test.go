@@ -588,11 +588,21 @@ func TestAllOn(t *testing.T) {
 		t.Fatalf("token server ServiceMonitor endpoints %v", eps)
 	}
 	ep := eps[0].(map[string]any)
-	ca, _, _ := unstructured.NestedStringMap(ep, "tlsConfig", "ca", "secret")
+	// The manager's CA comes from its public ConfigMap: the Secret also holds ca.key, which
+	// neither Prometheus nor its operator needs to read.
+	ca, _, _ := unstructured.NestedMap(ep, "tlsConfig", "ca")
 	server, _, _ := unstructured.NestedString(ep, "tlsConfig", "serverName")
+	wantCA := map[string]any{"configMap": map[string]any{"name": "keysmith-token-server-ca", "key": "ca.crt"}}
 	if ep["port"] != "https" || ep["scheme"] != "https" || ep["path"] != "/metrics" ||
-		ca["name"] != "keysmith-token-server-tls" || ca["key"] != "ca.crt" || server != "keysmith-token-server."+namespace+".svc" {
+		!reflect.DeepEqual(ca, wantCA) || server != "keysmith-token-server."+namespace+".svc" {
 		t.Errorf("token server ServiceMonitor endpoint %v", ep)
+	}
+	// cert-manager's Secret holds no CA key (that is keysmith-ca's), and no ConfigMap exists.
+	cm := mustRender(t, "ci/all-on-values.yaml", "certManager: {enabled: true}")
+	cmEps, _, _ := unstructured.NestedSlice(cm.mustGet(t, "ServiceMonitor", "keysmith-token-server").Object, "spec", "endpoints")
+	if ca, _, _ := unstructured.NestedMap(cmEps[0].(map[string]any), "tlsConfig", "ca"); !reflect.DeepEqual(ca,
+		map[string]any{"secret": map[string]any{"name": "keysmith-token-server-tls", "key": "ca.crt"}}) {
+		t.Errorf("with cert-manager, token server ServiceMonitor CA %v, want the Secret's ca.crt", ca)
 	}
 	if skip, _, _ := unstructured.NestedBool(ep, "tlsConfig", "insecureSkipVerify"); skip {
 		t.Error("token server ServiceMonitor skips certificate verification")

@@ -189,7 +189,8 @@ func lookup(m map[string]any, key string) (any, error) {
 // or says there is no shared token server.
 func TestNotes(t *testing.T) {
 	for overrides, want := range map[string][]string{
-		"":                              {"status.secretRef.name", "https://keysmith-token-server." + namespace + ".svc/oauth2/token", "keysmith-token-server-tls"},
+		"":                              {"status.secretRef.name", "https://keysmith-token-server." + namespace + ".svc/oauth2/token", "get configmap keysmith-token-server-ca -o jsonpath='{.data.ca\\.crt}'"},
+		"certManager: {enabled: true}":  {"get secret keysmith-token-server-tls -o jsonpath='{.data.ca\\.crt}' | base64 -d"},
 		"tokenServer: {enabled: false}": {"status.secretRef.name", "token server is disabled"},
 	} {
 		notes := mustRenderNotes(t, overrides)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -36,6 +37,9 @@ const adminOwner = "keysmith-install-test-admin"
 // tokenServerCertSecret is the Secret of the token server's serving certificate (its
 // ca.crt is what a client of the shared token server trusts).
 const tokenServerCertSecret = "keysmith-token-server-tls"
+
+// tokenServerCAConfigMap is where the manager publishes the token server's ca.crt alone.
+const tokenServerCAConfigMap = "keysmith-token-server-ca"
 
 // sampleObjects returns the objects of config/samples/<file>.
 func sampleObjects(file string) ([]*unstructured.Unstructured, error) {
@@ -151,15 +155,24 @@ func deleteSampleCredential(ctx context.Context, c client.Client, cred *issuedCr
 
 // tokenServerClient is an HTTP client that reaches the installation's Services as a pod
 // would (through the test's stand-in for kube-proxy and DNS) and trusts only the CA of
-// the token server's serving certificate: the ca.crt of its Secret.
+// the token server's serving certificate, as its clients are told to: the ca.crt the
+// manager publishes in a ConfigMap (its Secret also holds ca.key), which must be the
+// Secret's.
 func tokenServerClient(ctx context.Context, c client.Client, in *installation) (*http.Client, error) {
 	secret := &corev1.Secret{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: in.namespace, Name: tokenServerCertSecret}, secret); err != nil {
 		return nil, err
 	}
+	published := &corev1.ConfigMap{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: in.namespace, Name: tokenServerCAConfigMap}, published); err != nil {
+		return nil, err
+	}
+	if published.Data["ca.crt"] != string(secret.Data["ca.crt"]) || len(published.Data) != 1 {
+		return nil, fmt.Errorf("ConfigMap %s/%s holds %v, not just the ca.crt of Secret %s", in.namespace, tokenServerCAConfigMap, slices.Sorted(maps.Keys(published.Data)), tokenServerCertSecret)
+	}
 	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(secret.Data["ca.crt"]) {
-		return nil, fmt.Errorf("Secret %s/%s has no ca.crt certificate", in.namespace, tokenServerCertSecret)
+	if !roots.AppendCertsFromPEM([]byte(published.Data["ca.crt"])) {
+		return nil, fmt.Errorf("ConfigMap %s/%s has no ca.crt certificate", in.namespace, tokenServerCAConfigMap)
 	}
 	return &http.Client{
 		Timeout: 10 * time.Second,
