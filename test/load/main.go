@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -29,13 +30,15 @@ type result struct {
 	elapsed    time.Duration
 	p50, p99   time.Duration
 	throughput float64
+	// cpu is the CPU time per request of the client and the server process.
+	cpu cpuTimes
 }
 
 type options struct {
-	duration            time.Duration
-	rounds, workers, n  int
-	only, cpuprofile    string
-	signTime, checkTime time.Duration
+	duration           time.Duration
+	rounds, workers, n int
+	only, cpuprofile   string
+	clientProfile      string
 }
 
 func main() {
@@ -46,6 +49,7 @@ func main() {
 	flag.IntVar(&o.n, "credentials", 10000, "credentials in the token server's cache")
 	flag.StringVar(&o.only, "only", "", "load only the targets whose name contains this (and the baselines)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write the server process's CPU profile, over the whole run, to this file")
+	flag.StringVar(&o.clientProfile, "client-cpuprofile", "", "write the load generator's own CPU profile to this file")
 	serveMode := flag.Bool("serve", false, "be the server process (started by the load generator itself)")
 	flag.Parse()
 	var err error
@@ -74,6 +78,17 @@ func run(o options) error {
 			return err
 		}
 	}
+	if o.clientProfile != "" {
+		f, err := os.Create(o.clientProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	p, err := startServer(o.n, profile)
 	if err != nil {
 		return err
@@ -89,6 +104,12 @@ func run(o options) error {
 	}
 	chk := newChecker(token)
 	form := url.Values{"grant_type": {"client_credentials"}}.Encode()
+	tokenRequest := func(u string) *http.Request {
+		r, _ := http.NewRequest(http.MethodPost, u, strings.NewReader(form))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		r.SetBasicAuth(p.ClientID, p.Secret)
+		return r
+	}
 	authzHeaders := func(r *http.Request) *http.Request {
 		r.Header.Set("Authorization", "Bearer "+token)
 		r.Header.Set("X-Forwarded-Method", "GET")
@@ -99,12 +120,8 @@ func run(o options) error {
 	all := []target{
 		{"trivial Go handler", true, func() *http.Request { return get(p.Trivial + "/") }},
 		{"trivial, /authz headers", true, func() *http.Request { return authzHeaders(get(p.Trivial + "/")) }},
-		{"POST /oauth2/token", false, func() *http.Request {
-			r, _ := http.NewRequest(http.MethodPost, p.Base+"/oauth2/token", strings.NewReader(form))
-			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			r.SetBasicAuth(p.ClientID, p.Secret)
-			return r
-		}},
+		{"trivial, token-shaped", true, func() *http.Request { return tokenRequest(p.Trivial + "/token-shaped") }},
+		{"POST /oauth2/token", false, func() *http.Request { return tokenRequest(p.Base + "/oauth2/token") }},
 		{"/authz (Bearer)", false, func() *http.Request { return authzHeaders(get(p.Base + "/authz/platform-api")) }},
 		{"/authz (Basic)", false, func() *http.Request {
 			r := get(p.Base + "/authz/platform-api")
@@ -127,11 +144,11 @@ func run(o options) error {
 	perTarget := make([][]result, len(targets))
 	ratios := make([][]float64, len(targets))
 	var signs, checks []time.Duration
-	var tokenLimits, authzLimits []float64
+	var tokenLimits, shapeLimits, authzLimits []float64
 	for range o.rounds {
 		var round []result
 		for i, t := range targets {
-			r := load(t.name, t.req, o.duration, o.workers)
+			r := load(t.name, t.req, o.duration, o.workers, p.cmd.Process.Pid)
 			round = append(round, r)
 			perTarget[i] = append(perTarget[i], r)
 		}
@@ -142,14 +159,15 @@ func run(o options) error {
 		signs, checks = append(signs, tSign), append(checks, tCheck)
 		tokenLimits = append(tokenLimits, limit(round[0].throughput, tSign))
 		authzLimits = append(authzLimits, limit(round[1].throughput, tCheck))
+		shapeLimits = append(shapeLimits, limit(round[2].throughput, tSign))
 	}
-	fmt.Printf("\n%-24s %12s %10s %10s %8s %11s %17s\n", "target", "requests/s", "p50", "p99", "errors", "vs trivial", "(min-max ratio)")
+	fmt.Printf("\n%-24s %12s %10s %10s %8s %11s %17s %22s\n", "target", "requests/s", "p50", "p99", "errors", "vs trivial", "(min-max ratio)", "CPU/req client+server")
 	var failed []string
 	for i, t := range targets {
 		m := median(perTarget[i])
 		rs := sorted(ratios[i])
-		fmt.Printf("%-24s %12.0f %10s %10s %8d %10.0f%% %8.0f%%-%3.0f%%\n", t.name, m.throughput, m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond),
-			totalErrors(perTarget[i]), 100*rs[len(rs)/2], 100*rs[0], 100*rs[len(rs)-1])
+		fmt.Printf("%-24s %12.0f %10s %10s %8d %10.0f%% %8.0f%%-%3.0f%% %11s + %8s\n", t.name, m.throughput, m.p50.Round(time.Microsecond), m.p99.Round(time.Microsecond),
+			totalErrors(perTarget[i]), 100*rs[len(rs)/2], 100*rs[0], 100*rs[len(rs)-1], fmtDur(m.cpu.client), fmtDur(m.cpu.server))
 		if e := totalErrors(perTarget[i]); e > 0 {
 			failed = append(failed, fmt.Sprintf("%s: %d errors", t.name, e))
 		}
@@ -159,26 +177,27 @@ func run(o options) error {
 		var lims []float64
 		var how string
 		switch {
-		case strings.Contains(t.name, "token"):
+		case t.name == "POST /oauth2/token":
 			lims = tokenLimits
 			how = fmt.Sprintf("trivial %s req/s + ES256 %s of machine time (%s on each of %d cores)",
 				thousands(median(perTarget[0]).throughput), fmtDur(medianDur(signs)), fmtDur(medianDur(signs)*time.Duration(p.MaxProcs)), p.MaxProcs)
-		case strings.Contains(t.name, "Bearer"):
+		case t.name == "/authz (Bearer)":
 			lims = authzLimits
 			how = fmt.Sprintf("trivial with /authz headers %s req/s + cached check %s of machine time",
 				thousands(median(perTarget[1]).throughput), fmtDur(medianDur(checks)))
 		default:
 			continue
 		}
-		fr := make([]float64, len(lims))
-		for r := range lims {
-			fr[r] = perTarget[i][r].throughput / lims[r]
-		}
-		fr = sorted(fr)
+		fr := fractions(perTarget[i], lims)
 		rs := sorted(ratios[i])
 		fmt.Printf("%s: %s req/s = %.0f %% of trivial, %.0f %% of limit (%.0f–%.0f %%) (limit %s req/s: %s)\n",
 			t.name, thousands(median(perTarget[i]).throughput), 100*rs[len(rs)/2], 100*fr[len(fr)/2], 100*fr[0], 100*fr[len(fr)-1],
 			thousands(sorted(lims)[len(lims)/2]), how)
+		if t.name == "POST /oauth2/token" {
+			fr := fractions(perTarget[i], shapeLimits)
+			fmt.Printf("  with its own round trip (trivial, token-shaped %s req/s + ES256): %.0f %% (%.0f–%.0f %%) of %s req/s\n",
+				thousands(median(perTarget[2]).throughput), 100*fr[len(fr)/2], 100*fr[0], 100*fr[len(fr)-1], thousands(sorted(shapeLimits)[len(shapeLimits)/2]))
+		}
 	}
 	fmt.Printf("\nmemory: %.0f bytes of heap per cached credential (%d credentials)\n", p.CredentialBytes, p.Credentials)
 	if err := p.stop(); err != nil {
@@ -188,6 +207,15 @@ func run(o options) error {
 		return fmt.Errorf("%s", strings.Join(failed, "; "))
 	}
 	return nil
+}
+
+// fractions returns, sorted, each round's throughput as a fraction of that round's limit.
+func fractions(rs []result, lims []float64) []float64 {
+	fr := make([]float64, len(lims))
+	for r := range lims {
+		fr[r] = rs[r].throughput / lims[r]
+	}
+	return sorted(fr)
 }
 
 // median returns the result with the median throughput.
@@ -226,7 +254,7 @@ func totalErrors(rs []result) int64 {
 	return n
 }
 
-func load(name string, newReq func() *http.Request, d time.Duration, workers int) result {
+func load(name string, newReq func() *http.Request, d time.Duration, workers, serverPID int) result {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, MaxIdleConns: workers}}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -237,6 +265,7 @@ func load(name string, newReq func() *http.Request, d time.Duration, workers int
 		requests  atomic.Int64
 		errs      atomic.Int64
 	)
+	cpu0 := cpuNow(serverPID)
 	start := time.Now()
 	for range workers {
 		wg.Add(1)
@@ -265,6 +294,7 @@ func load(name string, newReq func() *http.Request, d time.Duration, workers int
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := cpuNow(serverPID).sub(cpu0)
 	client.CloseIdleConnections()
 	slices.Sort(latencies)
 	pct := func(p float64) time.Duration {
@@ -273,8 +303,10 @@ func load(name string, newReq func() *http.Request, d time.Duration, workers int
 		}
 		return latencies[int(p*float64(len(latencies)-1))]
 	}
+	n := max(requests.Load(), 1)
 	return result{name: name, requests: requests.Load(), errors: errs.Load(), elapsed: elapsed,
-		p50: pct(0.50), p99: pct(0.99), throughput: float64(requests.Load()) / elapsed.Seconds()}
+		p50: pct(0.50), p99: pct(0.99), throughput: float64(requests.Load()) / elapsed.Seconds(),
+		cpu: cpuTimes{cpu.client / time.Duration(n), cpu.server / time.Duration(n)}}
 }
 
 func fetchToken(base, id, secret string) (string, error) {

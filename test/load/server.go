@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -93,7 +94,21 @@ func (p *serverProcess) stop() error {
 // credentials, wired as cmd/token-server wires it (a usage recorder included; it is
 // never flushed, since there is no API server).
 func serveMain(n int, cpuprofile string) error {
-	trivial, err := serve(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }))
+	// The trivial handler answers 200 and nothing else; at /token-shaped it reads the
+	// body and answers a body of a token response's size with its headers, so that the
+	// token endpoint's round trip can be told from its work.
+	tokenShaped := []byte(`{"access_token":"` + strings.Repeat("a", 700) + `","token_type":"Bearer","expires_in":600,"scope":"platform-api:user"}`)
+	trivial, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/token-shaped" {
+			_, _ = io.Copy(io.Discard, r.Body)
+			h := w.Header()
+			h["Content-Type"], h["Cache-Control"], h["Pragma"] = []string{"application/json"}, []string{"no-store"}, []string{"no-cache"}
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write(tokenShaped)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
 	if err != nil {
 		return err
 	}
