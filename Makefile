@@ -36,7 +36,7 @@ dev: manifests envtest ## Run a local control plane with the operator and sample
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" exec bin/keysmith-dev
 
 .PHONY: manifests
-manifests: controller-gen ## Generate CRDs, RBAC and the webhook configuration into config/.
+manifests: controller-gen ## Generate CRDs, RBAC and the webhook configuration into config/, and the chart's copies of them.
 	$(CONTROLLER_GEN) rbac:roleName=keysmith-manager crd webhook paths="./api/..." paths="./controllers/..." paths="./internal/webhook/..." paths="./internal/servingcert/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac output:webhook:artifacts:config=config/webhook
 	go run ./hack/chartgen
