@@ -38,8 +38,13 @@ func registerCommand(build func(*env) *cobra.Command) { commands = append(comman
 // kubectl flags (-n, --context, --kubeconfig, …) bound to its persistent flags. Nothing
 // talks to a cluster until a command runs.
 func NewRootCommand(streams Streams) *cobra.Command {
-	flags := genericclioptions.NewConfigFlags(true)
-	e := newEnv(streams, flags)
+	return newRootCommand(newEnv(streams, genericclioptions.NewConfigFlags(true)))
+}
+
+// newRootCommand builds the root for e, whose flags it binds (tests pass an env with a
+// fake client).
+func newRootCommand(e *env) *cobra.Command {
+	streams := e.streams
 	root := &cobra.Command{
 		Use:   "kubectl-keysmith",
 		Short: "Manage keysmith API credentials: create, list, rotate, deactivate and delete them",
@@ -68,7 +73,7 @@ changed live without --force: the plugin prints the change to make in Git instea
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	root.SetFlagErrorFunc(flagError)
-	flags.AddFlags(root.PersistentFlags())
+	e.flags.AddFlags(root.PersistentFlags())
 	registerFlagCompletions(root, e)
 	for _, build := range commands {
 		root.AddCommand(build(e))

@@ -1,0 +1,89 @@
+package cli
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+)
+
+func TestAppliedByGitOps(t *testing.T) {
+	managers := func(names ...string) []metav1.ManagedFieldsEntry {
+		var out []metav1.ManagedFieldsEntry
+		for _, n := range names {
+			op := metav1.ManagedFieldsOperationApply
+			if strings.HasPrefix(n, "kubectl") || n == "keysmith-manager" {
+				op = metav1.ManagedFieldsOperationUpdate
+			}
+			out = append(out, metav1.ManagedFieldsEntry{Manager: n, Operation: op})
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name       string
+		meta       metav1.ObjectMeta
+		tool       string
+		wantGitOps bool
+	}{
+		{name: "Argo CD, server-side apply", meta: metav1.ObjectMeta{ManagedFields: managers("argocd-controller", "keysmith-manager")}, tool: argoCD, wantGitOps: true},
+		{name: "Argo CD, client-side apply", meta: metav1.ObjectMeta{ManagedFields: managers("argocd-application-controller")}, tool: argoCD, wantGitOps: true},
+		{name: "Flux Kustomization", meta: metav1.ObjectMeta{ManagedFields: managers("kustomize-controller", "keysmith-manager")}, tool: fluxKusto, wantGitOps: true},
+		{name: "Flux HelmRelease", meta: metav1.ObjectMeta{ManagedFields: managers("helm-controller")}, tool: fluxHelm, wantGitOps: true},
+		{name: "Argo CD tracking annotation, managed fields stripped", meta: metav1.ObjectMeta{Annotations: map[string]string{"argocd.argoproj.io/tracking-id": "team-a:iam.keysmith.dev/APICredential:team-a/ci-bot"}}, tool: argoCD, wantGitOps: true},
+		{name: "Flux kustomize label", meta: metav1.ObjectMeta{Labels: map[string]string{"kustomize.toolkit.fluxcd.io/name": "apps", "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}}, tool: fluxKusto, wantGitOps: true},
+		{name: "Flux helm label", meta: metav1.ObjectMeta{Labels: map[string]string{"helm.toolkit.fluxcd.io/name": "billing"}}, tool: fluxHelm, wantGitOps: true},
+		{name: "Argo CD label tracking", meta: metav1.ObjectMeta{Labels: map[string]string{"app.kubernetes.io/instance": "team-a-creds"}}, tool: argoCD, wantGitOps: true},
+		{name: "kubectl apply, with the recommended labels of a Helm release", meta: metav1.ObjectMeta{
+			ManagedFields: managers("kubectl-client-side-apply", "keysmith-manager"),
+			Labels:        map[string]string{"app.kubernetes.io/instance": "billing", "app.kubernetes.io/managed-by": "Helm"},
+			Annotations:   map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"apiVersion":"iam.keysmith.dev/v1alpha1"}`},
+		}},
+		{name: "kubectl apply --server-side", meta: metav1.ObjectMeta{ManagedFields: managers("kubectl", "keysmith-manager"), Labels: map[string]string{"app.kubernetes.io/name": "ci-bot"}}},
+		{name: "created with the plugin", meta: metav1.ObjectMeta{ManagedFields: managers("kubectl-keysmith", "keysmith-manager")}},
+		{name: "no managed fields, no marks", meta: metav1.ObjectMeta{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cred := &iamv1alpha1.APICredential{ObjectMeta: tc.meta}
+			tool, ok := appliedByGitOps(cred)
+			if ok != tc.wantGitOps || tool != tc.tool {
+				t.Fatalf("appliedByGitOps = (%q, %v), want (%q, %v)", tool, ok, tc.tool, tc.wantGitOps)
+			}
+		})
+	}
+}
+
+func TestGitChangeShowsTheYAMLToCommit(t *testing.T) {
+	cred := fixtureCredential("team-a", "ci-bot")
+	cred.ManagedFields = append(cred.ManagedFields, metav1.ManagedFieldsEntry{Manager: "kustomize-controller", Operation: metav1.ManagedFieldsOperationApply})
+	got := gitChange(cred, map[string]any{"spec": map[string]any{"active": false}})
+	for _, want := range []string{
+		"APICredential team-a/ci-bot is applied by Flux (kustomize-controller) (field manager kustomize-controller)",
+		"Make this change in Git instead:",
+		"  apiVersion: iam.keysmith.dev/v1alpha1\n  kind: APICredential\n  metadata:\n    name: ci-bot\n    namespace: team-a\n  spec:\n    active: false\n",
+		"--force",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("gitChange lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+func TestRefuseGitOps(t *testing.T) {
+	var out bytes.Buffer
+	e := &env{streams: Streams{Out: &out}}
+	cred := fixtureCredential("team-a", "ci-bot")
+	if err := refuseGitOps(e, cred, map[string]any{"spec": map[string]any{"active": false}}); err != nil || out.Len() != 0 {
+		t.Fatalf("a credential created with the plugin was refused: %v %q", err, out.String())
+	}
+	cred.Annotations = map[string]string{"argocd.argoproj.io/tracking-id": "x"}
+	err := refuseGitOps(e, cred, map[string]any{"spec": map[string]any{"active": false}})
+	if err == nil || !strings.Contains(err.Error(), `credential "ci-bot" is applied by Argo CD, so it was not changed: make the change above in Git, or pass --force`) {
+		t.Fatalf("refusal = %v", err)
+	}
+	if !strings.Contains(out.String(), "    active: false") {
+		t.Fatalf("the Git change was not printed: %q", out.String())
+	}
+}
