@@ -443,12 +443,11 @@ func parseCert(data []byte) *x509.Certificate {
 	return c
 }
 
-// freePort returns a TCP port free at the time of the call.
+// freePort returns a loopback port free now (testenv.FreePort).
 func freePort() int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testenv.FreePort()
 	ExpectWithOffset(1, err).NotTo(HaveOccurred())
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // admissions sends server-side dry-run creates of a valid credential, one after the

@@ -1,8 +1,6 @@
 package servingcert_test
 
 import (
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -35,11 +33,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	// The machine is shared: a second is too short for a process's or the API server's reply.
 	SetDefaultEventuallyTimeout(30 * time.Second)
 	By("building the manager binary")
-	managerBinary = filepath.Join(GinkgoT().TempDir(), "manager")
-	build := exec.CommandContext(ctx, "go", "build", "-o", managerBinary, "./cmd/manager")
-	build.Dir = testenv.RepoRoot()
-	build.Stdout, build.Stderr = GinkgoWriter, GinkgoWriter
-	Expect(build.Run()).To(Succeed())
+	dir := GinkgoT().TempDir()
+	Expect(testenv.Build(ctx, dir, "./cmd/manager")).To(Succeed())
+	managerBinary = testenv.Binary(dir, "./cmd/manager")
 
 	var err error
 	testEnv, err = testenv.New()

@@ -76,8 +76,8 @@ func TestFailover(t *testing.T) {
 	}
 	build := make(chan built, 1)
 	go func() {
-		bin, err := buildManager(ctx, dir)
-		build <- built{bin, err, time.Since(started)}
+		err := testenv.Build(ctx, dir, "./cmd/manager")
+		build <- built{testenv.Binary(dir, "./cmd/manager"), err, time.Since(started)}
 	}()
 
 	env, err := testenv.New()
@@ -112,7 +112,7 @@ func TestFailover(t *testing.T) {
 	step := func(what string) { t.Logf("%6.2fs %s", time.Since(started).Seconds(), what) }
 	step("starting two managers with leader election")
 	var managers []*managerProc
-	addrs, err := freeAddrs(6)
+	addrs, err := testenv.FreeAddrs(6)
 	g.Expect(err).NotTo(HaveOccurred())
 	for i, name := range []string{"manager-a", "manager-b"} {
 		certDir := filepath.Join(dir, name, "webhook-certs")

@@ -5,7 +5,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -17,8 +16,6 @@ import (
 	"time"
 
 	. "github.com/onsi/gomega"
-
-	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 // Leader election timing of the two managers. The defaults are short, so that the test
@@ -53,65 +50,6 @@ type managerProc struct {
 	// exited is closed once the process has exited and been reaped.
 	exited  chan struct{}
 	waitErr error
-}
-
-// buildManager builds ./cmd/manager into dir and returns the binary's path.
-func buildManager(ctx context.Context, dir string) (string, error) {
-	bin := filepath.Join(dir, "manager")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/manager")
-	cmd.Dir = testenv.RepoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/manager: %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
-// freeAddrs returns n distinct loopback addresses whose ports are free now. The ports
-// are drawn below the kernel's ephemeral range, so that no outbound connection (of the
-// managers, the API server, the test) takes one between now and the manager's bind, as
-// happens to a port that a Listen on port 0 picked and released; each stays bound until
-// all are chosen, so that no two are the same.
-func freeAddrs(n int) ([]string, error) {
-	low := ephemeralLow()
-	var lns []net.Listener
-	defer func() {
-		for _, ln := range lns {
-			_ = ln.Close()
-		}
-	}()
-	for tries := 0; len(lns) < n && tries < 1000; tries++ {
-		port := 0 // the kernel's choice, should the ephemeral range start too low
-		if low > 11024 {
-			port = 10000 + rand.IntN(low-11024)
-		}
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			continue
-		}
-		lns = append(lns, ln)
-	}
-	if len(lns) < n {
-		return nil, fmt.Errorf("found %d free ports of %d", len(lns), n)
-	}
-	addrs := make([]string, n)
-	for i, ln := range lns {
-		addrs[i] = ln.Addr().String()
-	}
-	return addrs, nil
-}
-
-// ephemeralLow is the first port of Linux's ephemeral range, or 0 if unknown.
-func ephemeralLow() int {
-	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 0
-	}
-	fields := strings.Fields(string(data))
-	if len(fields) == 0 {
-		return 0
-	}
-	low, _ := strconv.Atoi(fields[0])
-	return low
 }
 
 // startManager runs the manager binary with leader election, its webhook server on a

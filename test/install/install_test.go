@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -136,10 +135,8 @@ func startAPIServer(t *testing.T) (*rest.Config, client.Client) {
 // goBuild builds ./cmd/manager and ./cmd/token-server into dir, once for the package.
 func goBuild(ctx context.Context, dir string) error {
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+string(os.PathSeparator), images["/manager"], images["/token-server"])
-	cmd.Dir = testenv.RepoRoot()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build: %w\n%s", err, out)
+	if err := testenv.Build(ctx, dir, images["/manager"], images["/token-server"]); err != nil {
+		return err
 	}
 	fmt.Fprintf(os.Stderr, "install test: go build of the manager and the token server took %s\n", time.Since(start).Round(time.Millisecond))
 	return nil

@@ -28,6 +28,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 // images maps the commands of keysmith's image (Dockerfile: /manager, /token-server) to
@@ -306,7 +308,7 @@ func (p *pod) bindFreePorts(args []string) ([]string, error) {
 		if err != nil || !declared[int32(port)] {
 			return nil, fmt.Errorf("Deployment %s: --%s=%s binds a port the container does not declare (%v)", p.deployment.Name, flagName, value, p.container.Ports)
 		}
-		local, err := freePort()
+		local, err := testenv.FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -319,16 +321,6 @@ func (p *pod) bindFreePorts(args []string) ([]string, error) {
 		p.substitute(fmt.Sprintf("--%s=%s -> %s (no pod network: a free local port)", flagName, value, out[idx]))
 	}
 	return out, nil
-}
-
-// freePort returns a local TCP port that is free now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // containerPort resolves a port of the container given by name or number, as probes and
