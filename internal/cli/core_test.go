@@ -47,6 +47,7 @@ func newCoreHarness(t *testing.T, objs ...client.Object) *coreHarness {
 // run executes `kubectl keysmith <args>` and returns its error.
 func (h *coreHarness) run(args ...string) error {
 	h.t.Helper()
+	h.e.flags = genericclioptions.NewConfigFlags(true) // it caches the kubeconfig, -n included
 	root := newRootCommand(h.e)
 	root.SetArgs(args)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -65,8 +66,8 @@ func fixtureCredential(ns, name string) *iamv1alpha1.APICredential {
 			Namespace: ns, Name: name, Generation: 2, UID: types.UID("uid-" + name),
 			CreationTimestamp: *at(-72 * time.Hour),
 			ManagedFields: []metav1.ManagedFieldsEntry{
-				{Manager: "kubectl-keysmith", Operation: metav1.ManagedFieldsOperationUpdate},
-				{Manager: "keysmith-manager", Operation: metav1.ManagedFieldsOperationUpdate, Subresource: "status"},
+				{Manager: "kubectl-keysmith", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "iam.keysmith.dev/v1alpha1", FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}},
+				{Manager: "keysmith-manager", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "iam.keysmith.dev/v1alpha1", FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{}}`)}, Subresource: "status"},
 			},
 		},
 		Spec: iamv1alpha1.APICredentialSpec{
@@ -127,4 +128,9 @@ func inactive(cred *iamv1alpha1.APICredential) *iamv1alpha1.APICredential {
 		}
 	}
 	return cred
+}
+
+// clientKey is obj's namespaced name.
+func clientKey(obj client.Object) types.NamespacedName {
+	return types.NamespacedName{Namespace: obj.GetNamespace(), Name: obj.GetName()}
 }

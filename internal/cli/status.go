@@ -378,9 +378,9 @@ func renderSecretVersions(p *printer, cred *iamv1alpha1.APICredential, now time.
 	}
 	grace := "1h (default)"
 	if g := cred.Spec.Rotation.GracePeriod; g != nil {
-		grace = g.Duration.String()
+		grace = shortDuration(g.Duration)
 	}
-	p.field(1, "Grace period", grace+" after a rotation")
+	p.field(1, "Grace", "the previous secret works "+grace+" after a rotation")
 }
 
 // deadline is a moment the credential changes by itself.
@@ -394,7 +394,7 @@ type deadline struct {
 func deadlines(cred *iamv1alpha1.APICredential, now time.Time) []deadline {
 	var out []deadline
 	if p := cred.Spec.Rotation.Period; p != nil && cred.Status.IssuedAt != nil {
-		out = append(out, deadline{"automatic rotation due (every " + p.Duration.String() + ")", cred.Status.IssuedAt.Add(p.Duration)})
+		out = append(out, deadline{"automatic rotation due (every " + shortDuration(p.Duration) + ")", cred.Status.IssuedAt.Add(p.Duration)})
 	}
 	for _, prev := range cred.Status.PreviousSecrets {
 		if prev.ExpiresAt.After(now) {
@@ -447,6 +447,18 @@ func sinceOrUnknown(now, t time.Time) string {
 		return "<unknown>"
 	}
 	return age(metav1.NewTime(t), now)
+}
+
+// shortDuration prints d as Go does without zero tails: "1h", "90m" → "1h30m", "2160h".
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // printer writes the indented "Label: value" lines of status, remembering the first error.
