@@ -7,6 +7,7 @@ import (
 	"errors"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -41,18 +43,42 @@ type opsHarness struct {
 	in     *bytes.Buffer
 	out    *bytes.Buffer
 	errOut *bytes.Buffer
+
+	// watches counts the watches the command opened, watchesAtPatch their number at its
+	// last patch. The fake API server's watch does not replay changes made between the
+	// List and the Watch it starts from, as the real one does from a resourceVersion, so
+	// the fake operators act only once the command watches (watching()).
+	watches, watchesAtPatch atomic.Int32
 }
+
+// watching reports whether the command has opened a watch since its last patch.
+func (h *opsHarness) watching() bool { return h.watches.Load() > h.watchesAtPatch.Load() }
 
 func newOpsHarness(t *testing.T, funcs *interceptor.Funcs, objs ...client.Object) *opsHarness {
 	t.Helper()
 	b := fake.NewClientBuilder().WithScheme(scheme).WithObjects(objs...).
-		WithStatusSubresource(&iamv1alpha1.APICredential{}).
+		WithStatusSubresource(&iamv1alpha1.APICredential{}).WithReturnManagedFields().
 		WithIndex(&iamv1alpha1.APICredential{}, "metadata.name", func(o client.Object) []string { return []string{o.GetName()} })
+	h := &opsHarness{t: t, in: &bytes.Buffer{}, out: &bytes.Buffer{}, errOut: &bytes.Buffer{}}
+	f := interceptor.Funcs{}
 	if funcs != nil {
-		b = b.WithInterceptorFuncs(*funcs)
+		f = *funcs
 	}
-	c := b.Build()
-	h := &opsHarness{t: t, c: c, in: &bytes.Buffer{}, out: &bytes.Buffer{}, errOut: &bytes.Buffer{}}
+	patch := f.Patch
+	f.Patch = func(ctx context.Context, c client.WithWatch, obj client.Object, p client.Patch, opts ...client.PatchOption) error {
+		h.watchesAtPatch.Store(h.watches.Load())
+		if patch != nil {
+			return patch(ctx, c, obj, p, opts...)
+		}
+		return c.Patch(ctx, obj, p, opts...)
+	}
+	f.Watch = func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) (watch.Interface, error) {
+		w, err := c.Watch(ctx, list, opts...)
+		h.watches.Add(1)
+		return w, err
+	}
+	c := b.WithInterceptorFuncs(f).Build()
+	h.c = c
 	flags := genericclioptions.NewConfigFlags(true)
 	ns := opsNamespace
 	flags.Namespace = &ns
@@ -275,13 +301,14 @@ func TestCreateJSONShape(t *testing.T) {
 
 // fakeOperator issues the first credential named name that appears: it writes the Secret
 // and then status, as the operator does.
-func fakeOperator(t *testing.T, c client.Client, name, secret string, stall bool) {
+func fakeOperator(t *testing.T, h *opsHarness, name, secret string, stall bool) {
 	t.Helper()
+	c := h.c
 	go func() {
 		ctx := context.Background()
-		for range 200 {
+		for range 1000 {
 			cred := &iamv1alpha1.APICredential{}
-			if err := c.Get(ctx, types.NamespacedName{Namespace: opsNamespace, Name: name}, cred); err != nil {
+			if err := c.Get(ctx, types.NamespacedName{Namespace: opsNamespace, Name: name}, cred); err != nil || !h.watching() {
 				time.Sleep(10 * time.Millisecond)
 				continue
 			}
@@ -306,7 +333,7 @@ func TestCreateWaitsAndShowsTheSecretOnce(t *testing.T) {
 	for _, format := range []string{"", "json"} {
 		t.Run("-o "+format, func(t *testing.T) {
 			h := newOpsHarness(t, nil)
-			fakeOperator(t, h.c, "ci-bot", "kss_the_secret", false)
+			fakeOperator(t, h, "ci-bot", "kss_the_secret", false)
 			args := []string{"ci-bot", "--api", "profile-api:read-only", "--timeout", "10s"}
 			if format != "" {
 				args = append(args, "-o", format)
@@ -343,7 +370,7 @@ func TestCreateFailsWhenTheCredentialExists(t *testing.T) {
 
 func TestCreateReportsAStalledCredential(t *testing.T) {
 	h := newOpsHarness(t, nil)
-	fakeOperator(t, h.c, "ci-bot", "", true)
+	fakeOperator(t, h, "ci-bot", "", true)
 	err := h.run(newCreateCommand, "ci-bot", "--api", "nope:read-only", "--timeout", "10s")
 	if err == nil || !strings.Contains(err.Error(), `was created but not issued: InvalidSpec: API "nope" is not in the catalog`) {
 		t.Fatalf("err = %v, want the stall reason", err)
@@ -368,7 +395,7 @@ func TestCreateSaysWhenTheSecretCannotBeRead(t *testing.T) {
 		}
 		return c.Get(ctx, key, obj, opts...)
 	}})
-	fakeOperator(t, h.c, "ci-bot", "kss_the_secret", false)
+	fakeOperator(t, h, "ci-bot", "kss_the_secret", false)
 	err := h.run(newCreateCommand, "ci-bot", "--api", "profile-api:read-only", "--timeout", "10s")
 	want := `apicredential team-a/ci-bot was created, but you may not read its Secret team-a/ci-bot: ask for get on secrets "ci-bot" in namespace "team-a"`
 	if err == nil || !strings.Contains(err.Error(), want) {
