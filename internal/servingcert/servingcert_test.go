@@ -40,6 +40,7 @@ import (
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/servingcert"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
+	"github.com/keysmith-dev/keysmith/internal/testenv/kubelet"
 )
 
 const (
@@ -58,7 +59,9 @@ var _ = Describe("serving certificates without cert-manager", Ordered, func() {
 		port    int
 		certDir string
 		leader  *managerProcess
-		kubelet *kubeletStandIn
+		// volume mounts the webhook Secret into certDir, once started by stopVolume's spec.
+		volume     *kubelet.SecretVolume
+		stopVolume func()
 		// caPool trusts the CA of the webhook Secret as first issued.
 		caPool *x509.CertPool
 		caPEM  []byte
@@ -88,11 +91,14 @@ var _ = Describe("serving certificates without cert-manager", Ordered, func() {
 		Expect(os.WriteFile(kubeconfigPath, kubeconfig, 0o600)).To(Succeed())
 		By("running the manager binary as its service account with --serving-certs=true")
 		leader = startManager(kubeconfigPath, certDir, port)
-		kubelet = &kubeletStandIn{dir: certDir, key: client.ObjectKey{Namespace: systemNamespace, Name: webhookSecret}}
+		// The Deployment's volume: only tls.crt and tls.key, never ca.key.
+		volume = &kubelet.SecretVolume{Client: k8sClient, Namespace: systemNamespace, Dir: certDir,
+			Source: corev1.SecretVolumeSource{SecretName: webhookSecret, Items: []corev1.KeyToPath{
+				{Key: "tls.crt", Path: "tls.crt"}, {Key: "tls.key", Path: "tls.key"}}}}
 		// Registered here, not in the spec that starts it: it runs until the last spec.
 		DeferCleanup(func() {
-			if kubelet.stop != nil {
-				kubelet.stop()
+			if stopVolume != nil {
+				stopVolume()
 			}
 		})
 	})
@@ -131,7 +137,10 @@ var _ = Describe("serving certificates without cert-manager", Ordered, func() {
 	It("starts the webhook server only once the kubelet has mounted the certificate", func(ctx SpecContext) {
 		Expect(leader.readyz()).NotTo(Equal(http.StatusOK), "no certificate files yet: the webhook server has not started")
 		Expect(leader.port).To(Equal(port))
-		kubelet.start(ctx)
+		vctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		done := make(chan struct{})
+		go func() { defer close(done); volume.Run(vctx) }()
+		stopVolume = func() { cancel(); <-done }
 		Eventually(leader.readyz).WithTimeout(time.Minute).Should(Equal(http.StatusOK))
 	})
 
@@ -187,7 +196,8 @@ var _ = Describe("serving certificates without cert-manager", Ordered, func() {
 		for _, wh := range vwc.Webhooks {
 			Expect(wh.ClientConfig.CABundle).To(Equal(caPEM), "webhook %s", wh.Name)
 		}
-		Expect(kubelet.mounts.Load()).To(BeNumerically(">=", 2), "the stand-in mounted the renewed certificate")
+		_, projects, _ := volume.State()
+		Expect(projects).To(BeNumerically(">=", 2), "the stand-in mounted the renewed certificate")
 	})
 
 	It("serves the webhook on a replica that is not the leader, with the mounted certificate", func(ctx SpecContext) {
@@ -490,82 +500,6 @@ func (a *admissions) stop() { a.cancel(); <-a.done }
 
 // lastErr is the error of the last failed admission.
 func (a *admissions) lastErr() error { a.mu.Lock(); defer a.mu.Unlock(); return a.last }
-
-// kubeletStandIn mounts a Secret's tls.crt and tls.key into dir as the kubelet updates a
-// secret volume: each version in a new directory, swapped in by renaming the ..data
-// symlink, with tls.crt and tls.key links through it. A version lacking either key is
-// not mounted (the kubelet keeps the previous files when an item is missing).
-type kubeletStandIn struct {
-	dir    string
-	key    client.ObjectKey
-	mounts atomic.Int64
-	// stop ends the polling started by start.
-	stop func()
-}
-
-// start polls the Secret and mounts every new version until stop is called.
-func (k *kubeletStandIn) start(ctx context.Context) {
-	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	done := make(chan struct{})
-	k.stop = func() { cancel(); <-done }
-	go func() {
-		defer GinkgoRecover()
-		defer close(done)
-		var mounted []byte
-		ticker := time.NewTicker(200 * time.Millisecond)
-		defer ticker.Stop()
-		for {
-			secret := &corev1.Secret{}
-			if err := k8sClient.Get(kctx, k.key, secret); err == nil {
-				crt, key := secret.Data["tls.crt"], secret.Data["tls.key"]
-				if version := bytes.Join([][]byte{crt, key}, nil); len(crt) > 0 && len(key) > 0 && !bytes.Equal(version, mounted) {
-					Expect(k.mount(crt, key)).To(Succeed())
-					mounted = version
-					k.mounts.Add(1)
-				}
-			}
-			select {
-			case <-kctx.Done():
-				return
-			case <-ticker.C:
-			}
-		}
-	}()
-}
-
-// mount writes one version of the files and swaps it in atomically.
-func (k *kubeletStandIn) mount(crt, key []byte) error {
-	version, err := os.MkdirTemp(k.dir, "..version-")
-	if err != nil {
-		return err
-	}
-	for name, data := range map[string][]byte{"tls.crt": crt, "tls.key": key} {
-		if err := os.WriteFile(filepath.Join(version, name), data, 0o600); err != nil {
-			return err
-		}
-	}
-	tmp := filepath.Join(k.dir, "..data_tmp")
-	_ = os.Remove(tmp)
-	if err := os.Symlink(filepath.Base(version), tmp); err != nil {
-		return err
-	}
-	previous, _ := os.Readlink(filepath.Join(k.dir, "..data"))
-	if err := os.Rename(tmp, filepath.Join(k.dir, "..data")); err != nil {
-		return err
-	}
-	for _, name := range []string{"tls.crt", "tls.key"} {
-		link := filepath.Join(k.dir, name)
-		if _, err := os.Lstat(link); os.IsNotExist(err) {
-			if err := os.Symlink(filepath.Join("..data", name), link); err != nil {
-				return err
-			}
-		}
-	}
-	if previous != "" {
-		return os.RemoveAll(filepath.Join(k.dir, previous))
-	}
-	return nil
-}
 
 // syncBuffer is a bytes.Buffer safe for a writing process and a reading test.
 type syncBuffer struct {

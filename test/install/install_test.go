@@ -320,8 +320,8 @@ func runInstallation(t *testing.T, ctx context.Context, objs []*unstructured.Uns
 	}
 	for _, p := range in.pods {
 		for _, v := range p.volumes {
-			_, n, _ := v.state()
-			t.Logf("%s: the volume of Secret %s was written %d time(s)", p.deployment.Name, v.source.SecretName, n)
+			_, n, _ := v.State()
+			t.Logf("%s: the volume of Secret %s was written %d time(s)", p.deployment.Name, v.Source.SecretName, n)
 		}
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/keysmith-dev/keysmith/internal/testenv"
+	"github.com/keysmith-dev/keysmith/internal/testenv/kubelet"
 )
 
 // images maps the commands of keysmith's image (Dockerfile: /manager, /token-server) to
@@ -56,7 +57,7 @@ type pod struct {
 	container  corev1.Container
 	// ports maps the container's ports to the local ports the process binds instead.
 	ports         map[int32]int
-	volumes       []*secretVolume
+	volumes       []*kubelet.SecretVolume
 	command       string
 	args, env     []string
 	substitutions []string
@@ -217,7 +218,7 @@ func expand(s string, vars map[string]string) string {
 }
 
 // mountVolumes gives each of the container's volume mounts a directory under dir,
-// stood in for by a secretVolume for a Secret volume and left empty for an emptyDir, and
+// stood in for by a kubelet.SecretVolume for a Secret volume and left empty for an emptyDir, and
 // returns the mount paths mapped to those directories.
 func (p *pod) mountVolumes(reader client.Client, dir string) (map[string]string, error) {
 	volumes := map[string]corev1.Volume{}
@@ -239,7 +240,7 @@ func (p *pod) mountVolumes(reader client.Client, dir string) (map[string]string,
 		}
 		switch {
 		case v.Secret != nil:
-			p.volumes = append(p.volumes, &secretVolume{c: reader, namespace: p.deployment.Namespace, source: *v.Secret, dir: local})
+			p.volumes = append(p.volumes, &kubelet.SecretVolume{Client: reader, Namespace: p.deployment.Namespace, Source: *v.Secret, Dir: local})
 		case v.EmptyDir != nil:
 		default:
 			return nil, fmt.Errorf("Deployment %s: volume %s is of a type the test does not stand in for", p.deployment.Name, v.Name)
@@ -374,18 +375,18 @@ func impersonatingKubeconfig(admin *rest.Config, path, namespace, sa string) (st
 func (p *pod) start(ctx context.Context, bin string, timeout time.Duration) error {
 	vctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	for _, v := range p.volumes {
-		go v.run(vctx)
+		go v.Run(vctx)
 	}
 	deadline := time.Now().Add(timeout)
 	for _, v := range p.volumes {
 		for {
-			ready, _, err := v.state()
+			ready, _, err := v.State()
 			if ready {
 				break
 			}
 			if time.Now().After(deadline) {
 				cancel()
-				return fmt.Errorf("Deployment %s would not start: volume of Secret %s not mounted within %s (%v)", p.deployment.Name, v.source.SecretName, timeout, err)
+				return fmt.Errorf("Deployment %s would not start: volume of Secret %s not mounted within %s (%v)", p.deployment.Name, v.Source.SecretName, timeout, err)
 			}
 			select {
 			case <-ctx.Done():
