@@ -14,7 +14,7 @@ import (
 // managedFields show it.
 func fluxApplied(cred *iamv1alpha1.APICredential) {
 	cred.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kustomize-controller", Operation: metav1.ManagedFieldsOperationApply, APIVersion: "iam.keysmith.dev/v1alpha1",
-		FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{"f:apis":{}}}`)}}}
+		FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:spec":{"f:apis":{}}}`)}}
 }
 
 func TestDelete(t *testing.T) {
