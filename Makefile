@@ -81,9 +81,11 @@ fuzz: ## Run each fuzz target for a short while.
 ##@ Build
 
 .PHONY: build
-build: generate ## Build the manager and token server binaries.
+build: generate ## Build the manager, the token server and the kubectl plugin (kubectl-keysmith, kubectl_complete-keysmith) into bin/.
 	CGO_ENABLED=0 go build -trimpath -o bin/manager ./cmd/manager
 	CGO_ENABLED=0 go build -trimpath -o bin/token-server ./cmd/token-server
+	CGO_ENABLED=0 go build -trimpath -o bin/kubectl-keysmith ./cmd/kubectl-keysmith
+	CGO_ENABLED=0 go build -trimpath -o bin/kubectl_complete-keysmith ./cmd/kubectl_complete-keysmith
 
 .PHONY: build-installer
 build-installer: manifests ## Render config/default into dist/install.yaml (one file for kubectl apply -f).
