@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,36 +52,60 @@ var errNoSigningKey = errors.New("no signing key is available yet")
 
 // sign returns the compact JWS of the claims, signed with the current key.
 func (k *keys) sign(c *Claims) (string, error) {
+	b, err := k.appendToken(nil, c)
+	return string(b), err
+}
+
+// scratch recycles the buffers the token endpoint renders into (the claims' JSON before
+// base64, the response body): each is dead once the token or the response is written.
+var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func getScratch() *[]byte { return scratch.Get().(*[]byte) }
+
+// putScratch returns b, whose contents are dead, to the pool; an outsized one is dropped.
+func putScratch(p *[]byte, b []byte) {
+	if cap(b) > 16<<10 {
+		return
+	}
+	*p = b[:0]
+	scratch.Put(p)
+}
+
+// appendToken appends the compact JWS of the claims, signed with the current key, to dst.
+// On error dst is returned unchanged.
+func (k *keys) appendToken(dst []byte, c *Claims) ([]byte, error) {
 	ring := k.ring.Load()
 	if ring == nil || ring.signing == nil {
-		return "", errNoSigningKey
+		return dst, errNoSigningKey
 	}
 	sk := ring.signing
-	payload := c.appendJSON(make([]byte, 0, 512))
+	p := getScratch()
+	payload := c.appendJSON((*p)[:0])
+	defer putScratch(p, payload)
 	n := len(sk.header) + 1 + base64.RawURLEncoding.EncodedLen(len(payload))
 	if n+1+signatureSegmentLength > maxTokenBytes {
-		return "", errTokenTooLarge
+		return dst, errTokenTooLarge
 	}
-	buf := make([]byte, n, n+1+86)
-	copy(buf, sk.header)
-	buf[len(sk.header)] = '.'
-	base64.RawURLEncoding.Encode(buf[len(sk.header)+1:], payload)
-	digest := sha256.Sum256(buf)
+	start := len(dst)
+	b := slices.Grow(dst, n+1+signatureSegmentLength)
+	b = append(b, sk.header...)
+	b = append(b, '.')
+	b = base64.RawURLEncoding.AppendEncode(b, payload)
+	digest := sha256.Sum256(b[start:])
 	// Deterministic ECDSA (RFC 6979; a nil rand selects it): every token carries a fresh
 	// random jti, so no two messages repeat, and it skips the hedged path's SHA-512
 	// DRBG: about 20 % less CPU and a third fewer bytes allocated per token.
 	der, err := sk.key.Sign(nil, digest[:], crypto.SHA256)
 	if err != nil {
-		return "", fmt.Errorf("signing access token: %w", err)
+		return dst, fmt.Errorf("signing access token: %w", err)
 	}
 	var sig [64]byte
 	if !derToRaw(der, &sig) {
-		return "", errors.New("signing access token: malformed ECDSA signature")
+		return dst, errors.New("signing access token: malformed ECDSA signature")
 	}
 	lowS(&sig)
-	buf = append(buf, '.')
-	buf = base64.RawURLEncoding.AppendEncode(buf, sig[:])
-	return string(buf), nil
+	b = append(b, '.')
+	return base64.RawURLEncoding.AppendEncode(b, sig[:]), nil
 }
 
 // verify checks the token's signature against the published keys and returns its claims

@@ -37,7 +37,12 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 	if oerr != nil {
 		return writeErr(w, oerr)
 	}
-	token, err := s.keys.sign(claims)
+	// The response is rendered around the token in one buffer: a compact JWS is
+	// base64url and dots, a JSON string as it stands.
+	p := getScratch()
+	b := append((*p)[:0], `{"access_token":"`...)
+	b, err := s.keys.appendToken(b, claims)
+	defer func() { putScratch(p, b) }() // dead once written: the writer copies it
 	if err == errTokenTooLarge {
 		return writeErr(w, tokenTooLarge())
 	}
@@ -48,10 +53,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 	if s.opts.Usage != nil {
 		s.opts.Usage.Record(c, addr, now)
 	}
-	b := make([]byte, 0, len(token)+128)
-	b = append(b, `{"access_token":`...)
-	b = appendJSONString(b, token)
-	b = append(b, `,"token_type":"Bearer","expires_in":`...)
+	b = append(b, `","token_type":"Bearer","expires_in":`...)
 	b = strconv.AppendInt(b, claims.ExpiresAt-claims.IssuedAt, 10)
 	b = append(b, `,"scope":`...)
 	b = appendJSONString(b, claims.Scope)

@@ -45,7 +45,8 @@ func (u *UsageReporter) Record(c *Credential, addr string, at time.Time) {
 	cell := v.(*usageCell)
 	cell.at.Store(at.Unix())
 	if p := cell.addr.Load(); p == nil || *p != addr {
-		cell.addr.Store(&addr)
+		a := addr // only a changed address is moved to the heap
+		cell.addr.Store(&a)
 	}
 	if !cell.dirty.Load() {
 		cell.dirty.Store(true)
