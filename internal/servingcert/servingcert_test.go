@@ -294,6 +294,12 @@ var _ = Describe("serving certificates without cert-manager", Ordered, func() {
 		}
 		Expect(apierrors.IsForbidden(alice.List(ctx, &corev1.SecretList{}, client.InNamespace(systemNamespace)))).To(BeTrue())
 		Expect(apierrors.IsForbidden(alice.Get(ctx, client.ObjectKey{Name: webhookConfig}, &admissionregistrationv1.ValidatingWebhookConfiguration{}))).To(BeTrue())
+		// The published CA is what clients trust: a tenant who could write it could make
+		// them trust a CA of her own.
+		caConfigMap := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: systemNamespace, Name: "keysmith-token-server-ca"},
+			Data: map[string]string{"ca.crt": "a CA of alice's"}}
+		Expect(apierrors.IsForbidden(alice.Update(ctx, caConfigMap.DeepCopy()))).To(BeTrue(), "update the published CA")
+		Expect(apierrors.IsForbidden(alice.Delete(ctx, caConfigMap.DeepCopy()))).To(BeTrue(), "delete the published CA")
 	})
 
 	It("recovers from a CA rotation, after a short window of refused admissions (the documented limit)", func(ctx SpecContext) {
