@@ -211,6 +211,36 @@ var _ = Describe("kubectl keysmith against a cluster", func() {
 		Expect(exists(ctx, editorNamespace, "escalate")()).To(BeFalse())
 	})
 
+	It("create passes the webhook's catalog refusal through unchanged", func(ctx SpecContext) {
+		direct := &iamv1alpha1.APICredential{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "uncatalogued"},
+			Spec:       iamv1alpha1.APICredentialSpec{APIs: []iamv1alpha1.APIGrant{{Name: "billing-api", Permission: "user"}}},
+		}
+		err := k8sClient.Create(ctx, direct)
+		status := (*apierrors.StatusError)(nil)
+		Expect(errors.As(err, &status)).To(BeTrue(), "admission refuses: %v", err)
+		_, denial, found := strings.Cut(status.ErrStatus.Message, "denied the request: ")
+		Expect(found).To(BeTrue(), "a webhook's refusal: %s", status.ErrStatus.Message)
+
+		msg := expectOneLineError(admin(ctx, "-n", ns, "create", "uncatalogued", "--api", "billing-api:user"))
+		Expect(msg).To(ContainSubstring(denial), "the webhook's message, unchanged")
+		Expect(exists(ctx, ns, "uncatalogued")()).To(BeFalse())
+	})
+
+	It("create says the credential was created but not issued when the operator stalls on it", func(ctx SpecContext) {
+		By("holding the Secret's name with a Secret of somebody else's")
+		Expect(k8sClient.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "taken"},
+			StringData: map[string]string{"password": "not keysmith's"},
+		})).To(Succeed())
+		r := admin(ctx, "-n", ns, "create", "taken", "--api", "platform-api:user", "--timeout", "60s")
+		msg := expectOneLineError(r)
+		Expect(msg).To(ContainSubstring("created"))
+		Expect(msg).To(ContainSubstring(iamv1alpha1.ReasonSecretConflict), "the Ready condition's reason")
+		Expect(r.stdout + r.stderr).NotTo(ContainSubstring("not keysmith's"))
+		Expect(exists(ctx, ns, "taken")()).To(BeTrue())
+	})
+
 	It("create by a user who may grant but not read Secrets says the credential was created and what to ask for", func(ctx SpecContext) {
 		r := run(ctx, complianceKubeconfig, "-n", complianceNamespace, "create", "unread", "--api", "platform-api:user")
 		msg := expectOneLineError(r)
