@@ -69,6 +69,12 @@ func TestListEmptySaysWhere(t *testing.T) {
 	if h.out.Len() != 0 || h.errOut.String() != "No credentials found in namespace \"nobody\".\n" {
 		t.Fatalf("out %q, err %q", h.out.String(), h.errOut.String())
 	}
+	if err := h.run("list", "-n", "nobody", "-o", "yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(h.out.String(), "items: []\n") {
+		t.Fatalf("an empty list -o yaml has no empty items: %q", h.out.String())
+	}
 }
 
 func TestListJSONPrintsTheObjectsWithoutSecretData(t *testing.T) {

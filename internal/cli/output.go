@@ -80,7 +80,7 @@ func printList[T any, PT interface {
 	*T
 	client.Object
 }](w io.Writer, format string, items []T) error {
-	list := &metav1.List{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "List"}}
+	list := &metav1.List{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "List"}, Items: []runtime.RawExtension{}}
 	for i := range items {
 		obj := PT(&items[i]).DeepCopyObject().(client.Object)
 		if err := setGVK(obj); err != nil {
