@@ -78,6 +78,12 @@ changed live without --force: the plugin prints the change to make in Git instea
 	for _, build := range commands {
 		root.AddCommand(build(e))
 	}
+	root.InitDefaultHelpCmd()
+	for _, c := range root.Commands() {
+		if c.Name() == "help" {
+			c.Example = "  kubectl keysmith help create\n  kubectl keysmith create --help"
+		}
+	}
 	return root
 }
 
