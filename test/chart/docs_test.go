@@ -16,12 +16,13 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/keysmith-dev/keysmith/internal/testenv"
+	"github.com/keysmith-dev/keysmith/internal/testenv/helmchart"
 )
 
 // TestLint: `helm lint --strict` (warnings fail) through the SDK's lint package, for each
 // values file.
 func TestLint(t *testing.T) {
-	kv, err := chartutil.ParseKubeVersion(kubeVersion)
+	kv, err := chartutil.ParseKubeVersion(helmchart.KubeVersion)
 	if err != nil {
 		t.Fatal(err)
 	}

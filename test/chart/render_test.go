@@ -10,17 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"testing"
 
-	"helm.sh/helm/v3/pkg/action"
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
-	"github.com/keysmith-dev/keysmith/internal/testenv"
+	"github.com/keysmith-dev/keysmith/internal/testenv/helmchart"
 )
 
 // The release the tests render. The namespace is deliberately not config/'s
@@ -28,15 +24,12 @@ import (
 const (
 	releaseName = "keysmith"
 	namespace   = "ops-keysmith"
-	kubeVersion = "v1.37.2"
 )
 
 // valuesFiles are the values files helm lint and test/install use ("" for the defaults).
 var valuesFiles = []string{"", "ci/certmanager-values.yaml", "ci/all-on-values.yaml"}
 
-func chartDir() string {
-	return filepath.Join(testenv.RepoRoot(), "charts", "keysmith")
-}
+func chartDir() string { return helmchart.Dir() }
 
 // mustRenderNotes returns the rendered NOTES.txt with the default values and overrides.
 func mustRenderNotes(t *testing.T, overrides string) string {
@@ -56,37 +49,7 @@ func render(file, overrides string) (*manifest, error) {
 
 // renderIn renders as render does, for a release in namespace ns.
 func renderIn(ns, file, overrides string) (*manifest, error) {
-	chrt, err := loader.Load(chartDir())
-	if err != nil {
-		return nil, err
-	}
-	vals := map[string]any{}
-	if file != "" {
-		v, err := chartutil.ReadValuesFile(filepath.Join(chartDir(), file))
-		if err != nil {
-			return nil, err
-		}
-		vals = v.AsMap()
-	}
-	if overrides != "" {
-		var o map[string]any
-		if err := yaml.Unmarshal([]byte(overrides), &o); err != nil {
-			return nil, err
-		}
-		vals = chartutil.CoalesceTables(o, vals)
-	}
-	kv, err := chartutil.ParseKubeVersion(kubeVersion)
-	if err != nil {
-		return nil, err
-	}
-	inst := action.NewInstall(&action.Configuration{Log: func(string, ...any) {}})
-	inst.DryRun = true
-	inst.ClientOnly = true
-	inst.IncludeCRDs = true
-	inst.ReleaseName = releaseName
-	inst.Namespace = ns
-	inst.KubeVersion = kv
-	rel, err := inst.Run(chrt, vals)
+	rel, err := helmchart.Render(releaseName, ns, file, overrides)
 	if err != nil {
 		return nil, err
 	}

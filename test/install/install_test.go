@@ -40,7 +40,8 @@ import (
 // variant is one installation the test applies.
 type variant struct {
 	name string
-	// values is the chart's values file, "" for the defaults; manifest, when set, is a
+	// values is the chart's values file (relative to the chart), "" for the defaults;
+	// manifest, when set, is a
 	// file applied instead of a chart render.
 	values, manifest string
 	namespace        string
@@ -50,8 +51,8 @@ type variant struct {
 
 var variants = []variant{
 	{name: "chart-default", namespace: "keysmith", run: true},
-	{name: "chart-certmanager", values: "charts/keysmith/ci/certmanager-values.yaml", namespace: "keysmith"},
-	{name: "chart-all-on", values: "charts/keysmith/ci/all-on-values.yaml", namespace: "keysmith"},
+	{name: "chart-certmanager", values: "ci/certmanager-values.yaml", namespace: "keysmith"},
+	{name: "chart-all-on", values: "ci/all-on-values.yaml", namespace: "keysmith"},
 	{name: "dist-install", manifest: "dist/install.yaml", namespace: "keysmith-system", run: true},
 }
 

@@ -9,58 +9,26 @@ import (
 	"os"
 	"path/filepath"
 
-	"helm.sh/helm/v3/pkg/action"
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/release"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
 	"github.com/keysmith-dev/keysmith/internal/testenv"
+	"github.com/keysmith-dev/keysmith/internal/testenv/helmchart"
 )
-
-// kubeVersion is the version of the envtest API server, the cluster the chart is rendered
-// for (its templates may ask .Capabilities.KubeVersion).
-const kubeVersion = "v1.37.2"
 
 // releaseName is the Helm release the chart is rendered as: `helm install keysmith
 // charts/keysmith`.
 const releaseName = "keysmith"
 
-// renderChart renders charts/keysmith as `helm install --dry-run=client --include-crds`
-// does, through the Helm SDK, with the values of valuesFile ("" for the defaults) for a
-// release in namespace. The chart's values.schema.json is enforced: a value it rejects
-// fails the render. Hooks other than tests are returned with the manifest, since an
-// install applies them too.
+// renderChart renders charts/keysmith (helmchart.Render: `helm install --dry-run=client
+// --include-crds`, the schema enforced) with the values of valuesFile (relative to the
+// chart, "" for the defaults) for a release in namespace. Hooks other than tests are
+// returned with the manifest, since an install applies them too.
 func renderChart(valuesFile, namespace string) ([]*unstructured.Unstructured, error) {
-	chartDir := filepath.Join(testenv.RepoRoot(), "charts", "keysmith")
-	chrt, err := loader.Load(chartDir)
+	rel, err := helmchart.Render(releaseName, namespace, valuesFile, "")
 	if err != nil {
-		return nil, fmt.Errorf("loading %s: %w", chartDir, err)
-	}
-	vals := map[string]any{}
-	if valuesFile != "" {
-		v, err := chartutil.ReadValuesFile(filepath.Join(testenv.RepoRoot(), valuesFile))
-		if err != nil {
-			return nil, err
-		}
-		vals = v.AsMap()
-	}
-	kv, err := chartutil.ParseKubeVersion(kubeVersion)
-	if err != nil {
-		return nil, err
-	}
-	inst := action.NewInstall(&action.Configuration{Log: func(string, ...any) {}})
-	inst.DryRun = true
-	inst.ClientOnly = true
-	inst.Replace = true
-	inst.IncludeCRDs = true
-	inst.ReleaseName = releaseName
-	inst.Namespace = namespace
-	inst.KubeVersion = kv
-	rel, err := inst.Run(chrt, vals)
-	if err != nil {
-		return nil, fmt.Errorf("rendering %s with %s: %w", chartDir, cmp.Or(valuesFile, "default values"), err)
+		return nil, fmt.Errorf("rendering charts/keysmith with %s: %w", cmp.Or(valuesFile, "default values"), err)
 	}
 	manifest := rel.Manifest
 	for _, h := range rel.Hooks {
