@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -96,9 +95,6 @@ func watchUntil(ctx context.Context, w watch.Interface, last **iamv1alpha1.APICr
 func waitError(ctx context.Context, err error, last *iamv1alpha1.APICredential) error {
 	if ctx.Err() == context.DeadlineExceeded || errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("%w: %s", errWaitTimeout, describeState(last))
-	}
-	if apierrors.IsNotFound(err) {
-		return err
 	}
 	return err
 }
