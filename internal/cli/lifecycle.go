@@ -100,10 +100,8 @@ func (e *env) rotate(ctx context.Context, name string, o *rotateOptions) error {
 			return err
 		}
 		target = cred.Spec.Rotation.KeyVersion + 1
-		if !o.force {
-			if err := refuseGitOps(e, cred, rotateChange(target, grace)); err != nil {
-				return err
-			}
+		if err := e.gitOpsRotation(cred, target, grace, o.force); err != nil {
+			return err
 		}
 		before := cred.DeepCopy()
 		cred.Spec.Rotation.KeyVersion = target
@@ -129,6 +127,26 @@ func (e *env) rotate(ctx context.Context, name string, o *rotateOptions) error {
 		return kubeError(err, fmt.Sprintf("wait for credential %q to be rotated", name))
 	}
 	return e.printRotated(ctx, c, issued, o.showSecret, o.timeout)
+}
+
+// gitOpsRotation applies the GitOps rule to a rotation of cred to keyVersion target: a
+// credential applied by Argo CD or Flux is not rotated live without force. The
+// explanation is rotate's own: Git still holds the old keyVersion, which the next sync
+// would try to write back, and the API server refuses a decrease, so every later sync
+// would fail until Git is raised too. With force it warns of exactly that.
+func (e *env) gitOpsRotation(cred *iamv1alpha1.APICredential, target int64, grace *metav1.Duration, force bool) error {
+	tool, ok := appliedByGitOps(cred)
+	if !ok {
+		return nil
+	}
+	wedge := fmt.Sprintf("Rotating live would raise spec.rotation.keyVersion to %d while Git says %d: the next sync would set it back, which is refused (keyVersion cannot decrease), so every sync of %s would fail until Git is raised too.",
+		target, cred.Spec.Rotation.KeyVersion, tool)
+	if force {
+		_, _ = fmt.Fprintf(e.errOut(), "warning: credential %q is applied by %s and rotated live: raise spec.rotation.keyVersion in Git to at least %d now, or the next sync fails (keyVersion cannot decrease)\n", cred.Name, tool, target)
+		return nil
+	}
+	_, _ = fmt.Fprintln(e.out(), wedge)
+	return refuseGitOps(e, cred, rotateChange(target, grace))
 }
 
 // rotateChange is the Git change of a rotation: the new keyVersion, and the grace period
@@ -286,10 +304,10 @@ func (e *env) setActive(ctx context.Context, name string, active bool, o *active
 		_, err := fmt.Fprintf(e.out(), "apicredential %s/%s is already %s: nothing changed\n", ns, name, map[bool]string{true: "active", false: "inactive"}[active])
 		return err
 	}
-	if !o.force {
-		if err := refuseGitOps(e, cred, map[string]any{"spec": map[string]any{"active": active}}); err != nil {
-			return err
-		}
+	if tool, ok := appliedByGitOps(cred); ok && o.force {
+		_, _ = fmt.Fprintf(e.errOut(), "warning: credential %q is applied by %s: the next sync sets spec.active back to %t unless Git says %t too\n", name, tool, !active, active)
+	} else if err := refuseGitOps(e, cred, map[string]any{"spec": map[string]any{"active": active}}); err != nil {
+		return err
 	}
 	c, err := e.Client()
 	if err != nil {

@@ -199,7 +199,8 @@ func TestGitOpsRefusal(t *testing.T) {
 		wantOut []string
 	}{
 		{name: "rotate", build: newRotateCommand, args: []string{"--grace", "5m"}, active: true,
-			wantOut: []string{"rotation:", "keyVersion: 3", "gracePeriod: 5m0s"}},
+			wantOut: []string{"rotation:", "keyVersion: 3", "gracePeriod: 5m0s",
+				"Rotating live would raise spec.rotation.keyVersion to 3 while Git says 2: the next sync would set it back, which is refused (keyVersion cannot decrease)"}},
 		{name: "deactivate", build: newDeactivateCommand, active: true, wantOut: []string{"active: false"}},
 		{name: "activate", build: newActivateCommand, active: false, wantOut: []string{"active: true"}},
 	}
@@ -247,5 +248,8 @@ func TestGitOpsForce(t *testing.T) {
 	}
 	if got, _ := h.credential("ci-bot"); got.Spec.Rotation.KeyVersion != 3 || !credential.Verify("kss_v3", got.Status.SecretHash) {
 		t.Errorf("not rotated: spec %+v status %+v", got.Spec.Rotation, got.Status)
+	}
+	if want := "warning: credential \"ci-bot\" is applied by Flux (kustomize-controller) and rotated live: raise spec.rotation.keyVersion in Git to at least 3 now"; !strings.Contains(h.errOut.String(), want) {
+		t.Errorf("stderr %q does not warn %q", h.errOut, want)
 	}
 }
