@@ -106,6 +106,8 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 
 	testEnv, err = testenv.New()
 	Expect(err).NotTo(HaveOccurred())
+	// The build runs meanwhile, on a machine that other suites may share.
+	testEnv.ControlPlaneStartTimeout = 2 * time.Minute
 	testEnv.WebhookInstallOptions = envtest.WebhookInstallOptions{
 		Paths: []string{filepath.Join(testenv.RepoRoot(), "config", "webhook", "manifests.yaml")},
 	}
