@@ -66,8 +66,8 @@ func fixtureCredential(ns, name string) *iamv1alpha1.APICredential {
 			Namespace: ns, Name: name, Generation: 2, UID: types.UID("uid-" + name),
 			CreationTimestamp: *at(-72 * time.Hour),
 			ManagedFields: []metav1.ManagedFieldsEntry{
-				{Manager: "kubectl-keysmith", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "iam.keysmith.dev/v1alpha1", FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{}}`)}},
-				{Manager: "keysmith-manager", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "iam.keysmith.dev/v1alpha1", FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{}}`)}, Subresource: "status"},
+				{Manager: "kubectl-keysmith", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "iam.keysmith.dev/v1alpha1", FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:spec":{}}`)},
+				{Manager: "keysmith-manager", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "iam.keysmith.dev/v1alpha1", FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:status":{}}`), Subresource: "status"},
 			},
 		},
 		Spec: iamv1alpha1.APICredentialSpec{
