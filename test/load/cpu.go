@@ -19,6 +19,9 @@ func cpuNow(serverPID int) cpuTimes {
 	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
 		t.client = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 	}
+	if serverPID == 0 {
+		return t
+	}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(serverPID) + "/stat")
 	if err != nil {
 		return t
@@ -37,3 +40,5 @@ func cpuNow(serverPID int) cpuTimes {
 }
 
 func (t cpuTimes) sub(u cpuTimes) cpuTimes { return cpuTimes{t.client - u.client, t.server - u.server} }
+
+func (t cpuTimes) total() time.Duration { return t.client + t.server }
