@@ -94,7 +94,13 @@ func (e *env) create(ctx context.Context, name string, o *createOptions) error {
 	if err != nil {
 		return err
 	}
-	return printIssued(e.out(), ic, secretName(issued), o.output)
+	if err := printIssued(e.out(), ic, secretName(issued), o.output); err != nil {
+		return err
+	}
+	if ready := apimeta.FindStatusCondition(issued.Status.Conditions, iamv1alpha1.ConditionReady); ready.Reason == iamv1alpha1.ReasonExpired {
+		_, err = fmt.Fprintf(e.errOut(), "warning: credential %q expired (spec.expiresAt) before it could be used: token servers refuse it\n", name)
+	}
+	return err
 }
 
 // createOptions are the flags of `create`.
@@ -267,14 +273,15 @@ func createCredential(ctx context.Context, c client.Client, cred *iamv1alpha1.AP
 
 // issuedState reports whether cred is issued (Ready=True, reason Issued, for its current
 // generation, with a secret hash), or an error when it cannot get there without a person
-// (Stalled=True).
+// (Stalled=True). Reason Expired counts too: a short --expires-in can pass while the
+// operator issues, and the secret, issued all the same, must still be shown once.
 func issuedState(cred *iamv1alpha1.APICredential) (bool, error) {
 	if st := apimeta.FindStatusCondition(cred.Status.Conditions, iamv1alpha1.ConditionStalled); st != nil && st.Status == metav1.ConditionTrue && cred.Status.ObservedGeneration >= cred.Generation {
 		return false, userError(fmt.Sprintf("apicredential %s/%s was created but not issued: %s: %s", cred.Namespace, cred.Name, st.Reason, st.Message),
 			fmt.Sprintf("fix what the message names, or `kubectl keysmith delete %s --confirm %s` and create it again", cred.Name, cred.Name))
 	}
 	ready := apimeta.FindStatusCondition(cred.Status.Conditions, iamv1alpha1.ConditionReady)
-	return ready != nil && ready.Status == metav1.ConditionTrue && ready.Reason == iamv1alpha1.ReasonIssued &&
+	return ready != nil && ready.Status == metav1.ConditionTrue && (ready.Reason == iamv1alpha1.ReasonIssued || ready.Reason == iamv1alpha1.ReasonExpired) &&
 		ready.ObservedGeneration >= cred.Generation && cred.Status.SecretHash != "", nil
 }
 

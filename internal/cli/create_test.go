@@ -407,3 +407,41 @@ func TestCreateSaysWhenTheSecretCannotBeRead(t *testing.T) {
 func apierrorsForbiddenSecret(name string) error {
 	return apierrors.NewForbidden(corev1.Resource("secrets"), name, errors.New(`User "bob" cannot get resource "secrets" in API group "" in the namespace "team-a"`))
 }
+
+func TestIssuedState(t *testing.T) {
+	cond := func(typ string, status metav1.ConditionStatus, reason string, gen int64) metav1.Condition {
+		return metav1.Condition{Type: typ, Status: status, Reason: reason, ObservedGeneration: gen}
+	}
+	tests := []struct {
+		name       string
+		conditions []metav1.Condition
+		hash       string
+		want       bool
+		wantErr    string
+	}{
+		{name: "no status yet"},
+		{name: "issued", conditions: []metav1.Condition{cond("Ready", "True", "Issued", 1)}, hash: "sha256:x", want: true},
+		{name: "expired while issuing: issued all the same", conditions: []metav1.Condition{cond("Ready", "True", "Expired", 1)}, hash: "sha256:x", want: true},
+		{name: "issued, no hash yet", conditions: []metav1.Condition{cond("Ready", "True", "Issued", 1)}},
+		{name: "for an older generation", conditions: []metav1.Condition{cond("Ready", "True", "Issued", 0)}, hash: "sha256:x"},
+		{name: "retrying", conditions: []metav1.Condition{cond("Ready", "Unknown", "Retrying", 1), cond("Reconciling", "True", "Retrying", 1)}},
+		{name: "stalled", conditions: []metav1.Condition{cond("Ready", "False", "SecretConflict", 1), {Type: "Stalled", Status: "True", Reason: "SecretConflict", Message: "Secret taken"}},
+			wantErr: "was created but not issued: SecretConflict: Secret taken"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cred := &iamv1alpha1.APICredential{ObjectMeta: metav1.ObjectMeta{Name: "ci-bot", Namespace: opsNamespace, Generation: 1},
+				Status: iamv1alpha1.APICredentialStatus{Conditions: tt.conditions, SecretHash: tt.hash, ObservedGeneration: 1}}
+			got, err := issuedState(cred)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("issuedState = %t, %v; want %t", got, err, tt.want)
+			}
+		})
+	}
+}
