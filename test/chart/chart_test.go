@@ -139,6 +139,11 @@ func TestDefaultRender(t *testing.T) {
 		if v, _, _ := unstructured.NestedInt64(pdb.Object, "spec", "minAvailable"); v != 1 {
 			t.Errorf("PDB %s minAvailable = %d, want 1", name, v)
 		}
+		// As config/ has it (docs/install.md, High availability): a replica that is not
+		// ready, crash-looping, must not block a node drain.
+		if p, _, _ := unstructured.NestedString(pdb.Object, "spec", "unhealthyPodEvictionPolicy"); p != "AlwaysAllow" {
+			t.Errorf("PDB %s unhealthyPodEvictionPolicy = %q, want AlwaysAllow", name, p)
+		}
 		d := m.mustGet(t, "Deployment", name)
 		surge, _, _ := unstructured.NestedFieldNoCopy(d.Object, "spec", "strategy", "rollingUpdate", "maxSurge")
 		unavailable, _, _ := unstructured.NestedFieldNoCopy(d.Object, "spec", "strategy", "rollingUpdate", "maxUnavailable")
