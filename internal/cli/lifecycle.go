@@ -181,6 +181,11 @@ func (e *env) printRotated(ctx context.Context, c client.Client, cred *iamv1alph
 
 // previousSecretLine says until when the secret replaced by the latest rotation works.
 func previousSecretLine(cred *iamv1alpha1.APICredential, now time.Time) string {
+	// With a zero grace period the replaced secret is not kept, and previousSecrets[0], if
+	// any, is one replaced by an earlier rotation.
+	if g := cred.Spec.Rotation.GracePeriod; g != nil && g.Duration == 0 {
+		return "The previous secret stopped working at once (grace period 0s)."
+	}
 	if len(cred.Status.PreviousSecrets) == 0 {
 		return "The previous secret no longer works (no grace period)."
 	}

@@ -253,3 +253,29 @@ func TestGitOpsForce(t *testing.T) {
 		t.Errorf("stderr %q does not warn %q", h.errOut, want)
 	}
 }
+
+func TestPreviousSecretLine(t *testing.T) {
+	at := func(d time.Duration) []iamv1alpha1.PreviousSecret {
+		return []iamv1alpha1.PreviousSecret{{Hash: "sha256:x", ExpiresAt: metav1.NewTime(opsNow.Add(d))}}
+	}
+	tests := []struct {
+		name     string
+		grace    *metav1.Duration
+		previous []iamv1alpha1.PreviousSecret
+		want     string
+	}{
+		{name: "in grace", previous: at(time.Hour), want: "The previous secret keeps working until 2026-12-02T04:00:00Z (in 60m)"},
+		{name: "grace 0s, an older one still in its grace", grace: &metav1.Duration{}, previous: at(time.Hour), want: "The previous secret stopped working at once (grace period 0s)."},
+		{name: "grace ended", previous: at(-time.Minute), want: "The previous secret stopped working at 2026-12-02T02:59:00Z."},
+		{name: "none", want: "The previous secret no longer works (no grace period)."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cred := &iamv1alpha1.APICredential{Spec: iamv1alpha1.APICredentialSpec{Rotation: iamv1alpha1.Rotation{GracePeriod: tt.grace}},
+				Status: iamv1alpha1.APICredentialStatus{PreviousSecrets: tt.previous}}
+			if got := previousSecretLine(cred, opsNow); !strings.HasPrefix(got, tt.want) {
+				t.Errorf("previousSecretLine = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
