@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -243,5 +242,5 @@ func describeMethods(methods []string) string {
 	if slices.Contains(methods, iamv1alpha1.MethodAny) {
 		return "all methods"
 	}
-	return fmt.Sprint(strings.Join(methods, ", "))
+	return strings.Join(methods, ", ")
 }
