@@ -739,6 +739,84 @@ func TestSameObjectsAsInstaller(t *testing.T) {
 
 // withoutMetadata returns obj's content but its metadata (the chart's labels and
 // annotations differ by design).
+// TestSameWorkloadsAsInstaller: the objects the chart writes itself, not copies, agree
+// with config/'s in what decides behaviour: the PodDisruptionBudgets' specs (but the
+// selector's labels), the Services' ports, and each Deployment container's command,
+// env, volumes and mounts. (The args differ on purpose: the chart also passes the leader
+// election timings, with the same defaults; TestDefaultRender checks them.)
+func TestSameWorkloadsAsInstaller(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "dist", "install.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	installer, err := decode(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := renderIn("keysmith-system", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := func(kind, name, what string, want, got any) {
+		t.Helper()
+		if !reflect.DeepEqual(want, got) {
+			t.Errorf("%s %s: %s differ from dist/install.yaml:\nchart:     %v\ninstaller: %v", kind, name, what, got, want)
+		}
+	}
+	compared := 0
+	for _, want := range installer {
+		got := m.get(want.GetKind(), want.GetName())
+		switch want.GetKind() {
+		case "PodDisruptionBudget", "Service", "Deployment":
+			if got == nil {
+				t.Errorf("the chart lacks %s %s of dist/install.yaml", want.GetKind(), want.GetName())
+				continue
+			}
+			compared++
+		}
+		switch want.GetKind() {
+		case "PodDisruptionBudget":
+			w, _, _ := unstructured.NestedMap(want.Object, "spec")
+			g, _, _ := unstructured.NestedMap(got.Object, "spec")
+			delete(w, "selector")
+			delete(g, "selector")
+			same(want.GetKind(), want.GetName(), "specs", w, g)
+		case "Service":
+			ports := func(o *unstructured.Unstructured) []any {
+				ps, _, _ := unstructured.NestedSlice(o.Object, "spec", "ports")
+				for _, p := range ps {
+					if p := p.(map[string]any); p["protocol"] == nil {
+						p["protocol"] = "TCP" // the API server's default
+					}
+				}
+				return ps
+			}
+			same(want.GetKind(), want.GetName(), "ports", ports(want), ports(got))
+		case "Deployment":
+			for _, field := range []string{"command", "env", "volumeMounts"} {
+				w, _, _ := unstructured.NestedFieldNoCopy(firstContainer(want), field)
+				g, _, _ := unstructured.NestedFieldNoCopy(firstContainer(got), field)
+				same(want.GetKind(), want.GetName(), "containers' "+field, w, g)
+			}
+			w, _, _ := unstructured.NestedFieldNoCopy(want.Object, "spec", "template", "spec", "volumes")
+			g, _, _ := unstructured.NestedFieldNoCopy(got.Object, "spec", "template", "spec", "volumes")
+			same(want.GetKind(), want.GetName(), "volumes", w, g)
+		}
+	}
+	if compared != 7 {
+		t.Errorf("compared %d Deployments, Services and PDBs with dist/install.yaml, want 7", compared)
+	}
+}
+
+// firstContainer is the first container of a Deployment's pod template.
+func firstContainer(d *unstructured.Unstructured) map[string]any {
+	cs, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+	if len(cs) == 0 {
+		return nil
+	}
+	return cs[0].(map[string]any)
+}
+
 func withoutMetadata(obj *unstructured.Unstructured) map[string]any {
 	c := obj.DeepCopy().Object
 	delete(c, "metadata")
