@@ -10,6 +10,8 @@ STATICCHECK_VERSION ?= v0.8.2
 # Helm SDK of the same version, pinned in go.mod).
 HELM_VERSION ?= v3.22.0
 IMG ?= keysmith:latest
+# The version `kubectl keysmith version` prints (git describe, else devel).
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 
 export GOTOOLCHAIN := local
 export KUBE_VERSION ETCD_VERSION
@@ -84,8 +86,8 @@ fuzz: ## Run each fuzz target for a short while.
 build: generate ## Build the manager, the token server and the kubectl plugin (kubectl-keysmith, kubectl_complete-keysmith) into bin/.
 	CGO_ENABLED=0 go build -trimpath -o bin/manager ./cmd/manager
 	CGO_ENABLED=0 go build -trimpath -o bin/token-server ./cmd/token-server
-	CGO_ENABLED=0 go build -trimpath -o bin/kubectl-keysmith ./cmd/kubectl-keysmith
-	CGO_ENABLED=0 go build -trimpath -o bin/kubectl_complete-keysmith ./cmd/kubectl_complete-keysmith
+	CGO_ENABLED=0 go build -trimpath -ldflags "-X github.com/keysmith-dev/keysmith/internal/cli.version=$(VERSION)" -o bin/kubectl-keysmith ./cmd/kubectl-keysmith
+	CGO_ENABLED=0 go build -trimpath -ldflags "-X github.com/keysmith-dev/keysmith/internal/cli.version=$(VERSION)" -o bin/kubectl_complete-keysmith ./cmd/kubectl_complete-keysmith
 
 .PHONY: build-installer
 build-installer: manifests ## Render config/default into dist/install.yaml (one file for kubectl apply -f).
