@@ -152,7 +152,7 @@ var _ = Describe("kubectl keysmith against a cluster", func() {
 		}).Should(BeTrue())
 		Eventually(func() bool {
 			return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(secret), secret))
-		}).WithTimeout(30*time.Second).Should(BeTrue(), "kube-controller-manager's garbage collector deletes the Secret")
+		}).Should(BeTrue(), "kube-controller-manager's garbage collector deletes the Secret")
 		Eventually(exchangeStatus(ctx, c.TokenURL, c.ClientID, c.ClientSecret)).Should(Equal(http.StatusUnauthorized))
 	})
 
@@ -312,13 +312,16 @@ var _ = Describe("kubectl keysmith against a cluster", func() {
 		Expect(cred.Status.PreviousSecrets).To(HaveLen(1))
 		graceEnd := cred.Status.PreviousSecrets[0].ExpiresAt.UTC().Format(time.RFC3339)
 
-		// The token server reports use every second (usageInterval): poll until status shows it.
+		// The token server reports use every second (usageInterval) and events are recorded
+		// asynchronously: poll until status shows both.
 		var r result
 		Eventually(func(g Gomega) {
 			r = admin(ctx, "-n", ns, "status", "explained")
 			g.Expect(r.code).To(Equal(0), "%s", r)
 			g.Expect(r.stdout).To(ContainSubstring("127.0.0.1"), "the last use's address")
-		}).Should(Succeed())
+			g.Expect(r.stdout).To(MatchRegexp(`(?m)^\s*Normal\s+Issued\s`), "recent events: %s", r)
+			g.Expect(r.stdout).To(MatchRegexp(`(?m)^\s*Normal\s+Rotated\s`), "recent events: %s", r)
+		}).WithPolling(250 * time.Millisecond).Should(Succeed())
 		out := r.stdout
 		for _, want := range []string{
 			"platform-api", "Platform API", "user", "profile-api", "Profile API", "read-only", // grants, with the catalog's names
@@ -332,15 +335,14 @@ var _ = Describe("kubectl keysmith against a cluster", func() {
 			Expect(out).To(ContainSubstring(want), "%s", r)
 		}
 		Expect(out).To(MatchRegexp(`(?m)^\s*Next:.*`+regexp.QuoteMeta(graceEnd)), "the next deadline is the grace end: %s", r)
-		Expect(out).To(MatchRegexp(`(?m)^\s*Normal\s+Issued\s`), "recent events: %s", r)
-		Expect(out).To(MatchRegexp(`(?m)^\s*Normal\s+Rotated\s`), "recent events: %s", r)
 		newSecret := string(credentialSecret(ctx, ns, "explained").Data[iamv1alpha1.DefaultClientSecretKey])
 		Expect(out).NotTo(ContainSubstring(c.ClientSecret))
 		Expect(out).NotTo(ContainSubstring(newSecret))
 
 		By("saying why token servers refuse a deactivated credential")
 		expectOK(admin(ctx, "-n", ns, "deactivate", "explained"))
-		Eventually(func() string { return admin(ctx, "-n", ns, "status", "explained").stdout }).Should(ContainSubstring("deactivated"))
+		Eventually(func() string { return admin(ctx, "-n", ns, "status", "explained").stdout }).
+			WithPolling(250 * time.Millisecond).Should(ContainSubstring("deactivated"))
 
 		for _, format := range []string{"json", "yaml"} {
 			o := admin(ctx, "-n", ns, "status", "explained", "-o", format)

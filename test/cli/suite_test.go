@@ -90,6 +90,9 @@ func TestCLI(t *testing.T) {
 
 var _ = BeforeSuite(func(ctx SpecContext) {
 	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	// What waits for the operator, the token server's cache or the garbage collector gets
+	// time on a shared machine; the one timing assertion (401 within 1 s) sets its own.
+	SetDefaultEventuallyTimeout(30 * time.Second)
 
 	By("building the plugin and its completion helper while the control plane starts")
 	binDir := GinkgoT().TempDir()
