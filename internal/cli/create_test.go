@@ -304,9 +304,10 @@ func TestCreateJSONShape(t *testing.T) {
 func fakeOperator(t *testing.T, h *opsHarness, name, secret string, stall bool) {
 	t.Helper()
 	c := h.c
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	go func() {
-		ctx := context.Background()
-		for range 1000 {
+		for ctx.Err() == nil {
 			cred := &iamv1alpha1.APICredential{}
 			if err := c.Get(ctx, types.NamespacedName{Namespace: opsNamespace, Name: name}, cred); err != nil || !h.watching() {
 				time.Sleep(10 * time.Millisecond)
