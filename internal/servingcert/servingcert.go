@@ -24,6 +24,11 @@ import (
 // informer of Secrets is scoped to the operator's namespace.
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;list;watch
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=update,resourceNames=keysmith-validating-webhook
+//
+// The token server's issuer also writes the public ConfigMap of its CA (TokenServerIssuer.
+// CAConfigMap), in the operator's namespace: the Role the signing key controller's markers
+// already grant there.
+// +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get;create;update
 
 // FieldOwner is the field manager of the caBundle the rotator writes into the webhook
 // configuration, and of the Secrets the manager creates.
