@@ -176,6 +176,33 @@ var _ = Describe("kubectl keysmith against a cluster", func() {
 		Expect(d.stdout).To(MatchRegexp(`"iss":\s*"` + regexp.QuoteMeta(tokenServerURL) + `"`))
 	})
 
+	It("token and check reach an HTTPS token server with --certificate-authority or --insecure-skip-tls-verify, and refuse an unknown CA", func(ctx SpecContext) {
+		c := createJSON(ctx, ns, "over-tls", "--api", "platform-api:user")
+		Eventually(exchangeStatus(ctx, c.TokenURL, c.ClientID, c.ClientSecret)).Should(Equal(http.StatusOK))
+		url := tlsTokenServerURL + "/oauth2/token"
+
+		By("verifying the token server with --certificate-authority, while the API server is still verified with the kubeconfig's CA")
+		r := admin(ctx, "-n", ns, "token", "over-tls", "--token-url", url, "--certificate-authority", tokenServerCA)
+		expectOK(r)
+		Expect(authz(ctx, strings.TrimSpace(r.stdout), "platform-api", "GET")).To(Equal(http.StatusOK))
+		ok := admin(ctx, "-n", ns, "check", "over-tls", "--api", "platform-api", "--method", "GET", "--token-url", url, "--certificate-authority", tokenServerCA)
+		expectOK(ok)
+		Expect(ok.stdout).To(MatchRegexp(`(?i)\ballowed\b`))
+
+		By("skipping verification with --insecure-skip-tls-verify")
+		expectOK(admin(ctx, "-n", ns, "token", "over-tls", "--token-url", url, "--insecure-skip-tls-verify"))
+
+		By("refusing a certificate of a CA it was not given")
+		for _, args := range [][]string{
+			{"token", "over-tls", "--token-url", url},
+			{"check", "over-tls", "--api", "platform-api", "--token-url", url},
+		} {
+			msg := expectOneLineError(admin(ctx, append([]string{"-n", ns}, args...)...))
+			Expect(msg).To(ContainSubstring("--certificate-authority"), "it says what to do")
+			Expect(msg).NotTo(ContainSubstring(c.ClientSecret))
+		}
+	})
+
 	It("check prints allowed for a granted method and denied with the reason for another", func(ctx SpecContext) {
 		c := createJSON(ctx, ns, "checked", "--api", "platform-api:user")
 		Eventually(exchangeStatus(ctx, c.TokenURL, c.ClientID, c.ClientSecret)).Should(Equal(http.StatusOK))

@@ -13,10 +13,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -75,6 +77,9 @@ var (
 	// tokenServerURL is the token server's origin; credential Secrets' TOKEN_URL is its
 	// /oauth2/token.
 	tokenServerURL string
+	// tlsTokenServerURL is the same token server over HTTPS, with a certificate of the CA
+	// in the PEM file tokenServerCA, for token's and check's TLS flags.
+	tlsTokenServerURL, tokenServerCA string
 	// plugin is the built kubectl-keysmith binary, completeHelper kubectl_complete-keysmith.
 	plugin, completeHelper string
 	// adminKubeconfig, editorKubeconfig and complianceKubeconfig are the users' kubeconfig files.
@@ -167,6 +172,11 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	hs := tokenserver.NewHTTPServer("", tokenServer.Handler())
 	go func() { _ = hs.Serve(ln) }()
 	DeferCleanup(hs.Close)
+	tlsServer := httptest.NewTLSServer(tokenServer.Handler())
+	DeferCleanup(tlsServer.Close)
+	tlsTokenServerURL = tlsServer.URL
+	tokenServerCA = filepath.Join(GinkgoT().TempDir(), "token-server-ca.crt")
+	Expect(os.WriteFile(tokenServerCA, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsServer.Certificate().Raw}), 0o600)).To(Succeed())
 
 	By("running kube-controller-manager's garbage collector, which deletes a deleted credential's Secret")
 	startGarbageCollector()
