@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,6 +47,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/keysmith-dev/keysmith/controllers"
+	kscredential "github.com/keysmith-dev/keysmith/internal/credential"
 	"github.com/keysmith-dev/keysmith/internal/signingkey"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
 	"github.com/keysmith-dev/keysmith/internal/tokenserver"
@@ -364,7 +366,34 @@ func runBinary(ctx context.Context, binary string, args ...string) result {
 	r := result{stdout: stdout.String(), stderr: stderr.String(), code: code}
 	// Shown with a failed spec: the transcript of the runs that led to it.
 	GinkgoWriter.Printf("$ %s %s\n%s%s[exit %d]\n", filepath.Base(binary), strings.Join(args, " "), r.stdout, r.stderr, r.code)
+	expectNoSecretPrinted(args, r)
 	return r
+}
+
+// expectNoSecretPrinted holds every run to DESIGN §6: a client secret is printed only by
+// create's one-time display and rotate --show-secret, on stdout, and never in an error.
+func expectNoSecretPrinted(args []string, r result) {
+	ExpectWithOffset(2, r.stderr).NotTo(ContainSubstring(kscredential.SecretPrefix), "no secret on stderr: %s", r)
+	switch sub := subcommand(args); {
+	case sub == "create" && r.code == 0:
+	case sub == "rotate" && slices.Contains(args, "--show-secret") && r.code == 0:
+	default:
+		ExpectWithOffset(2, r.stdout).NotTo(ContainSubstring(kscredential.SecretPrefix), "%v prints no secret: %s", args, r)
+	}
+}
+
+// subcommand returns the first word of args that is neither a flag nor the value of
+// --kubeconfig or -n.
+func subcommand(args []string) string {
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; {
+		case a == "--kubeconfig" || a == "-n" || a == "--namespace":
+			i++
+		case !strings.HasPrefix(a, "-"):
+			return a
+		}
+	}
+	return ""
 }
 
 // admin runs the plugin as the admin.
