@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -16,6 +17,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	kscredential "github.com/keysmith-dev/keysmith/internal/credential"
 )
 
 // terminal is a run of the plugin on a pseudo-terminal: stdin, stdout and stderr are the
@@ -76,6 +78,7 @@ func (t *terminal) typeLine(s string) {
 // wait waits for the plugin to exit and returns its exit code.
 func (t *terminal) wait() int {
 	EventuallyWithOffset(1, t.done).WithTimeout(90*time.Second).Should(BeClosed(), "the plugin exits; it showed:\n%s", t.output())
+	GinkgoWriter.Printf("$ (on a terminal) %s %s\n%s[exit %d]\n", filepath.Base(t.cmd.Path), strings.Join(t.cmd.Args[1:], " "), t.output(), t.code)
 	return t.code
 }
 
@@ -103,8 +106,10 @@ var _ = Describe("kubectl keysmith on a terminal", func() {
 		t := onTerminal(ctx, "-n", ns, "delete", "typed")
 		Eventually(t.output).Should(ContainSubstring("typed"), "the prompt names the credential")
 		t.typeLine("typo")
-		Expect(t.wait()).NotTo(Equal(0), "a wrong name aborts:\n%s", t.output())
+		Expect(t.wait()).To(Equal(1), "a wrong name aborts:\n%s", t.output())
+		Expect(t.output()).To(MatchRegexp(`(?m)^error: .*nothing was deleted`), "it says so:\n%s", t.output())
 		Expect(t.output()).NotTo(ContainSubstring("goroutine"))
+		Expect(t.output()).NotTo(ContainSubstring(kscredential.SecretPrefix), "delete shows no secret")
 		// The plugin has exited: a delete it sent would show already.
 		Expect(exists(ctx, ns, "typed")()).To(BeTrue(), "the credential remains")
 
@@ -113,6 +118,7 @@ var _ = Describe("kubectl keysmith on a terminal", func() {
 		Eventually(t.output).Should(ContainSubstring("typed"))
 		t.typeLine("typed")
 		Expect(t.wait()).To(Equal(0), "%s", t.output())
+		Expect(t.output()).NotTo(ContainSubstring(kscredential.SecretPrefix), "delete shows no secret")
 		Eventually(exists(ctx, ns, "typed")).Should(BeFalse())
 	})
 })
