@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
@@ -426,6 +428,21 @@ var _ = Describe("kubectl keysmith against a cluster", func() {
 		expectOK(r)
 		Expect(lines(r.stdout)[0]).To(MatchRegexp(`^NAMESPACE\s+NAME\s+DISPLAY NAME`))
 		Expect(rowOf(r.stdout, ns)).To(ContainSubstring("everywhere"))
+	})
+
+	It("takes the namespace from the kubeconfig's context when -n is not given", func(ctx SpecContext) {
+		createJSON(ctx, ns, "from-context", "--api", "platform-api:user")
+		cfg, err := clientcmd.LoadFromFile(adminKubeconfig)
+		Expect(err).NotTo(HaveOccurred())
+		cfg.Contexts[cfg.CurrentContext].Namespace = ns
+		kubeconfig := filepath.Join(GinkgoT().TempDir(), "kubeconfig")
+		Expect(clientcmd.WriteToFile(*cfg, kubeconfig)).To(Succeed())
+
+		r := run(ctx, kubeconfig, "list")
+		expectOK(r)
+		Expect(rowOf(r.stdout, "from-context")).NotTo(BeEmpty(), "%s", r)
+		expectOK(run(ctx, kubeconfig, "status", "from-context"))
+		Expect(rowOf(admin(ctx, "list").stdout, "from-context")).To(BeEmpty(), "the admin's own kubeconfig names no namespace: default")
 	})
 
 	It("version prints the plugin's version", func(ctx SpecContext) {
