@@ -119,7 +119,7 @@ func refuseProtected(cred *iamv1alpha1.APICredential) error {
 	if !cred.Spec.DeletionProtection {
 		return nil
 	}
-	where := "with 'kubectl patch apicredential " + cred.Name + " -n " + cred.Namespace + ` --type merge -p '{"spec":{"deletionProtection":false}}'`
+	where := "with kubectl edit apicredential " + cred.Name + " -n " + cred.Namespace
 	if tool, ok := appliedByGitOps(cred); ok {
 		where = "in Git (" + tool + " applies it), and let it sync"
 	}

@@ -38,7 +38,7 @@ func TestDelete(t *testing.T) {
 		{name: "terminal, nothing typed", terminal: true, typed: "", wantErr: "no name was typed, so nothing was deleted"},
 		{name: "deletionProtection", args: []string{"--confirm", "ci-bot"},
 			mutate:  func(c *iamv1alpha1.APICredential) { c.Spec.DeletionProtection = true },
-			wantErr: `credential "ci-bot" in namespace "team-a" has spec.deletionProtection=true, so it was not deleted: first set spec.deletionProtection to false with 'kubectl patch apicredential ci-bot -n team-a --type merge -p '{"spec":{"deletionProtection":false}}', then run delete again`},
+			wantErr: `credential "ci-bot" in namespace "team-a" has spec.deletionProtection=true, so it was not deleted: first set spec.deletionProtection to false with kubectl edit apicredential ci-bot -n team-a, then run delete again`},
 		{name: "deletionProtection, GitOps", args: []string{"--confirm", "ci-bot", "--force"},
 			mutate:  func(c *iamv1alpha1.APICredential) { c.Spec.DeletionProtection = true; fluxApplied(c) },
 			wantErr: "first set spec.deletionProtection to false in Git (Flux (kustomize-controller) applies it), and let it sync, then run delete again"},

@@ -17,13 +17,13 @@ var _ = Describe("kubectl keysmith delete of a protected credential", func() {
 
 	// expectProtectionRefusal asserts a one-line refusal, exit 1, that explains the two
 	// steps: set spec.deletionProtection to false (where), then delete again.
-	// (Its hint may quote a kubectl patch command, so it is not held to "no {".)
 	expectProtectionRefusal := func(r result, where string) {
 		ExpectWithOffset(1, r.code).To(Equal(1), "%s", r)
 		msg := strings.TrimRight(r.stderr, "\n")
 		ExpectWithOffset(1, msg).To(HavePrefix("error: "), "%s", r)
 		ExpectWithOffset(1, msg).NotTo(ContainSubstring("\n"), "one line: %s", r)
 		ExpectWithOffset(1, msg).NotTo(ContainSubstring("goroutine"))
+		ExpectWithOffset(1, msg).NotTo(ContainSubstring("{"), "no raw JSON: %s", r)
 		ExpectWithOffset(1, msg).To(MatchRegexp(`deletionProtection.*false.*`+where+`.*delete again`), "the two steps: %s", r)
 	}
 
