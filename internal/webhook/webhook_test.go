@@ -87,7 +87,11 @@ var _ = Describe("APICredential admission", func() {
 				Permissions: []iamv1alpha1.Permission{{Name: "read-only", Methods: []string{"GET"}}}},
 		}
 		Expect(k8sClient.Create(ctx, org)).To(Succeed())
-		DeferCleanup(func(ctx context.Context) { Expect(k8sClient.Delete(ctx, org)).To(Succeed()) })
+		// The catalog-integrity check reads credentials from the webhook's cache, which may
+		// still hold the credential deleted at the end of this spec for a moment.
+		DeferCleanup(func(ctx context.Context) {
+			Eventually(func() error { return k8sClient.Delete(ctx, org) }).Should(Succeed())
+		})
 		cred := credential(ns, "audit", grant("org-audit-api", "read-only"))
 		cred.Spec.Scope = iamv1alpha1.CredentialScope{Account: "acme", Workspaces: []string{"eu"}}
 		// The webhook reads the catalog from its cache, which sees the new API shortly.
