@@ -376,11 +376,55 @@ func (r *APICredentialReconciler) patchStatus(ctx context.Context, before, cred 
 	if equality.Semantic.DeepEqual(before.Status, cred.Status) {
 		return nil
 	}
-	patch := client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
-	if err := r.Status().Patch(ctx, cred, patch); err != nil {
+	err := r.Status().Patch(ctx, cred, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+	if apierrors.IsConflict(err) {
+		err = r.patchStatusOverUsage(ctx, before, cred)
+	}
+	if err != nil {
 		return fmt.Errorf("patching status: %w", err)
 	}
 	return nil
+}
+
+// patchStatusOverUsage retries a status patch that lost the optimistic lock, but only when
+// what changed in between is a token server's usage write (lastUsedTime, lastUsedAddress):
+// the decision this reconcile wrote down rested on the spec, the annotations and the
+// operator's own status fields, and none of those moved. The token server's values are
+// kept. Any other change returns the conflict, and the next reconcile decides again from
+// the new state (which, after a Secret write, is an adoption: nothing is minted twice).
+// Without it, every issue or rotation that raced a usage write was announced as an
+// adoption by the retry, and the rotation counter missed it.
+func (r *APICredentialReconciler) patchStatusOverUsage(ctx context.Context, before, cred *iamv1alpha1.APICredential) error {
+	live := &iamv1alpha1.APICredential{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(cred), live); err != nil {
+		return err
+	}
+	if !onlyUsageChanged(before, live) {
+		return apierrors.NewConflict(iamv1alpha1.GroupVersion.WithResource("apicredentials").GroupResource(), cred.Name,
+			errors.New("the credential changed while it was reconciled; retrying"))
+	}
+	base := before.DeepCopy()
+	base.ResourceVersion = live.ResourceVersion
+	for _, o := range []*iamv1alpha1.APICredential{base, cred} {
+		o.Status.LastUsedTime, o.Status.LastUsedAddress = live.Status.LastUsedTime, live.Status.LastUsedAddress
+	}
+	return r.Status().Patch(ctx, cred, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+}
+
+// onlyUsageChanged reports whether live differs from before only in the usage fields of
+// status (and the resource version and managed fields that any write moves).
+func onlyUsageChanged(before, live *iamv1alpha1.APICredential) bool {
+	if live.Generation != before.Generation || live.UID != before.UID ||
+		!live.DeletionTimestamp.Equal(before.DeletionTimestamp) ||
+		!equality.Semantic.DeepEqual(live.Annotations, before.Annotations) ||
+		!equality.Semantic.DeepEqual(live.Labels, before.Labels) ||
+		!equality.Semantic.DeepEqual(live.Finalizers, before.Finalizers) {
+		return false
+	}
+	a, b := before.Status.DeepCopy(), live.Status.DeepCopy()
+	a.LastUsedTime, a.LastUsedAddress = nil, ""
+	b.LastUsedTime, b.LastUsedAddress = nil, ""
+	return equality.Semantic.DeepEqual(a, b)
 }
 
 // event records an event about the credential. Notes never carry a secret or a hash.
