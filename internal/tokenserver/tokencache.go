@@ -6,7 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 )
 
 // tokenCache holds the claims of bearer tokens whose signature was verified, keyed by a
@@ -46,11 +45,21 @@ type cachedToken struct {
 
 func newTokenCache(maxBytes int64) *tokenCache { return &tokenCache{maxBytes: maxBytes} }
 
-// tokenDigest is the cache key of a token. It hashes the string's bytes in place: a
-// []byte(token) conversion escapes into the hash and copied the whole token to the heap
-// on every /authz request. SHA-256 only reads its input.
+// tokenDigest is the cache key of a token. sha256.Sum256([]byte(token)) copies any token
+// longer than 32 bytes to the heap (the conversion does not escape, but its stack buffer
+// holds only 32 bytes); the token is fed to the hash through a stack buffer instead: no
+// allocation, as fast, and no unsafe aliasing of the string's bytes.
 func tokenDigest(token string) [32]byte {
-	return sha256.Sum256(unsafe.Slice(unsafe.StringData(token), len(token)))
+	h := sha256.New()
+	var buf [256]byte
+	for token != "" {
+		n := copy(buf[:], token)
+		_, _ = h.Write(buf[:n])
+		token = token[n:]
+	}
+	var d [32]byte
+	h.Sum(d[:0])
+	return d
 }
 
 // get returns the cached entry of a token that has not expired at now.
