@@ -106,7 +106,14 @@ func (e *env) check(ctx context.Context, name string, o *checkOptions) error {
 			"check the URL (--token-url), and the TLS flags --certificate-authority or --insecure-skip-tls-verify")
 	}
 	defer func() { _ = resp.Body.Close() }()
-	return printVerdict(e.out(), resp, o)
+	var verdict strings.Builder
+	err = printVerdict(&verdict, resp, o)
+	// The answer is the token server's text: never let it echo the access token.
+	_, werr := io.WriteString(e.out(), strings.ReplaceAll(verdict.String(), tok.AccessToken, "[redacted]"))
+	if err != nil {
+		return redactError(err, tok.AccessToken)
+	}
+	return werr
 }
 
 // authzEndpoint is the forward-auth URL of api on the token server whose token endpoint is

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -32,10 +33,11 @@ func init() { registerCommand(newTokenCommand) }
 // tokenServerOptions are the flags of the commands that talk to a token server (token,
 // check): where it is and how to trust its certificate.
 type tokenServerOptions struct {
-	tokenURL string
-	caFile   string
-	insecure bool
-	scope    string
+	tokenURL  string
+	caFile    string
+	insecure  bool
+	plainHTTP bool
+	scope     string
 }
 
 func (o *tokenServerOptions) addFlags(cmd *cobra.Command) {
@@ -43,6 +45,7 @@ func (o *tokenServerOptions) addFlags(cmd *cobra.Command) {
 	f.StringVar(&o.tokenURL, "token-url", "", "Token endpoint to use instead of the Secret's TOKEN_URL, e.g. https://keysmith.example.com/oauth2/token")
 	f.StringVar(&o.caFile, "certificate-authority", "", "Path to a PEM file of the CA that signed the token server's certificate (instead of the system's roots)")
 	f.BoolVar(&o.insecure, "insecure-skip-tls-verify", false, "Do not verify the token server's certificate (its identity is then unchecked: for tests only)")
+	f.BoolVar(&o.plainHTTP, "plain-http", false, "Allow a plain http token URL to a host other than this machine (the client secret then crosses the network unencrypted)")
 }
 
 // tokenOptions are the flags of `token`.
@@ -133,7 +136,7 @@ func (e *env) exchange(ctx context.Context, name string, o *tokenServerOptions) 
 	}
 	tok, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, hc))
 	if err != nil {
-		return nil, "", tokenError(err, tokenURL, name)
+		return nil, "", redactError(tokenError(err, tokenURL, name), data.ClientSecret)
 	}
 	return tok, tokenURL, nil
 }
@@ -183,7 +186,37 @@ func (o *tokenServerOptions) endpoint(fromSecret, key string) (string, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return "", userError(fmt.Sprintf("%s %q is not an http or https URL", from, raw), "pass the token endpoint with --token-url https://HOST/oauth2/token")
 	}
+	// The client secret goes to this URL. Whoever may write the Secret chooses it; plain
+	// http is accepted only to this machine (a port-forward, a local token server) unless
+	// the person asks for it.
+	if u.Scheme == "http" && !isLoopback(u.Hostname()) && !o.plainHTTP {
+		return "", userError(fmt.Sprintf("%s %q is plain http to another host, so the client secret would cross the network unencrypted; nothing was sent", from, raw),
+			"use an https token URL (--token-url), or pass --plain-http if that is intended")
+	}
 	return u.String(), nil
+}
+
+// isLoopback reports whether host (no port) is this machine: localhost or a loopback IP.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
+}
+
+// errRedirect refuses a token server's redirect: following it would send the client
+// secret (token) or the access token (check) to wherever the redirect points.
+var errRedirect = errors.New("it answered with a redirect, which is not followed (it would carry the credentials elsewhere)")
+
+// redactError replaces secret, should the token server have echoed it into its answer,
+// in err's text.
+func redactError(err error, secret string) error {
+	var ue *userErr
+	if secret == "" || !errors.As(err, &ue) {
+		return err
+	}
+	return &userErr{what: strings.ReplaceAll(ue.what, secret, "[redacted]"), hint: strings.ReplaceAll(ue.hint, secret, "[redacted]")}
 }
 
 // httpClient is the HTTP client for the token server: the system roots, or the CA of
@@ -210,7 +243,11 @@ func (o *tokenServerOptions) httpClient() (*http.Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsConfig
-	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, nil
+	return &http.Client{
+		Transport:     tr,
+		Timeout:       30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return errRedirect },
+	}, nil
 }
 
 // tokenError turns a failed exchange into one line: the token server's error code and

@@ -235,3 +235,103 @@ func TestAuthzEndpoint(t *testing.T) {
 		}
 	}
 }
+
+// A token server that redirects is not followed: the redirect would carry the client
+// secret (Basic auth, resent on a 307) or the access token to wherever it points.
+func TestTokenAndCheckDoNotFollowRedirects(t *testing.T) {
+	var leaked []string
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaked = append(leaked, r.Method+" "+r.URL.Path+" "+r.Header.Get("Authorization"))
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer elsewhere.Close()
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+r.URL.Path, http.StatusTemporaryRedirect)
+	}))
+	defer redirector.Close()
+	h := tokenHarness(t, redirector)
+
+	err := h.run(newTokenCommand, "ci-bot")
+	if err == nil || !strings.Contains(err.Error(), "redirect") {
+		t.Errorf("token against a redirect: err = %v, want a refusal naming the redirect", err)
+	}
+
+	var seen http.Header
+	ts := fakeTokenServer(t, "ksc_ci-bot", "kss_secret_ci-bot", &seen, false)
+	defer ts.Close()
+	mux := http.NewServeMux()
+	mux.Handle("/oauth2/token", ts.Config.Handler)
+	mux.Handle("/authz/", redirector.Config.Handler)
+	split := httptest.NewServer(mux)
+	defer split.Close()
+	h = tokenHarness(t, split)
+	err = h.run(newCheckCommand, "ci-bot", "--api", "profile-api")
+	if err == nil || err == errSilent || !strings.Contains(err.Error(), "redirect") {
+		t.Errorf("check against a redirecting /authz: err = %v, want a refusal naming the redirect", err)
+	}
+	if len(leaked) != 0 {
+		t.Errorf("the redirect was followed: the other server got %q", leaked)
+	}
+}
+
+// A Secret's TOKEN_URL is written by whoever may write the Secret: plain http to another
+// host is refused before anything is sent, unless --plain-http says it is intended.
+func TestPlainHTTPTokenURLToAnotherHostIsRefused(t *testing.T) {
+	cred, secret := issuedCred("ci-bot", 0)
+	secret.Data["TOKEN_URL"] = []byte("http://token.example.invalid/oauth2/token")
+	h := newOpsHarness(t, nil, cred, secret)
+	err := h.run(newTokenCommand, "ci-bot")
+	if err == nil || !strings.Contains(err.Error(), "plain http to another host") || !strings.Contains(err.Error(), "--plain-http") {
+		t.Errorf("err = %v, want the plain-http refusal", err)
+	}
+
+	for raw, allowed := range map[string]bool{
+		"http://127.0.0.1:8080/oauth2/token":   true,
+		"http://[::1]:8080/oauth2/token":       true,
+		"http://localhost:8080/oauth2/token":   true,
+		"https://ts.example.com/oauth2/token":  true,
+		"http://ts.example.com/oauth2/token":   false,
+		"http://10.0.0.7:8080/oauth2/token":    false,
+		"http://127.0.0.1.nip.io/oauth2/token": false,
+	} {
+		_, err := (&tokenServerOptions{}).endpoint(raw, "TOKEN_URL")
+		if (err == nil) != allowed {
+			t.Errorf("endpoint(%q): err = %v, want allowed=%t", raw, err, allowed)
+		}
+		if _, err := (&tokenServerOptions{plainHTTP: true}).endpoint(raw, "TOKEN_URL"); err != nil {
+			t.Errorf("endpoint(%q) with --plain-http: %v", raw, err)
+		}
+	}
+}
+
+// A token server that echoes what it was sent does not get the client secret, or the
+// access token, onto the terminal.
+func TestTokenServerEchoesAreRedacted(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /oauth2/token", func(w http.ResponseWriter, r *http.Request) {
+		id, sec, _ := r.BasicAuth()
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Query().Get("ok") == "" {
+			w.WriteHeader(http.StatusUnauthorized)
+			_ = json.NewEncoder(w).Encode(map[string]string{"error": "invalid_client", "error_description": "bad secret " + sec + " for " + id})
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"access_token": "at_" + id, "token_type": "Bearer", "expires_in": 600})
+	})
+	mux.HandleFunc("/authz/{api}", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusForbidden)
+		_ = json.NewEncoder(w).Encode(map[string]string{"error": "insufficient_scope", "error_description": "token " + r.Header.Get("Authorization") + " refused"})
+	})
+	ts := httptest.NewServer(mux)
+	defer ts.Close()
+	h := tokenHarness(t, ts)
+
+	err := h.run(newTokenCommand, "ci-bot")
+	if err == nil || strings.Contains(err.Error(), "kss_secret") || !strings.Contains(err.Error(), "bad secret [redacted] for ksc_ci-bot") {
+		t.Errorf("token: err = %v, want the description with the secret redacted", err)
+	}
+	err = h.run(newCheckCommand, "ci-bot", "--api", "profile-api", "--token-url", ts.URL+"/oauth2/token?ok=1")
+	if err != errSilent || strings.Contains(h.out.String(), "at_ksc_ci-bot") || !strings.Contains(h.out.String(), "denied: token Bearer [redacted] refused") {
+		t.Errorf("check: err = %v, printed %q, want the access token redacted", err, h.out)
+	}
+}
