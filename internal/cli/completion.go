@@ -107,7 +107,7 @@ func credentialNames(ctx context.Context, e *env, prefix string) ([]cobra.Comple
 	var out []cobra.Completion
 	for _, cred := range list.Items {
 		if strings.HasPrefix(cred.Name, prefix) {
-			out = append(out, cobra.CompletionWithDesc(cred.Name, cred.Spec.DisplayName))
+			out = append(out, cobra.CompletionWithDesc(cred.Name, printable(cred.Spec.DisplayName)))
 		}
 	}
 	return out, nil
@@ -159,7 +159,7 @@ func apiNameCompletions(defs []iamv1alpha1.APIDefinition, prefix string) []cobra
 	var out []cobra.Completion
 	for _, d := range defs {
 		if strings.HasPrefix(d.Name, prefix) {
-			out = append(out, cobra.CompletionWithDesc(d.Name, d.Spec.DisplayName))
+			out = append(out, cobra.CompletionWithDesc(d.Name, printable(d.Spec.DisplayName)))
 		}
 	}
 	return out
@@ -172,7 +172,7 @@ func grantCompletions(defs []iamv1alpha1.APIDefinition, toComplete string) ([]co
 		var out []cobra.Completion
 		for _, d := range defs {
 			if strings.HasPrefix(d.Name, api) {
-				out = append(out, cobra.CompletionWithDesc(d.Name+":", d.Spec.DisplayName))
+				out = append(out, cobra.CompletionWithDesc(d.Name+":", printable(d.Spec.DisplayName)))
 			}
 		}
 		return out, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
@@ -184,7 +184,7 @@ func grantCompletions(defs []iamv1alpha1.APIDefinition, toComplete string) ([]co
 		}
 		for _, p := range d.Spec.Permissions {
 			if strings.HasPrefix(p.Name, perm) {
-				out = append(out, cobra.CompletionWithDesc(api+":"+p.Name, strings.Join(p.Methods, ",")))
+				out = append(out, cobra.CompletionWithDesc(api+":"+p.Name, printable(strings.Join(p.Methods, ","))))
 			}
 		}
 	}

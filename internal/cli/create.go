@@ -329,6 +329,6 @@ func printIssued(w io.Writer, ic issuedCredential, secret, format string) error 
 		tokenURL = "(none known: the operator runs without --token-url and no granted API names one)"
 	}
 	_, err := fmt.Fprintf(w, "apicredential %s/%s issued\n\nClient ID:      %s\nClient secret:  %s\nToken URL:      %s\n\nCopy the secret now: the secret is stored only in Secret %s/%s; create will not show it again.\n",
-		ic.Namespace, ic.Name, ic.ClientID, ic.ClientSecret, tokenURL, ic.Namespace, secret)
+		ic.Namespace, ic.Name, printable(ic.ClientID), ic.ClientSecret, printable(tokenURL), ic.Namespace, secret)
 	return err
 }

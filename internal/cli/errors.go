@@ -149,13 +149,14 @@ func isNetworkError(err error) bool {
 	return errors.As(err, &ue) || errors.As(err, &ne) || errors.As(err, &oe)
 }
 
-// oneLine joins the lines of s with "; " so an error is one line.
+// oneLine joins the lines of s with "; " so an error is one line, and makes it printable
+// (no escape sequences from the cluster or a token server reach the terminal).
 func oneLine(s string) string {
 	lines := strings.FieldsFunc(s, func(r rune) bool { return r == '\n' || r == '\r' })
 	for i := range lines {
 		lines[i] = strings.TrimSpace(lines[i])
 	}
-	return strings.Join(slicesDeleteEmpty(lines), "; ")
+	return printable(strings.Join(slicesDeleteEmpty(lines), "; "))
 }
 
 func slicesDeleteEmpty(ss []string) []string {

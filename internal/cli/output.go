@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/liggitt/tabwriter"
 	"github.com/spf13/cobra"
@@ -110,9 +112,46 @@ func setGVK(obj runtime.Object) error {
 // newTable returns kubectl's tab writer for a table; call Flush when done.
 func newTable(w io.Writer) *tabwriter.Writer { return printers.GetNewTabWriter(w) }
 
-// row writes one tab-separated row of a table.
+// row writes one tab-separated row of a table; its cells are made printable.
 func row(w io.Writer, cells ...string) {
-	fmt.Fprintln(w, strings.Join(cells, "\t"))
+	safe := make([]string, len(cells))
+	for i, c := range cells {
+		safe[i] = printable(c)
+	}
+	fmt.Fprintln(w, strings.Join(safe, "\t"))
+}
+
+// printable returns s with every control character (C0 including tab and newline, DEL,
+// C1) and every bidirectional override or isolate escaped as \xNN or \uNNNN, so that text
+// from the cluster (a display name, a condition or event message, a token server's
+// answer) can neither drive the terminal with escape sequences, nor reorder what is shown,
+// nor break a table's rows and columns. Invalid UTF-8 is shown as \xNN too.
+func printable(s string) string {
+	if utf8.ValidString(s) && strings.IndexFunc(s, unprintable) < 0 {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[i])
+		case unprintable(r) && r < 0x100:
+			fmt.Fprintf(&b, "\\x%02x", r)
+		case unprintable(r):
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteRune(r)
+		}
+		i += size
+	}
+	return b.String()
+}
+
+// unprintable reports whether r must not reach a terminal as it is.
+func unprintable(r rune) bool {
+	return unicode.IsControl(r) ||
+		(r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c
 }
 
 // age prints how long ago t was as kubectl does ("5m", "3d"), or "<unknown>" for a zero time.

@@ -469,7 +469,7 @@ type printer struct {
 
 func (p *printer) line(indent int, s string) {
 	if p.err == nil {
-		_, p.err = fmt.Fprintf(p.w, "%s%s\n", strings.Repeat("  ", indent), s)
+		_, p.err = fmt.Fprintf(p.w, "%s%s\n", strings.Repeat("  ", indent), printable(s))
 	}
 }
 

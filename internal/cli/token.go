@@ -78,6 +78,9 @@ JSON, without verifying its signature.`,
 			if err != nil {
 				return err
 			}
+			if printable(tok.AccessToken) != tok.AccessToken {
+				return userError("the token server's access token holds control characters, so it is not printed", "see the token server's log; is --token-url the token server?")
+			}
 			if o.decode {
 				return printDecoded(e.out(), tok.AccessToken)
 			}
