@@ -79,14 +79,15 @@ func (e *env) deleteCredential(ctx context.Context, name string, o *deleteOption
 	if err != nil {
 		return err
 	}
-	// The UID precondition deletes the credential that was checked, not one recreated
-	// under the same name meanwhile.
-	err = c.Delete(ctx, cred, client.Preconditions{UID: &cred.UID}, client.PropagationPolicy("Background"))
+	// The preconditions delete the credential that was checked: not one recreated under
+	// the same name meanwhile (UID), nor one changed since, e.g. applied by Argo CD or
+	// Flux or given deletionProtection after the checks above (resourceVersion).
+	err = c.Delete(ctx, cred, client.Preconditions{UID: &cred.UID, ResourceVersion: &cred.ResourceVersion}, client.PropagationPolicy("Background"))
 	if apierrors.IsNotFound(err) {
 		return userError(fmt.Sprintf("credential %q in namespace %q was deleted meanwhile", name, ns), "")
 	}
 	if apierrors.IsConflict(err) {
-		return userError(fmt.Sprintf("credential %q in namespace %q was replaced while deleting", name, ns), "run delete again to delete the new one")
+		return userError(fmt.Sprintf("credential %q in namespace %q changed or was replaced while deleting, so it was not deleted", name, ns), "run delete again to check it again")
 	}
 	if err != nil {
 		return kubeError(err, fmt.Sprintf("delete credential %q in namespace %q", name, ns))

@@ -2,6 +2,8 @@ package cli
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,6 +18,7 @@ const (
 	argoCD    = "Argo CD"
 	fluxKusto = "Flux (kustomize-controller)"
 	fluxHelm  = "Flux (helm-controller)"
+	flux      = "Flux"
 )
 
 // gitopsManagers maps field managers to the GitOps tool they are: Argo CD's application
@@ -69,12 +72,45 @@ func gitopsEvidence(obj metav1.Object) (tool, evidence string, ok bool) {
 			return t, "label " + key, true
 		}
 	}
+	// Fail closed on any other mark of the tools: a key of their domains (Argo CD's
+	// argocd.argoproj.io/instance, the instanceLabelKey many installations set; sync
+	// options and waves; Flux's reconcile, ssa and prune annotations) is written only by
+	// the tool or by a person for it, in Git.
+	for _, kind := range []struct {
+		what string
+		keys map[string]string
+	}{{"annotation", annotations}, {"label", labels}} {
+		for _, key := range slices.Sorted(maps.Keys(kind.keys)) {
+			if t, found := toolOfKey(key); found {
+				return t, kind.what + " " + key, true
+			}
+		}
+	}
 	if _, found := labels[argoCDInstanceLabel]; found {
 		if by := labels["app.kubernetes.io/managed-by"]; by == "" || strings.EqualFold(by, "argocd") {
 			return argoCD, "label " + argoCDInstanceLabel, true
 		}
 	}
 	return "", "", false
+}
+
+// toolOfKey returns the GitOps tool whose domain a label or annotation key is in.
+func toolOfKey(key string) (string, bool) {
+	prefix, _, ok := strings.Cut(key, "/")
+	if !ok {
+		return "", false
+	}
+	switch {
+	case prefix == "argocd.argoproj.io": // not workflows. or rollouts.argoproj.io: other tools
+		return argoCD, true
+	case prefix == "kustomize.toolkit.fluxcd.io":
+		return fluxKusto, true
+	case prefix == "helm.toolkit.fluxcd.io":
+		return fluxHelm, true
+	case prefix == "fluxcd.io" || strings.HasSuffix(prefix, ".fluxcd.io"):
+		return flux, true
+	}
+	return "", false
 }
 
 // gitChange returns what to tell a person whose credential is applied by a GitOps tool:

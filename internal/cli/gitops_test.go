@@ -2,10 +2,15 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 )
@@ -36,6 +41,12 @@ func TestAppliedByGitOps(t *testing.T) {
 		{name: "Flux kustomize label", meta: metav1.ObjectMeta{Labels: map[string]string{"kustomize.toolkit.fluxcd.io/name": "apps", "kustomize.toolkit.fluxcd.io/namespace": "flux-system"}}, tool: fluxKusto, wantGitOps: true},
 		{name: "Flux helm label", meta: metav1.ObjectMeta{Labels: map[string]string{"helm.toolkit.fluxcd.io/name": "billing"}}, tool: fluxHelm, wantGitOps: true},
 		{name: "Argo CD label tracking", meta: metav1.ObjectMeta{Labels: map[string]string{"app.kubernetes.io/instance": "team-a-creds"}}, tool: argoCD, wantGitOps: true},
+		{name: "Argo CD instance label (instanceLabelKey argocd.argoproj.io/instance)", meta: metav1.ObjectMeta{Labels: map[string]string{"argocd.argoproj.io/instance": "team-a-creds"}}, tool: argoCD, wantGitOps: true},
+		{name: "Argo CD sync options annotation", meta: metav1.ObjectMeta{Annotations: map[string]string{"argocd.argoproj.io/sync-options": "Prune=false"}}, tool: argoCD, wantGitOps: true},
+		{name: "Flux kustomize annotation", meta: metav1.ObjectMeta{Annotations: map[string]string{"kustomize.toolkit.fluxcd.io/reconcile": "enabled"}}, tool: fluxKusto, wantGitOps: true},
+		{name: "Flux v1 annotation", meta: metav1.ObjectMeta{Annotations: map[string]string{"fluxcd.io/sync-checksum": "abc"}}, tool: flux, wantGitOps: true},
+		{name: "a look-alike domain is not a tool's", meta: metav1.ObjectMeta{Labels: map[string]string{"notargocd.argoproj.io/x": "y", "example.com/fluxcd.io": "z"}}},
+		{name: "Argo Workflows is not Argo CD", meta: metav1.ObjectMeta{Labels: map[string]string{"workflows.argoproj.io/workflow": "issue-creds"}}},
 		{name: "kubectl apply, with the recommended labels of a Helm release", meta: metav1.ObjectMeta{
 			ManagedFields: managers("kubectl-client-side-apply", "keysmith-manager"),
 			Labels:        map[string]string{"app.kubernetes.io/instance": "billing", "app.kubernetes.io/managed-by": "Helm"},
@@ -85,5 +96,64 @@ func TestRefuseGitOps(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "    active: false") {
 		t.Fatalf("the Git change was not printed: %q", out.String())
+	}
+}
+
+// argoCDAppliesMeanwhile is a fake API server on which Argo CD applies the credential
+// (its instance label) just before the plugin's first patch or delete arrives: the
+// GitOps rule was checked on the version before.
+func argoCDAppliesMeanwhile(t *testing.T) *interceptor.Funcs {
+	var once sync.Once
+	apply := func(ctx context.Context, c client.WithWatch, obj client.Object) {
+		once.Do(func() {
+			live := &iamv1alpha1.APICredential{}
+			if err := c.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
+				t.Fatal(err)
+			}
+			live.Labels = map[string]string{"argocd.argoproj.io/instance": "team-a-creds"}
+			if err := c.Update(ctx, live); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	return &interceptor.Funcs{
+		Patch: func(ctx context.Context, c client.WithWatch, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+			apply(ctx, c, obj)
+			return c.Patch(ctx, obj, patch, opts...)
+		},
+		Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+			apply(ctx, c, obj)
+			return c.Delete(ctx, obj, opts...)
+		},
+	}
+}
+
+// A credential that Argo CD applies between the plugin's read and its write is not
+// changed: the write is bound to the version the GitOps rule was checked on.
+func TestGitOpsRuleHoldsWhenTheToolAppliesMeanwhile(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		build func(*env) *cobra.Command
+		args  []string
+	}{
+		{"deactivate", newDeactivateCommand, []string{"ci-bot"}},
+		{"rotate", newRotateCommand, []string{"ci-bot"}},
+		{"delete", newDeleteCommand, []string{"ci-bot", "--confirm", "ci-bot"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cred, secret := issuedCred("ci-bot", 1)
+			h := newOpsHarness(t, argoCDAppliesMeanwhile(t), cred, secret)
+			err := h.run(tc.build, tc.args...)
+			if err == nil {
+				t.Fatalf("%s succeeded on a credential Argo CD applied meanwhile", tc.name)
+			}
+			got, getErr := h.credential("ci-bot")
+			if getErr != nil {
+				t.Fatalf("the credential is gone: %v (err %v)", getErr, err)
+			}
+			if !got.Spec.IsActive() || got.Spec.Rotation.KeyVersion != 1 {
+				t.Errorf("changed live: %+v (err %v)", got.Spec, err)
+			}
+		})
 	}
 }

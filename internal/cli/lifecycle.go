@@ -301,30 +301,41 @@ func (e *env) setActive(ctx context.Context, name string, active bool, o *active
 	if err != nil {
 		return err
 	}
-	cred, err := e.getCredential(ctx, ns, name)
-	if err != nil {
-		return err
-	}
-	if cred.Spec.IsActive() == active {
-		_, err := fmt.Fprintf(e.out(), "apicredential %s/%s is already %s: nothing changed\n", ns, name, map[bool]string{true: "active", false: "inactive"}[active])
-		return err
-	}
-	if tool, ok := appliedByGitOps(cred); ok && o.force {
-		_, _ = fmt.Fprintf(e.errOut(), "warning: credential %q is applied by %s: the next sync sets spec.active back to %t unless Git says %t too\n", name, tool, !active, active)
-	} else if err := refuseGitOps(e, cred, map[string]any{"spec": map[string]any{"active": active}}); err != nil {
-		return err
-	}
 	c, err := e.Client()
 	if err != nil {
 		return err
 	}
-	before := cred.DeepCopy()
-	cred.Spec.Active = &active
-	if err := c.Patch(ctx, cred, client.MergeFrom(before)); err != nil {
+	// The GitOps rule is decided on the version that is patched: the optimistic lock
+	// makes an apply by Argo CD or Flux between the read and the patch a conflict, and the
+	// retry decides again on what it applied.
+	var cred *iamv1alpha1.APICredential
+	already := false
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cred, err = e.getCredential(ctx, ns, name)
+		if err != nil {
+			return err
+		}
+		if already = cred.Spec.IsActive() == active; already {
+			return nil
+		}
+		if tool, ok := appliedByGitOps(cred); ok && o.force {
+			_, _ = fmt.Fprintf(e.errOut(), "warning: credential %q is applied by %s: the next sync sets spec.active back to %t unless Git says %t too\n", name, tool, !active, active)
+		} else if err := refuseGitOps(e, cred, map[string]any{"spec": map[string]any{"active": active}}); err != nil {
+			return err
+		}
+		before := cred.DeepCopy()
+		cred.Spec.Active = &active
+		return c.Patch(ctx, cred, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+	})
+	if err != nil {
 		if apierrors.IsNotFound(err) {
 			return userError(fmt.Sprintf("credential %q in namespace %q was deleted meanwhile", name, ns), "")
 		}
 		return kubeError(err, fmt.Sprintf("%s credential %q in namespace %q", verb, name, ns))
+	}
+	if already {
+		_, err := fmt.Fprintf(e.out(), "apicredential %s/%s is already %s: nothing changed\n", ns, name, map[bool]string{true: "active", false: "inactive"}[active])
+		return err
 	}
 	generation := cred.Generation
 	seen, err := waitForCredential(ctx, c, ns, name, o.timeout, func(cr *iamv1alpha1.APICredential) (bool, error) {
