@@ -1,0 +1,645 @@
+// Package faults injects crashes into keysmith's manager, run as a real process built from
+// ./cmd/manager against a real API server (envtest), as the keysmith-manager service
+// account, with the shipped RBAC and the status policy. While credentials are issued and
+// some rotated, the manager is killed with SIGKILL at random moments and restarted each
+// time; at the end nothing may be lost and nothing minted twice.
+//
+// The admission webhook is not served here (--enable-webhooks=false): with one replica
+// killed twenty times, every create sent while it is down would be refused by the
+// webhook's failurePolicy, which is test/ha's subject (admission across a failover), not
+// this one's (the reconciler's crash safety).
+package faults
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/credential"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
+)
+
+var (
+	seedFlag    = flag.Uint64("seed", 0, "seed of the kill schedule; 0 picks one from the clock (printed)")
+	killsFlag   = flag.Int("kills", 20, "how many times the manager is killed with SIGKILL")
+	credsFlag   = flag.Int("credentials", 500, "how many credentials are created")
+	rotateFlag  = flag.Int("rotate", 50, "how many of them are rotated (spec.rotation.keyVersion bumped) once issued")
+	minUptime   = flag.Duration("min-uptime", 200*time.Millisecond, "shortest time a manager runs before it is killed")
+	maxUptime   = flag.Duration("max-uptime", 2500*time.Millisecond, "longest time a manager runs before it is killed")
+	workersFlag = flag.Int("workers", 0, "the manager's --max-concurrent-reconciles; 0 for its default")
+)
+
+const (
+	systemNamespace = "keysmith-system"
+	tenantNamespace = "team-faults"
+	managerUser     = "system:serviceaccount:" + systemNamespace + ":keysmith-manager"
+	creators        = 8
+	adoptedMsg      = `"msg":"adopted credential Secret"`
+	issuedMsg       = `"msg":"issued credential"`
+)
+
+// TestKill9 kills the manager at random moments while credentials are issued and rotated.
+func TestKill9(t *testing.T) {
+	started := time.Now()
+	seed := *seedFlag
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("faults: seed=%d (rerun with -args -seed=%d)", seed, seed)
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	nCreds, nRotate, nKills := *credsFlag, *rotateFlag, *killsFlag
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	g := NewWithT(t)
+	dir := t.TempDir()
+
+	build := make(chan error, 1)
+	go func() { build <- testenv.Build(ctx, dir, "./cmd/manager") }()
+	env, err := testenv.New()
+	g.Expect(err).NotTo(HaveOccurred())
+	cfg, err := env.Start()
+	g.Expect(err).NotTo(HaveOccurred())
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Errorf("stopping the control plane: %v", err)
+		}
+	})
+	cfg.QPS = -1
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme()})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(install(ctx, c)).To(Succeed())
+
+	kubeconfig := filepath.Join(dir, "keysmith-manager.kubeconfig")
+	u, err := env.ControlPlane.AddUser(envtest.User{Name: managerUser}, cfg)
+	g.Expect(err).NotTo(HaveOccurred())
+	kc, err := u.KubeConfig()
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(os.WriteFile(kubeconfig, kc, 0o600)).To(Succeed())
+	g.Expect(<-build).To(Succeed())
+	bin := testenv.Binary(dir, "./cmd/manager")
+	t.Logf("%6.2fs control plane up, manager built", time.Since(started).Seconds())
+
+	rec := newRecorder()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	g.Expect(rec.start(watchCtx, c)).To(Succeed())
+
+	// The schedule: incarnation i runs from starts[i] until kills[i] (the last one is
+	// never killed).
+	var procs []*managerProc
+	var starts, kills []time.Time
+	addrs, err := testenv.FreeAddrs(2)
+	g.Expect(err).NotTo(HaveOccurred())
+	startOne := func() *managerProc {
+		m, err := startManager(t, bin, dir, len(procs), kubeconfig, addrs)
+		g.Expect(err).NotTo(HaveOccurred())
+		procs = append(procs, m)
+		starts = append(starts, m.started)
+		return m
+	}
+	m := startOne()
+	loadStart := time.Now()
+
+	// Creating: creators concurrent clients, each create retried until it is stored.
+	var load sync.WaitGroup
+	names := make(chan string)
+	var createErrs sync.Map
+	for range creators {
+		load.Go(func() {
+			for name := range names {
+				for ctx.Err() == nil {
+					if err := c.Create(ctx, newCredential(name)); err == nil {
+						break
+					} else {
+						createErrs.Store(name, err.Error())
+					}
+				}
+			}
+		})
+	}
+	load.Go(func() {
+		defer close(names)
+		for i := range nCreds {
+			select {
+			case names <- fmt.Sprintf("cred-%03d", i):
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+
+	// Rotating: once a credential is issued (status.keyVersion 0 with a secretRef), the
+	// first nRotate of them in creation order get keyVersion 1, as soon as at least a tenth
+	// of all are Ready, so that rotations run beside issuing.
+	rotated := map[string]bool{}
+	rotateDone := make(chan struct{})
+	load.Go(func() {
+		defer close(rotateDone)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for len(rotated) < nRotate && ctx.Err() == nil {
+			<-tick.C
+			list := &iamv1alpha1.APICredentialList{}
+			if err := c.List(ctx, list, client.InNamespace(tenantNamespace)); err != nil {
+				continue
+			}
+			ready := 0
+			for i := range list.Items {
+				if isReady(&list.Items[i]) {
+					ready++
+				}
+			}
+			if ready < max(nCreds/10, 1) {
+				continue
+			}
+			for i := range list.Items {
+				cred := &list.Items[i]
+				if len(rotated) == nRotate {
+					break
+				}
+				if rotated[cred.Name] || !isReady(cred) {
+					continue
+				}
+				patch := client.MergeFrom(cred.DeepCopy())
+				cred.Spec.Rotation.KeyVersion = 1
+				if err := c.Patch(ctx, cred, patch); err == nil {
+					rotated[cred.Name] = true
+				}
+			}
+		}
+	})
+
+	// Killing: each incarnation runs for a random time, then SIGKILL, then the next.
+	for k := range nKills {
+		uptime := *minUptime + time.Duration(rng.Int64N(int64(*maxUptime-*minUptime)+1))
+		select {
+		case <-time.After(time.Until(m.started.Add(uptime))):
+		case <-m.exited:
+			t.Fatalf("manager %d exited by itself: %v\n%s", m.n, m.waitErr, tail(m.log(), 60))
+		}
+		m.kill()
+		kills = append(kills, m.killedAt)
+		st := rec.snapshot()
+		t.Logf("%6.2fs kill %2d: manager %d (pid %d) after %4dms; %d created, %d Ready, %d rotated so far",
+			time.Since(started).Seconds(), k+1, m.n, m.cmd.Process.Pid, uptime.Milliseconds(), st.created, st.ready, st.rotatedReady)
+		m = startOne()
+	}
+	load.Wait()
+	<-rotateDone
+	killsDone := time.Now()
+	t.Logf("%6.2fs %d kills done; the last manager (%d) runs on", time.Since(started).Seconds(), len(kills), m.n)
+
+	// Settling: every credential Ready at its spec's key version, its Secret's data seen
+	// by the watch.
+	g.Eventually(func(g Gomega) {
+		if !m.running() {
+			StopTrying(fmt.Sprintf("manager %d exited: %v", m.n, m.waitErr)).Now()
+		}
+		g.Expect(pending(ctx, c, rec, rotated)).To(BeEmpty())
+	}).WithContext(ctx).WithTimeout(60*time.Second).WithPolling(100*time.Millisecond).Should(Succeed(), "every credential Ready, rotations recorded")
+	settled := time.Now()
+
+	// Checks.
+	list := &iamv1alpha1.APICredentialList{}
+	g.Expect(c.List(ctx, list, client.InNamespace(tenantNamespace))).To(Succeed())
+	g.Expect(list.Items).To(HaveLen(nCreds))
+	lost, duplicates := 0, 0
+	for i := range list.Items {
+		cred := &list.Items[i]
+		wantVersion := int64(0)
+		if rotated[cred.Name] {
+			wantVersion = 1
+		}
+		if !isReady(cred) || cred.Status.KeyVersion != wantVersion || cred.Status.SecretRef == nil {
+			lost++
+			t.Errorf("%s: not Ready at key version %d: %+v", cred.Name, wantVersion, cred.Status.Conditions)
+			continue
+		}
+		secret := &corev1.Secret{}
+		g.Expect(c.Get(ctx, client.ObjectKey{Namespace: tenantNamespace, Name: cred.Status.SecretRef.Name}, secret)).To(Succeed())
+		keys := cred.Spec.SecretKeyNames()
+		// Compared as hashes, so that a failure never prints a secret.
+		if got := credential.Hash(string(secret.Data[keys.ClientSecret])); got != cred.Status.SecretHash {
+			lost++
+			t.Errorf("%s: its Secret's %s does not hash to status.secretHash", cred.Name, keys.ClientSecret)
+		}
+		if v := secret.Annotations[iamv1alpha1.KeyVersionAnnotation]; v != strconv.FormatInt(wantVersion, 10) {
+			lost++
+			t.Errorf("%s: its Secret's %s is %q, want %d", cred.Name, iamv1alpha1.KeyVersionAnnotation, v, wantVersion)
+		}
+		for version, hashes := range rec.values(secret.Name) {
+			if len(hashes) != 1 {
+				duplicates += len(hashes) - 1
+				t.Errorf("%s: CLIENT_SECRET took %d values for key version %s through the run", cred.Name, len(hashes), version)
+			}
+		}
+		if !rec.seenHash(secret.Name, strconv.FormatInt(wantVersion, 10), cred.Status.SecretHash) {
+			t.Errorf("%s: the watch never saw the Secret's current value", cred.Name)
+		}
+		versions := rec.values(secret.Name)
+		if want := int(wantVersion) + 1; len(versions) != want {
+			t.Errorf("%s: the watch saw CLIENT_SECRET values for %d key versions, want %d", cred.Name, len(versions), want)
+		}
+	}
+	g.Expect(rec.problems()).To(BeEmpty(), "the Secret watch saw everything, and no credential Secret was deleted")
+
+	// Adoptions: each Adopted event, and each adoption a manager logged, in an
+	// incarnation started after a kill. The first incarnation started over nothing.
+	evs := &eventsv1.EventList{}
+	g.Expect(c.List(ctx, evs, client.InNamespace(tenantNamespace))).To(Succeed())
+	adoptions, issuedEvents := 0, 0
+	perIncarnation := make([]int, len(procs))
+	for _, ev := range evs.Items {
+		switch ev.Reason {
+		case iamv1alpha1.ReasonIssued:
+			issuedEvents++
+		case "Adopted":
+			adoptions++
+			at := ev.EventTime.Time
+			if at.IsZero() {
+				at = ev.CreationTimestamp.Time
+			}
+			i := incarnation(starts, at)
+			if i < 0 {
+				t.Errorf("Adopted event for %s at %s, before the first manager started", ev.Regarding.Name, at.Format(time.RFC3339Nano))
+				continue
+			}
+			perIncarnation[i]++
+			if i == 0 {
+				t.Errorf("Adopted event for %s at %s from the first manager, which followed no kill", ev.Regarding.Name, at.Format(time.RFC3339Nano))
+			}
+		}
+	}
+	loggedAdoptions, loggedIssues := 0, 0
+	for i, p := range procs {
+		n := p.logged(adoptedMsg)
+		loggedAdoptions += n
+		loggedIssues += p.logged(issuedMsg)
+		if i == 0 && n > 0 {
+			t.Errorf("the first manager, which followed no kill, logged %d adoptions", n)
+		}
+	}
+	// The last manager's events are all recorded by now; a killed one's last events may
+	// have died with it, so the events are at most the logged adoptions.
+	if adoptions > loggedAdoptions {
+		t.Errorf("%d Adopted events but %d adoptions logged", adoptions, loggedAdoptions)
+	}
+	t.Logf("adoptions by incarnation (events): %v; logged: adoptions %d, issues %d; Issued events %d; create retries %d",
+		perIncarnation, loggedAdoptions, loggedIssues, issuedEvents, countMap(&createErrs))
+	t.Logf("timing: load %0.1fs until the kills ended, settled %.1fs after the last kill, test %.1fs",
+		killsDone.Sub(loadStart).Seconds(), settled.Sub(killsDone).Seconds(), time.Since(started).Seconds())
+	t.Logf("faults: seed=%d kills=%d credentials=%d rotated=%d duplicates=%d lost=%d adoptions=%d elapsed=%.1fs",
+		seed, len(kills), nCreds, len(rotated), duplicates, lost, adoptions, time.Since(started).Seconds())
+	g.Expect(len(kills)).To(BeNumerically(">=", nKills))
+	g.Expect(len(rotated)).To(Equal(nRotate))
+	g.Expect(duplicates).To(BeZero(), "no secret minted twice for one key version")
+	g.Expect(lost).To(BeZero(), "every credential Ready, its Secret holding the secret its status names")
+}
+
+// incarnation returns the index of the manager that ran at t: the last one started
+// before t, or -1.
+func incarnation(starts []time.Time, t time.Time) int {
+	i := -1
+	for j, s := range starts {
+		if !s.After(t) {
+			i = j
+		}
+	}
+	return i
+}
+
+// pending names the credentials not yet Ready at their key version with the watch having
+// seen their Secret's value.
+func pending(ctx context.Context, c client.Client, rec *recorder, rotated map[string]bool) []string {
+	list := &iamv1alpha1.APICredentialList{}
+	if err := c.List(ctx, list, client.InNamespace(tenantNamespace)); err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for i := range list.Items {
+		cred := &list.Items[i]
+		want := int64(0)
+		if rotated[cred.Name] {
+			want = 1
+		}
+		if !isReady(cred) || cred.Status.KeyVersion != want || cred.Status.SecretRef == nil ||
+			!rec.seenHash(cred.Status.SecretRef.Name, strconv.FormatInt(want, 10), cred.Status.SecretHash) {
+			out = append(out, cred.Name)
+		}
+	}
+	if len(out) > 10 {
+		out = append(out[:10], fmt.Sprintf("… %d more", len(out)-10))
+	}
+	return out
+}
+
+func isReady(cred *iamv1alpha1.APICredential) bool {
+	c := meta.FindStatusCondition(cred.Status.Conditions, iamv1alpha1.ConditionReady)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == iamv1alpha1.ReasonIssued &&
+		c.ObservedGeneration == cred.Generation
+}
+
+func countMap(m *sync.Map) int {
+	n := 0
+	m.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
+func newCredential(name string) *iamv1alpha1.APICredential {
+	return &iamv1alpha1.APICredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: tenantNamespace, Name: name},
+		Spec: iamv1alpha1.APICredentialSpec{
+			DisplayName: "faults test " + name,
+			APIs:        []iamv1alpha1.APIGrant{{Name: "platform-api", Permission: "user"}},
+		},
+	}
+}
+
+// install creates the namespaces, the manager's shipped RBAC (every resource of
+// config/rbac's kustomization), the status policy, and the sample catalog, as test/ha does.
+func install(ctx context.Context, c client.Client) error {
+	for _, ns := range []string{systemNamespace, tenantNamespace} {
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return err
+		}
+	}
+	root := testenv.RepoRoot()
+	data, err := os.ReadFile(filepath.Join(root, "config", "rbac", "kustomization.yaml"))
+	if err != nil {
+		return err
+	}
+	var kustomization struct {
+		Resources []string `json:"resources"`
+	}
+	if err := yaml.Unmarshal(data, &kustomization); err != nil {
+		return err
+	}
+	files := []string{filepath.Join("config", "policy", "apicredential-status.yaml"), filepath.Join("config", "samples", "iam_v1alpha1_apidefinitions.yaml")}
+	for _, r := range kustomization.Resources {
+		files = append(files, filepath.Join("config", "rbac", r))
+	}
+	for _, f := range files {
+		if err := testenv.CreateFromFile(ctx, c, filepath.Join(root, f), systemNamespace); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// managerProc is one manager process (one incarnation).
+type managerProc struct {
+	n        int
+	logPath  string
+	cmd      *exec.Cmd
+	started  time.Time
+	killedAt time.Time
+	exited   chan struct{}
+	waitErr  error
+}
+
+// startManager runs the manager binary as keysmith-manager without leader election and
+// without webhooks, its output in a log file of dir, probes and metrics on addrs. The
+// process is killed when the test ends, and its log's tail printed if the test failed.
+func startManager(t *testing.T, bin, dir string, n int, kubeconfig string, addrs []string) (*managerProc, error) {
+	m := &managerProc{n: n, logPath: filepath.Join(dir, fmt.Sprintf("manager-%02d.log", n)), exited: make(chan struct{})}
+	logFile, err := os.Create(m.logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	args := []string{
+		"--kubeconfig=" + kubeconfig,
+		"--leader-elect=false",
+		"--enable-webhooks=false",
+		"--signing-key-namespace=" + systemNamespace,
+		"--health-probe-bind-address=" + addrs[0],
+		"--metrics-bind-address=" + addrs[1],
+	}
+	if *workersFlag > 0 {
+		args = append(args, "--max-concurrent-reconciles="+strconv.Itoa(*workersFlag))
+	}
+	m.cmd = exec.Command(bin, args...)
+	m.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+systemNamespace)
+	m.cmd.Stdout, m.cmd.Stderr = logFile, logFile
+	m.started = time.Now()
+	if err := m.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		m.waitErr = m.cmd.Wait()
+		close(m.exited)
+	}()
+	t.Cleanup(func() {
+		m.kill()
+		if t.Failed() {
+			t.Logf("--- manager %d (%s), pid %d, %v:\n%s", n, m.logPath, m.cmd.Process.Pid, m.waitErr, tail(m.log(), 40))
+		}
+	})
+	return m, nil
+}
+
+// kill sends SIGKILL and waits until the process is reaped: its sockets are closed then,
+// and the next incarnation can bind the same addresses.
+func (m *managerProc) kill() {
+	if m.killedAt.IsZero() {
+		m.killedAt = time.Now()
+	}
+	_ = m.cmd.Process.Kill()
+	<-m.exited
+}
+
+func (m *managerProc) running() bool {
+	select {
+	case <-m.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+func (m *managerProc) log() []byte {
+	data, _ := os.ReadFile(m.logPath)
+	return data
+}
+
+func (m *managerProc) logged(s string) int { return bytes.Count(m.log(), []byte(s)) }
+
+func tail(data []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{"… " + strconv.Itoa(len(lines)-n) + " lines before"}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}
+
+// recorder follows, through a watch of the tenant's Secrets started before the first
+// credential is created, every value each Secret's CLIENT_SECRET took for each key
+// version, and, through a watch of the credentials, how many are created and Ready. It
+// keeps hashes, never a secret.
+type recorder struct {
+	mu sync.Mutex
+	// secrets maps a Secret's name to its key versions, each to the hashes seen for it.
+	secrets map[string]map[string]map[string]struct{}
+	deleted []string
+	creds   map[string]*iamv1alpha1.APICredential
+	errs    []error
+}
+
+type snapshot struct{ created, ready, rotatedReady int }
+
+func newRecorder() *recorder {
+	return &recorder{secrets: map[string]map[string]map[string]struct{}{}, creds: map[string]*iamv1alpha1.APICredential{}}
+}
+
+func (r *recorder) start(ctx context.Context, c client.WithWatch) error {
+	secrets, err := c.Watch(ctx, &corev1.SecretList{}, client.InNamespace(tenantNamespace))
+	if err != nil {
+		return err
+	}
+	creds, err := c.Watch(ctx, &iamv1alpha1.APICredentialList{}, client.InNamespace(tenantNamespace))
+	if err != nil {
+		secrets.Stop()
+		return err
+	}
+	go r.follow(ctx, "Secrets", secrets, r.secret)
+	go r.follow(ctx, "APICredentials", creds, r.credential)
+	return nil
+}
+
+func (r *recorder) follow(ctx context.Context, what string, w watch.Interface, handle func(watch.EventType, client.Object)) {
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				if ctx.Err() == nil {
+					r.fail(fmt.Errorf("the watch of %s ended early", what))
+				}
+				return
+			}
+			obj, isObj := ev.Object.(client.Object)
+			if ev.Type == watch.Error || !isObj {
+				r.fail(fmt.Errorf("the watch of %s failed: %v", what, ev.Object))
+				return
+			}
+			if ev.Type == watch.Bookmark {
+				continue
+			}
+			handle(ev.Type, obj)
+		}
+	}
+}
+
+func (r *recorder) fail(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.errs = append(r.errs, err)
+}
+
+func (r *recorder) secret(t watch.EventType, obj client.Object) {
+	s := obj.(*corev1.Secret)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if t == watch.Deleted {
+		r.deleted = append(r.deleted, s.Name)
+		return
+	}
+	value, ok := s.Data[iamv1alpha1.DefaultClientSecretKey]
+	if !ok {
+		return
+	}
+	version := s.Annotations[iamv1alpha1.KeyVersionAnnotation]
+	if r.secrets[s.Name] == nil {
+		r.secrets[s.Name] = map[string]map[string]struct{}{}
+	}
+	if r.secrets[s.Name][version] == nil {
+		r.secrets[s.Name][version] = map[string]struct{}{}
+	}
+	r.secrets[s.Name][version][credential.Hash(string(value))] = struct{}{}
+}
+
+func (r *recorder) credential(t watch.EventType, obj client.Object) {
+	cred := obj.(*iamv1alpha1.APICredential)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if t == watch.Deleted {
+		delete(r.creds, cred.Name)
+		return
+	}
+	r.creds[cred.Name] = cred
+}
+
+func (r *recorder) snapshot() snapshot {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var s snapshot
+	for _, cred := range r.creds {
+		s.created++
+		if isReady(cred) {
+			s.ready++
+			if cred.Status.KeyVersion == 1 {
+				s.rotatedReady++
+			}
+		}
+	}
+	return s
+}
+
+// values returns, for each key version, the set of CLIENT_SECRET hashes seen.
+func (r *recorder) values(secret string) map[string]map[string]struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]map[string]struct{}{}
+	for v, hs := range r.secrets[secret] {
+		out[v] = map[string]struct{}{}
+		for h := range hs {
+			out[v][h] = struct{}{}
+		}
+	}
+	return out
+}
+
+func (r *recorder) seenHash(secret, version, hash string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.secrets[secret][version][hash]
+	return ok
+}
+
+// problems returns the Secrets seen deleted and the watches' failures.
+func (r *recorder) problems() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, name := range r.deleted {
+		out = append(out, "deleted Secret "+name)
+	}
+	for _, err := range r.errs {
+		out = append(out, err.Error())
+	}
+	return out
+}
