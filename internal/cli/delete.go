@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
@@ -61,16 +62,8 @@ func (e *env) deleteCredential(ctx context.Context, name string, o *deleteOption
 	if err != nil {
 		return err
 	}
-	if err := refuseProtected(cred); err != nil {
+	if err := e.refuseDeletion(cred, o.force, true); err != nil {
 		return err
-	}
-	if tool, evidence, ok := gitopsEvidence(cred); ok {
-		if !o.force {
-			_, _ = fmt.Fprint(e.out(), gitDeletion(cred, tool, evidence))
-			return userError(fmt.Sprintf("credential %q is applied by %s, so it was not deleted", name, tool),
-				"remove it from Git as shown above, or pass --force")
-		}
-		_, _ = fmt.Fprintf(e.errOut(), "warning: credential %q is applied by %s: unless it is removed from Git, the next sync creates it again, with a new client ID and secret\n", name, tool)
 	}
 	if err := e.confirmDeletion(name, o.confirm); err != nil {
 		return err
@@ -80,14 +73,34 @@ func (e *env) deleteCredential(ctx context.Context, name string, o *deleteOption
 		return err
 	}
 	// The preconditions delete the credential that was checked: not one recreated under
-	// the same name meanwhile (UID), nor one changed since, e.g. applied by Argo CD or
-	// Flux or given deletionProtection after the checks above (resourceVersion).
-	err = c.Delete(ctx, cred, client.Preconditions{UID: &cred.UID, ResourceVersion: &cred.ResourceVersion}, client.PropagationPolicy("Background"))
+	// the same name meanwhile (UID), nor one changed since the checks (resourceVersion),
+	// e.g. applied by Argo CD or Flux or given deletionProtection. A change (a token
+	// server's usage write, most often) is checked again before the next attempt.
+	uid := cred.UID
+	replaced := false
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		err := c.Delete(ctx, cred, client.Preconditions{UID: &uid, ResourceVersion: &cred.ResourceVersion}, client.PropagationPolicy("Background"))
+		if !apierrors.IsConflict(err) {
+			return err
+		}
+		live, gerr := e.getCredential(ctx, ns, name)
+		if gerr != nil {
+			return gerr
+		}
+		if replaced = live.UID != uid; replaced {
+			return err
+		}
+		if rerr := e.refuseDeletion(live, o.force, false); rerr != nil {
+			return rerr
+		}
+		cred = live
+		return err
+	})
 	if apierrors.IsNotFound(err) {
 		return userError(fmt.Sprintf("credential %q in namespace %q was deleted meanwhile", name, ns), "")
 	}
-	if apierrors.IsConflict(err) {
-		return userError(fmt.Sprintf("credential %q in namespace %q changed or was replaced while deleting, so it was not deleted", name, ns), "run delete again to check it again")
+	if apierrors.IsConflict(err) && replaced {
+		return userError(fmt.Sprintf("credential %q in namespace %q was replaced while deleting", name, ns), "run delete again to delete the new one")
 	}
 	if err != nil {
 		return kubeError(err, fmt.Sprintf("delete credential %q in namespace %q", name, ns))
@@ -95,6 +108,26 @@ func (e *env) deleteCredential(ctx context.Context, name string, o *deleteOption
 	_, err = fmt.Fprintf(e.out(), "apicredential %s/%s deleted: token servers refuse it and its tokens; its Secret %s/%s is deleted with it (owner reference)\n",
 		ns, name, ns, secretName(cred))
 	return err
+}
+
+// refuseDeletion applies deletionProtection and the GitOps rule to cred: without force a
+// credential applied by Argo CD or Flux is not deleted, and the Git change is printed;
+// with force, warn says whether to warn that the tool creates it again.
+func (e *env) refuseDeletion(cred *iamv1alpha1.APICredential, force, warn bool) error {
+	if err := refuseProtected(cred); err != nil {
+		return err
+	}
+	tool, evidence, ok := gitopsEvidence(cred)
+	switch {
+	case !ok:
+	case !force:
+		_, _ = fmt.Fprint(e.out(), gitDeletion(cred, tool, evidence))
+		return userError(fmt.Sprintf("credential %q is applied by %s, so it was not deleted", cred.Name, tool),
+			"remove it from Git as shown above, or pass --force")
+	case warn:
+		_, _ = fmt.Fprintf(e.errOut(), "warning: credential %q is applied by %s: unless it is removed from Git, the next sync creates it again, with a new client ID and secret\n", cred.Name, tool)
+	}
+	return nil
 }
 
 // gitDeletion tells a person how to delete a credential that tool applies: remove its

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -155,5 +156,32 @@ func TestGitOpsRuleHoldsWhenTheToolAppliesMeanwhile(t *testing.T) {
 				t.Errorf("changed live: %+v (err %v)", got.Spec, err)
 			}
 		})
+	}
+}
+
+// A token server's usage write between delete's checks and its delete (the precondition
+// conflicts) does not stop the deletion: the credential is checked again and deleted.
+func TestDeleteRetriesOverAUsageWrite(t *testing.T) {
+	var once sync.Once
+	funcs := &interceptor.Funcs{Delete: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.DeleteOption) error {
+		once.Do(func() {
+			live := &iamv1alpha1.APICredential{}
+			if err := c.Get(ctx, client.ObjectKeyFromObject(obj), live); err != nil {
+				t.Fatal(err)
+			}
+			live.Status.LastUsedAddress = "10.0.0.9"
+			if err := c.Status().Update(ctx, live); err != nil {
+				t.Fatal(err)
+			}
+		})
+		return c.Delete(ctx, obj, opts...)
+	}}
+	cred, secret := issuedCred("ci-bot", 1)
+	h := newOpsHarness(t, funcs, cred, secret)
+	if err := h.run(newDeleteCommand, "ci-bot", "--confirm", "ci-bot"); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if _, err := h.credential("ci-bot"); !apierrors.IsNotFound(err) {
+		t.Errorf("not deleted: get = %v", err)
 	}
 }
