@@ -15,13 +15,17 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -265,11 +269,40 @@ func TestKill9(t *testing.T) {
 	}
 	g.Expect(rec.problems()).To(BeEmpty(), "the Secret watch saw everything, and no credential Secret was deleted")
 
+	// A restart with no kill before it: the last manager is stopped with SIGTERM and a new
+	// one reconciles every credential once; it may issue, rotate and adopt nothing.
+	g.Expect(m.cmd.Process.Signal(syscall.SIGTERM)).To(Succeed())
+	select {
+	case <-m.exited:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("manager %d did not stop on SIGTERM", m.n)
+	}
+	clean := startOne()
+	cleanStart := time.Now()
+	var reconciled, cleanIssued, cleanRotated, cleanAdopted float64
+	g.Eventually(func(g Gomega) {
+		if !clean.running() {
+			StopTrying(fmt.Sprintf("manager %d exited: %v", clean.n, clean.waitErr)).Now()
+		}
+		text, err := scrape(ctx, addrs[1])
+		g.Expect(err).NotTo(HaveOccurred())
+		reconciled = metric(text, `controller_runtime_reconcile_total{controller="apicredential"`)
+		cleanIssued = metric(text, "keysmith_credentials_issued_total")
+		cleanRotated = metric(text, "keysmith_credentials_rotated_total")
+		cleanAdopted = metric(text, "keysmith_credentials_adopted_total")
+		g.Expect(reconciled).To(BeNumerically(">=", nCreds))
+	}).WithContext(ctx).WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).Should(Succeed(),
+		"the manager restarted without a kill reconciles every credential")
+	t.Logf("restart without a kill: %d reconciles in %.2fs; issued %v, rotated %v, adopted %v",
+		int(reconciled), time.Since(cleanStart).Seconds(), cleanIssued, cleanRotated, cleanAdopted)
+	g.Expect(cleanIssued+cleanRotated+cleanAdopted).To(BeZero(), "a restart with no kill before it issues, rotates and adopts nothing")
+
 	// Adoptions: each Adopted event, and each adoption a manager logged, in an
 	// incarnation started after a kill. The first incarnation started over nothing.
 	evs := &eventsv1.EventList{}
 	g.Expect(c.List(ctx, evs, client.InNamespace(tenantNamespace))).To(Succeed())
 	adoptions, issuedEvents := 0, 0
+	var adoptLead []time.Duration
 	perIncarnation := make([]int, len(procs))
 	for _, ev := range evs.Items {
 		switch ev.Reason {
@@ -287,8 +320,16 @@ func TestKill9(t *testing.T) {
 				continue
 			}
 			perIncarnation[i]++
-			if i == 0 {
-				t.Errorf("Adopted event for %s at %s from the first manager, which followed no kill", ev.Regarding.Name, at.Format(time.RFC3339Nano))
+			if i == 0 || i == clean.n {
+				t.Errorf("Adopted event for %s at %s from manager %d, which followed no kill", ev.Regarding.Name, at.Format(time.RFC3339Nano), i)
+			}
+			// How long before the adopting manager started the watch saw the Secret's
+			// newest value before the event: a figure, since the watch's lag is not bounded.
+			if name := secretOf(list, ev.Regarding.Name); name != "" {
+				if seen, ok := rec.lastSeenBefore(name, at); ok {
+					lead := starts[i].Sub(seen)
+					adoptLead = append(adoptLead, lead)
+				}
 			}
 		}
 	}
@@ -297,8 +338,8 @@ func TestKill9(t *testing.T) {
 		n := p.logged(adoptedMsg)
 		loggedAdoptions += n
 		loggedIssues += p.logged(issuedMsg)
-		if i == 0 && n > 0 {
-			t.Errorf("the first manager, which followed no kill, logged %d adoptions", n)
+		if (i == 0 || i == clean.n) && n > 0 {
+			t.Errorf("manager %d, which followed no kill, logged %d adoptions", i, n)
 		}
 	}
 	// The last manager's events are all recorded by now; a killed one's last events may
@@ -308,6 +349,11 @@ func TestKill9(t *testing.T) {
 	}
 	t.Logf("adoptions by incarnation (events): %v; logged: adoptions %d, issues %d; Issued events %d; create retries %d",
 		perIncarnation, loggedAdoptions, loggedIssues, issuedEvents, countMap(&createErrs))
+	if len(adoptLead) > 0 {
+		slices.Sort(adoptLead)
+		t.Logf("adopted Secrets' values seen by the watch before the adopting manager started: min %s, max %s (negative: after)",
+			adoptLead[0].Round(time.Millisecond), adoptLead[len(adoptLead)-1].Round(time.Millisecond))
+	}
 	t.Logf("timing: load %0.1fs until the kills ended, settled %.1fs after the last kill, test %.1fs",
 		killsDone.Sub(loadStart).Seconds(), settled.Sub(killsDone).Seconds(), time.Since(started).Seconds())
 	t.Logf("faults: seed=%d kills=%d credentials=%d rotated=%d duplicates=%d lost=%d adoptions=%d elapsed=%.1fs",
@@ -353,6 +399,57 @@ func pending(ctx context.Context, c client.Client, rec *recorder, rotated map[st
 		out = append(out[:10], fmt.Sprintf("… %d more", len(out)-10))
 	}
 	return out
+}
+
+// secretOf returns the name of the Secret of the credential called name in list.
+func secretOf(list *iamv1alpha1.APICredentialList, name string) string {
+	for i := range list.Items {
+		if list.Items[i].Name == name && list.Items[i].Status.SecretRef != nil {
+			return list.Items[i].Status.SecretRef.Name
+		}
+	}
+	return ""
+}
+
+// scrape reads a manager's Prometheus metrics.
+func scrape(ctx context.Context, addr string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	return string(data), nil
+}
+
+// metric sums the samples of the text exposition whose line starts with prefix (a name,
+// or a name and the first labels).
+func metric(text, prefix string) float64 {
+	sum := 0.0
+	for line := range strings.SplitSeq(text, "\n") {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		rest := line[len(prefix):]
+		if rest != "" && rest[0] != ' ' && rest[0] != '{' && rest[0] != ',' && rest[0] != '}' {
+			continue // another metric whose name begins with prefix
+		}
+		fields := strings.Fields(line)
+		if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
 
 func isReady(cred *iamv1alpha1.APICredential) bool {
@@ -502,6 +599,8 @@ type recorder struct {
 	mu sync.Mutex
 	// secrets maps a Secret's name to its key versions, each to the hashes seen for it.
 	secrets map[string]map[string]map[string]struct{}
+	// seen maps a Secret's name to when each CLIENT_SECRET value was first seen.
+	seen    map[string][]time.Time
 	deleted []string
 	creds   map[string]*iamv1alpha1.APICredential
 	errs    []error
@@ -510,7 +609,7 @@ type recorder struct {
 type snapshot struct{ created, ready, rotatedReady int }
 
 func newRecorder() *recorder {
-	return &recorder{secrets: map[string]map[string]map[string]struct{}{}, creds: map[string]*iamv1alpha1.APICredential{}}
+	return &recorder{secrets: map[string]map[string]map[string]struct{}{}, seen: map[string][]time.Time{}, creds: map[string]*iamv1alpha1.APICredential{}}
 }
 
 func (r *recorder) start(ctx context.Context, c client.WithWatch) error {
@@ -579,7 +678,11 @@ func (r *recorder) secret(t watch.EventType, obj client.Object) {
 	if r.secrets[s.Name][version] == nil {
 		r.secrets[s.Name][version] = map[string]struct{}{}
 	}
-	r.secrets[s.Name][version][credential.Hash(string(value))] = struct{}{}
+	h := credential.Hash(string(value))
+	if _, ok := r.secrets[s.Name][version][h]; !ok {
+		r.seen[s.Name] = append(r.seen[s.Name], time.Now())
+	}
+	r.secrets[s.Name][version][h] = struct{}{}
 }
 
 func (r *recorder) credential(t watch.EventType, obj client.Object) {
@@ -621,6 +724,20 @@ func (r *recorder) values(secret string) map[string]map[string]struct{} {
 		}
 	}
 	return out
+}
+
+// lastSeenBefore returns when the watch first saw the newest CLIENT_SECRET value of a
+// Secret that it saw before t.
+func (r *recorder) lastSeenBefore(secret string, t time.Time) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var last time.Time
+	for _, at := range r.seen[secret] {
+		if at.Before(t) {
+			last = at
+		}
+	}
+	return last, !last.IsZero()
 }
 
 func (r *recorder) seenHash(secret, version, hash string) bool {
