@@ -18,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -56,6 +57,11 @@ type APICredentialReconciler struct {
 	// BindingKeys holds the keys with which the operator binds a Secret's data to its
 	// credential (DESIGN §2 item 9). Required.
 	BindingKeys *BindingKeyReconciler
+	// MaxConcurrentReconciles is how many credentials are reconciled at once (0: one).
+	// Concurrency is safe because every mint, rotation and adoption is confirmed live
+	// (the Secret's create-or-conflict, the status patch's optimistic lock), and what
+	// reconciles share (the binding key ring, metrics, the cache) is safe for concurrent use.
+	MaxConcurrentReconciles int
 }
 
 // +kubebuilder:rbac:groups=iam.keysmith.dev,resources=apicredentials,verbs=get;list;watch;patch
@@ -476,6 +482,7 @@ func (r *APICredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 		Watches(&iamv1alpha1.APIDefinition{}, handler.EnqueueRequestsFromMapFunc(r.credentialsGranting)).
 		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.credentialsInNamespace),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Complete(r)
 }
 

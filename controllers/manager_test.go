@@ -52,6 +52,9 @@ func startManagerWith(ctx context.Context, ns string, wrap func(client.Client) c
 		Client: c, APIReader: mgr.GetAPIReader(), Scheme: scheme,
 		Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("keysmith-manager"), DefaultTokenURL: testTokenURL,
 		BindingKeys: keys,
+		// The manager's default (--max-concurrent-reconciles): every manager test, run
+		// with -race, runs with concurrent workers.
+		MaxConcurrentReconciles: 4,
 	}).SetupWithManager(ctx, mgr)).To(Succeed())
 
 	stopMgr := testenv.Start(ctx, mgr)

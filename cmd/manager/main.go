@@ -5,6 +5,7 @@ package main
 import (
 	"cmp"
 	"flag"
+	"fmt"
 	"os"
 	"strings"
 	"time"
@@ -38,6 +39,7 @@ func main() {
 		signing         signingKeyFlags
 		hooks           webhookFlags
 		certs           servingCertFlags
+		workers         int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; \"0\" disables it")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
@@ -65,13 +67,14 @@ func main() {
 	flag.StringVar(&certs.opts.TokenServer.Service, "token-server-service", "keysmith-token-server", "name of the token server Service; the certificate is for <service>.<namespace>.svc[.cluster.local] (with --serving-certs)")
 	flag.StringVar(&certs.opts.TokenServerCAConfigMap, "token-server-ca-configmap", "keysmith-token-server-ca", "name of the ConfigMap that gets a copy of the token server's ca.crt (and not the CA's key), for its clients and monitoring; empty for none (with --serving-certs)")
 	flag.Func("token-server-cert-dns-names", "comma-separated extra DNS names of the token server certificate (with --serving-certs)", dnsNames(&certs.opts.TokenServer.ExtraDNSNames))
+	flag.IntVar(&workers, "max-concurrent-reconciles", 4, "how many APICredentials are reconciled at once (issue throughput; docs/benchmarks.md \"Scale\")")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 
-	if err := run(metricsAddr, probeAddr, leaderElect, election, defaultTokenURL, signing, hooks, certs); err != nil {
+	if err := run(metricsAddr, probeAddr, leaderElect, election, defaultTokenURL, signing, hooks, certs, workers); err != nil {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
@@ -141,7 +144,10 @@ type webhookFlags struct {
 	port          int
 }
 
-func run(metricsAddr, probeAddr string, leaderElect bool, election electionFlags, defaultTokenURL string, signing signingKeyFlags, hooks webhookFlags, certs servingCertFlags) error {
+func run(metricsAddr, probeAddr string, leaderElect bool, election electionFlags, defaultTokenURL string, signing signingKeyFlags, hooks webhookFlags, certs servingCertFlags, workers int) error {
+	if workers < 1 {
+		return fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", workers)
+	}
 	scheme := newScheme()
 	webhookOpts := webhook.Options{Host: hooks.host, Port: hooks.port, CertDir: hooks.certDir}
 	webhookServer := webhook.NewServer(webhookOpts)
@@ -193,6 +199,8 @@ func run(metricsAddr, probeAddr string, leaderElect bool, election electionFlags
 		Recorder:        mgr.GetEventRecorder("keysmith-manager"),
 		DefaultTokenURL: defaultTokenURL,
 		BindingKeys:     bindingKeys,
+
+		MaxConcurrentReconciles: workers,
 	}).SetupWithManager(ctx, mgr); err != nil {
 		return err
 	}

@@ -1,0 +1,439 @@
+// Command scale measures keysmith at scale in the make dev shape: a real API server
+// (envtest), the manager and the token server each in a process of their own, built from
+// ./cmd/manager and ./cmd/token-server and run as their service accounts with the
+// shipped RBAC. It creates N credentials at once through the API server, with a few
+// client goroutines, and prints one line per figure: the time until all are Ready
+// (credentials/s), the resident-set growth per credential of both processes (VmRSS,
+// before creation → after all Ready), once per --max-concurrent-reconciles value; then
+// it restarts the manager over everything issued and counts the writes it makes at rest
+// (a watch of the credentials and their Secrets) and its settle time, and restarts the
+// token server and times it to ready. Figures are printed, not asserted; it fails only
+// when something does not work (a process that exits, a credential never Ready).
+// Issue 11; docs/benchmarks.md "Scale". Traffic goes to 127.0.0.1 only.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
+)
+
+const (
+	systemNamespace = "keysmith-system"
+	managerUser     = "system:serviceaccount:" + systemNamespace + ":keysmith-manager"
+	tokenServerUser = "system:serviceaccount:" + systemNamespace + ":keysmith-token-server"
+)
+
+type options struct {
+	n, clients int
+	workers    []int
+	rest       time.Duration
+	keep       bool
+}
+
+func main() {
+	var o options
+	flag.IntVar(&o.n, "n", 3000, "credentials created at once, per --workers value")
+	flag.IntVar(&o.clients, "clients", 8, "client goroutines creating them")
+	ws := flag.String("workers", "1,4", "comma-separated --max-concurrent-reconciles values, one round each (the last is the one restarted)")
+	flag.DurationVar(&o.rest, "rest", 10*time.Second, "how long writes at rest are counted after the restarted manager settled")
+	flag.BoolVar(&o.keep, "keep", false, "keep the run's directory (the processes' logs)")
+	flag.Parse()
+	for w := range strings.SplitSeq(*ws, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(w))
+		if err != nil || v < 1 {
+			fmt.Fprintf(os.Stderr, "scale: --workers: %q is not a positive number\n", w)
+			os.Exit(2)
+		}
+		o.workers = append(o.workers, v)
+	}
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "scale:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "keysmith-scale-")
+	if err != nil {
+		return err
+	}
+	if o.keep {
+		fmt.Println("scale: logs in", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	built := make(chan error, 1)
+	go func() { built <- testenv.Build(ctx, dir, "./cmd/manager", "./cmd/token-server") }()
+
+	env, err := testenv.New()
+	if err != nil {
+		return err
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = env.Stop() }()
+	cfg.QPS = -1 // the creators are the load, not client-go's rate limiter
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme()})
+	if err != nil {
+		return err
+	}
+	if err := install(ctx, c); err != nil {
+		return err
+	}
+	kubeconfigs := map[string]string{}
+	for _, user := range []string{managerUser, tokenServerUser} {
+		u, err := env.ControlPlane.AddUser(envtest.User{Name: user}, cfg)
+		if err != nil {
+			return err
+		}
+		kc, err := u.KubeConfig()
+		if err != nil {
+			return err
+		}
+		kubeconfigs[user] = filepath.Join(dir, user[strings.LastIndex(user, ":")+1:]+".kubeconfig")
+		if err := os.WriteFile(kubeconfigs[user], kc, 0o600); err != nil {
+			return err
+		}
+	}
+	if err := <-built; err != nil {
+		return err
+	}
+	addrs, err := testenv.FreeAddrs(3)
+	if err != nil {
+		return err
+	}
+	probeAddr, metricsAddr, tokenAddr := addrs[0], addrs[1], addrs[2]
+	startManager := func(workers int) (*proc, error) {
+		m, err := start(dir, "manager", testenv.Binary(dir, "./cmd/manager"), kubeconfigs[managerUser],
+			"--max-concurrent-reconciles="+strconv.Itoa(workers),
+			"--enable-webhooks=false",
+			"--signing-key-namespace="+systemNamespace,
+			"--health-probe-bind-address="+probeAddr,
+			"--metrics-bind-address="+metricsAddr)
+		if err != nil {
+			return nil, err
+		}
+		return m, m.waitOK(ctx, "http://"+probeAddr+"/readyz", time.Minute)
+	}
+	startTokenServer := func() (*proc, error) {
+		ts, err := start(dir, "token-server", testenv.Binary(dir, "./cmd/token-server"), kubeconfigs[tokenServerUser],
+			"--listen="+tokenAddr, "--issuer=http://"+tokenAddr, "--signing-key-namespace="+systemNamespace)
+		if err != nil {
+			return nil, err
+		}
+		return ts, ts.waitOK(ctx, "http://"+tokenAddr+"/readyz", 5*time.Minute)
+	}
+
+	w := &watcher{ready: map[string]bool{}}
+	if err := w.start(ctx, c); err != nil {
+		return err
+	}
+	fmt.Printf("scale: %d credentials per round, %d clients creating; API server, etcd, manager, token server and this process share %d cores\n", o.n, o.clients, numCPU())
+
+	var mgr, ts *proc
+	defer func() {
+		for _, p := range []*proc{mgr, ts} {
+			if p != nil {
+				p.kill()
+			}
+		}
+	}()
+	total := 0
+	for i, workers := range o.workers {
+		if mgr, err = startManager(workers); err != nil {
+			return err
+		}
+		if ts == nil {
+			if ts, err = startTokenServer(); err != nil {
+				return err
+			}
+		}
+		ns := fmt.Sprintf("scale-%d-%d", i, workers)
+		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			return err
+		}
+		time.Sleep(2 * time.Second) // a baseline after startup's allocations
+		mgrBefore, err1 := mgr.rssKiB()
+		tsBefore, err2 := ts.rssKiB()
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("reading RSS: %v %v", err1, err2)
+		}
+		began := time.Now()
+		if err := create(ctx, c, ns, o.n, o.clients); err != nil {
+			return err
+		}
+		created := time.Since(began)
+		if err := w.waitReady(ctx, mgr, total+o.n, 10*time.Minute); err != nil {
+			return err
+		}
+		took := time.Since(began)
+		total += o.n
+		time.Sleep(2 * time.Second) // let the token server's watch catch up and the heaps settle
+		mgrAfter, err1 := mgr.rssKiB()
+		tsAfter, err2 := ts.rssKiB()
+		if err1 != nil || err2 != nil {
+			return fmt.Errorf("reading RSS: %v %v", err1, err2)
+		}
+		tag := fmt.Sprintf("scale: workers=%d n=%d", workers, o.n)
+		fmt.Printf("%s created in %.1fs (%.0f creates/s)\n", tag, created.Seconds(), float64(o.n)/created.Seconds())
+		fmt.Printf("%s all Ready %.1fs after the first create: %.0f credentials/s\n", tag, took.Seconds(), float64(o.n)/took.Seconds())
+		fmt.Printf("%s manager RSS %.1f → %.1f MiB: %.2f KiB per credential (%d cached before)\n", tag,
+			float64(mgrBefore)/1024, float64(mgrAfter)/1024, float64(mgrAfter-mgrBefore)/float64(o.n), total-o.n)
+		fmt.Printf("%s token server RSS %.1f → %.1f MiB: %.2f KiB per credential\n", tag,
+			float64(tsBefore)/1024, float64(tsAfter)/1024, float64(tsAfter-tsBefore)/float64(o.n))
+		if i < len(o.workers)-1 {
+			mgr.stop()
+			mgr = nil
+		}
+	}
+
+	// The manager restarted over everything issued: it must settle without a write.
+	workers := o.workers[len(o.workers)-1]
+	mgr.kill()
+	mgr = nil
+	writes := w.writes.Load()
+	restarted := time.Now()
+	if mgr, err = startManager(workers); err != nil {
+		return err
+	}
+	settle, err := settled(ctx, mgr, metricsAddr, total, 5*time.Minute)
+	if err != nil {
+		return err
+	}
+	time.Sleep(o.rest)
+	fmt.Printf("scale: manager restart over %d credentials (workers=%d): settled %.1fs after start (every credential reconciled, queue empty)\n",
+		total, workers, settle.Seconds())
+	fmt.Printf("scale: manager restart: %d writes at rest (credential or credential Secret changes, from the restart until %.0fs after settling; %.1fs in all)\n",
+		w.writes.Load()-writes, o.rest.Seconds(), time.Since(restarted).Seconds())
+
+	ts.kill()
+	ts = nil
+	tsStart := time.Now()
+	if ts, err = startTokenServer(); err != nil {
+		return err
+	}
+	fmt.Printf("scale: token server restart over %d credentials: ready (synced) %.2fs after start\n", total, time.Since(tsStart).Seconds())
+	if err := w.err(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// settled waits until the manager has reconciled every credential once and its queue is
+// empty, and returns how long after its start that was.
+func settled(ctx context.Context, m *proc, metricsAddr string, total int, timeout time.Duration) (time.Duration, error) {
+	url := "http://" + metricsAddr + "/metrics"
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-m.exited:
+			return 0, fmt.Errorf("manager exited; its log: %s", m.logPath)
+		default:
+		}
+		done, err1 := metric(ctx, url, "controller_runtime_reconcile_total", `controller="apicredential"`)
+		depth, err2 := metric(ctx, url, "workqueue_depth", `name="apicredential"`)
+		if err1 == nil && err2 == nil && done >= float64(total) && depth == 0 {
+			return time.Since(m.started), nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("manager not settled within %s", timeout)
+}
+
+// create creates n credentials in ns with clients concurrent goroutines.
+func create(ctx context.Context, c client.Client, ns string, n, clients int) error {
+	names := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var first error
+	for range clients {
+		wg.Go(func() {
+			for i := range names {
+				cred := &iamv1alpha1.APICredential{
+					ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("cred-%05d", i)},
+					Spec: iamv1alpha1.APICredentialSpec{
+						DisplayName: fmt.Sprintf("scale %d", i),
+						APIs:        []iamv1alpha1.APIGrant{{Name: "platform-api", Permission: "user"}},
+					},
+				}
+				if err := c.Create(ctx, cred); err != nil {
+					mu.Lock()
+					first = cmpErr(first, err)
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range n {
+		names <- i
+	}
+	close(names)
+	wg.Wait()
+	return first
+}
+
+func cmpErr(a, b error) error {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// watcher follows the credentials and their Secrets in every namespace: which are Ready
+// (Issued), and how many changes it saw (writes), each watch restarted from where it ended.
+type watcher struct {
+	mu      sync.Mutex
+	ready   map[string]bool
+	failed  error
+	writes  atomic.Int64
+	started bool
+}
+
+func (w *watcher) start(ctx context.Context, c client.WithWatch) error {
+	creds, err := c.Watch(ctx, &iamv1alpha1.APICredentialList{})
+	if err != nil {
+		return err
+	}
+	secrets, err := c.Watch(ctx, &corev1.SecretList{}, client.HasLabels{iamv1alpha1.CredentialLabel})
+	if err != nil {
+		return err
+	}
+	go w.follow(ctx, c, creds, &iamv1alpha1.APICredentialList{}, nil)
+	go w.follow(ctx, c, secrets, &corev1.SecretList{}, client.HasLabels{iamv1alpha1.CredentialLabel})
+	return nil
+}
+
+func (w *watcher) follow(ctx context.Context, c client.WithWatch, wi watch.Interface, list client.ObjectList, opt client.ListOption) {
+	rv := ""
+	for {
+		for ev := range wi.ResultChan() {
+			obj, ok := ev.Object.(client.Object)
+			if !ok {
+				continue // a watch error: restarted below from rv
+			}
+			rv = obj.GetResourceVersion()
+			if ev.Type == watch.Bookmark {
+				continue
+			}
+			w.writes.Add(1)
+			if cred, ok := obj.(*iamv1alpha1.APICredential); ok {
+				c := meta.FindStatusCondition(cred.Status.Conditions, iamv1alpha1.ConditionReady)
+				ok := ev.Type != watch.Deleted && c != nil && c.Status == metav1.ConditionTrue && c.Reason == iamv1alpha1.ReasonIssued
+				w.mu.Lock()
+				w.ready[cred.Namespace+"/"+cred.Name] = ok
+				w.mu.Unlock()
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		opts := []client.ListOption{&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv}}}
+		if opt != nil {
+			opts = append(opts, opt)
+		}
+		var err error
+		if wi, err = c.Watch(ctx, list, opts...); err != nil {
+			w.mu.Lock()
+			w.failed = fmt.Errorf("restarting a watch: %w", err)
+			w.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (w *watcher) readyCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, ok := range w.ready {
+		if ok {
+			n++
+		}
+	}
+	return n
+}
+
+func (w *watcher) err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.failed
+}
+
+// waitReady waits until n credentials are Ready, the manager exits, or timeout passes.
+func (w *watcher) waitReady(ctx context.Context, m *proc, n int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if err := w.err(); err != nil {
+			return err
+		}
+		select {
+		case <-m.exited:
+			return fmt.Errorf("manager exited; its log: %s", m.logPath)
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		if w.readyCount() >= n {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("%d of %d credentials Ready after %s", w.readyCount(), n, timeout)
+}
+
+// install creates the operator's namespace, the manager's shipped RBAC (config/rbac's
+// kustomization), the token server's (config/token-server/rbac.yaml), the status policy
+// and the sample catalog, as test/ha does.
+func install(ctx context.Context, c client.Client) error {
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: systemNamespace}}); err != nil {
+		return err
+	}
+	root := testenv.RepoRoot()
+	data, err := os.ReadFile(filepath.Join(root, "config", "rbac", "kustomization.yaml"))
+	if err != nil {
+		return err
+	}
+	var kustomization struct {
+		Resources []string `json:"resources"`
+	}
+	if err := yaml.Unmarshal(data, &kustomization); err != nil {
+		return err
+	}
+	files := []string{
+		filepath.Join("config", "policy", "apicredential-status.yaml"),
+		filepath.Join("config", "samples", "iam_v1alpha1_apidefinitions.yaml"),
+		filepath.Join("config", "token-server", "rbac.yaml"),
+	}
+	for _, r := range kustomization.Resources {
+		files = append(files, filepath.Join("config", "rbac", r))
+	}
+	for _, f := range files {
+		if err := testenv.CreateFromFile(ctx, c, filepath.Join(root, f), systemNamespace); err != nil {
+			return err
+		}
+	}
+	return nil
+}
