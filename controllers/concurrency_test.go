@@ -99,6 +99,6 @@ var _ = Describe("APICredential with concurrent workers", func() {
 		Expect(deleted).To(BeZero())
 		mu.Unlock()
 		Expect(metricValue("keysmith_credentials_issued_total", nil) - issuedBefore).To(Equal(float64(n)))
-		Expect(metricValue("keysmith_credentials_adopted_total", nil) - adoptedBefore).To(BeZero(), "no adoption without a crash")
+		Expect(metricValue("keysmith_credentials_adopted_total", nil)-adoptedBefore).To(BeZero(), "no adoption without a crash")
 	})
 })
