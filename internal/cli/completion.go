@@ -129,13 +129,7 @@ func apiDefinitions(ctx context.Context, e *env) ([]iamv1alpha1.APIDefinition, e
 
 // registerAPINameCompletion completes flag with the names of the catalog's APIs.
 func registerAPINameCompletion(e *env, cmd *cobra.Command, flag string) {
-	_ = cmd.RegisterFlagCompletionFunc(flag, func(cmd *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
-		ctx, cancel := completionContext(cmd)
-		defer cancel()
-		defs, err := apiDefinitions(ctx, e)
-		if err != nil {
-			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
-		}
+	registerCatalogCompletion(e, cmd, flag, func(defs []iamv1alpha1.APIDefinition, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		return apiNameCompletions(defs, toComplete), cobra.ShellCompDirectiveNoFileComp
 	})
 }
@@ -144,6 +138,12 @@ func registerAPINameCompletion(e *env, cmd *cobra.Command, flag string) {
 // API names followed by a colon (no space, so the permission follows), then, after the
 // colon, that API's permissions with their methods.
 func registerGrantCompletion(e *env, cmd *cobra.Command, flag string) {
+	registerCatalogCompletion(e, cmd, flag, grantCompletions)
+}
+
+// registerCatalogCompletion completes flag with complete's answer from the catalog's
+// APIDefinitions, read when the completion is asked for.
+func registerCatalogCompletion(e *env, cmd *cobra.Command, flag string, complete func([]iamv1alpha1.APIDefinition, string) ([]cobra.Completion, cobra.ShellCompDirective)) {
 	_ = cmd.RegisterFlagCompletionFunc(flag, func(cmd *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 		ctx, cancel := completionContext(cmd)
 		defer cancel()
@@ -151,7 +151,7 @@ func registerGrantCompletion(e *env, cmd *cobra.Command, flag string) {
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveError
 		}
-		return grantCompletions(defs, toComplete)
+		return complete(defs, toComplete)
 	})
 }
 
