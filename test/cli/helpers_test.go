@@ -14,10 +14,23 @@ import (
 	"golang.org/x/oauth2/clientcredentials"
 	corev1 "k8s.io/api/core/v1"
 	meta "k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 )
+
+// applyAsArgoCD applies credential ns/name with spec as Argo CD's application controller
+// does (server-side apply, field manager argocd-controller).
+func applyAsArgoCD(ctx context.Context, ns, name string, spec map[string]any) {
+	GinkgoHelper()
+	obj := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": iamv1alpha1.GroupVersion.String(), "kind": "APICredential",
+		"metadata": map[string]any{"namespace": ns, "name": name},
+		"spec":     spec,
+	}}
+	Expect(k8sClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner("argocd-controller"), client.ForceOwnership)).To(Succeed())
+}
 
 // created is what `create -o json` prints (DESIGN §6).
 type created struct {

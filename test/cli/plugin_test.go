@@ -14,7 +14,6 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -311,12 +310,7 @@ var _ = Describe("kubectl keysmith against a cluster", func() {
 	})
 
 	It("a credential applied by Argo CD is not deactivated without --force; the plugin prints the Git change", func(ctx SpecContext) {
-		obj := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": iamv1alpha1.GroupVersion.String(), "kind": "APICredential",
-			"metadata": map[string]any{"namespace": ns, "name": "synced"},
-			"spec":     map[string]any{"apis": []any{map[string]any{"name": "platform-api", "permission": "user"}}},
-		}}
-		Expect(k8sClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner("argocd-controller"), client.ForceOwnership)).To(Succeed())
+		applyAsArgoCD(ctx, ns, "synced", map[string]any{"apis": []any{map[string]any{"name": "platform-api", "permission": "user"}}})
 		Eventually(activeCondition(ctx, ns, "synced")).Should(Equal("True"))
 
 		r := admin(ctx, "-n", ns, "deactivate", "synced")
@@ -332,12 +326,7 @@ var _ = Describe("kubectl keysmith against a cluster", func() {
 	})
 
 	It("a credential applied by Argo CD is not rotated or deleted without --force", func(ctx SpecContext) {
-		obj := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": iamv1alpha1.GroupVersion.String(), "kind": "APICredential",
-			"metadata": map[string]any{"namespace": ns, "name": "synced"},
-			"spec":     map[string]any{"apis": []any{map[string]any{"name": "platform-api", "permission": "user"}}},
-		}}
-		Expect(k8sClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner("argocd-controller"), client.ForceOwnership)).To(Succeed())
+		applyAsArgoCD(ctx, ns, "synced", map[string]any{"apis": []any{map[string]any{"name": "platform-api", "permission": "user"}}})
 		Eventually(activeCondition(ctx, ns, "synced")).Should(Equal("True"))
 
 		r := admin(ctx, "-n", ns, "rotate", "synced")

@@ -5,10 +5,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-
-	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 )
 
 var _ = Describe("kubectl keysmith delete of a protected credential", func() {
@@ -42,15 +39,10 @@ var _ = Describe("kubectl keysmith delete of a protected credential", func() {
 	})
 
 	It("sends the first step to Git for a protected credential Argo CD applies", func(ctx SpecContext) {
-		obj := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": iamv1alpha1.GroupVersion.String(), "kind": "APICredential",
-			"metadata": map[string]any{"namespace": ns, "name": "guarded-synced"},
-			"spec": map[string]any{
-				"apis":               []any{map[string]any{"name": "platform-api", "permission": "user"}},
-				"deletionProtection": true,
-			},
-		}}
-		Expect(k8sClient.Apply(ctx, client.ApplyConfigurationFromUnstructured(obj), client.FieldOwner("argocd-controller"), client.ForceOwnership)).To(Succeed())
+		applyAsArgoCD(ctx, ns, "guarded-synced", map[string]any{
+			"apis":               []any{map[string]any{"name": "platform-api", "permission": "user"}},
+			"deletionProtection": true,
+		})
 		expectProtectionRefusal(admin(ctx, "-n", ns, "delete", "guarded-synced", "--confirm", "guarded-synced"), "in Git")
 		Expect(exists(ctx, ns, "guarded-synced")()).To(BeTrue())
 	})
