@@ -102,8 +102,7 @@ func (e *env) check(ctx context.Context, name string, o *checkOptions) error {
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return userError("cannot reach the token server at "+authzURL+": "+oneLine(transportReason(err)),
-			"check the URL (--token-url), and the TLS flags --certificate-authority or --insecure-skip-tls-verify")
+		return transportError(err, authzURL)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	var verdict strings.Builder

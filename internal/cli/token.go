@@ -210,7 +210,7 @@ func isLoopback(host string) bool {
 
 // errRedirect refuses a token server's redirect: following it would send the client
 // secret (token) or the access token (check) to wherever the redirect points.
-var errRedirect = errors.New("it answered with a redirect, which is not followed (it would carry the credentials elsewhere)")
+var errRedirect = errors.New("answered with a redirect, which is not followed (it would carry the credentials elsewhere)")
 
 // redactError replaces secret, should the token server have echoed it into its answer,
 // in err's text.
@@ -280,7 +280,16 @@ func tokenError(err error, tokenURL, name string) error {
 		}
 		return userError(what, "see the token server's log")
 	}
-	return userError("cannot reach the token server at "+tokenURL+": "+oneLine(transportReason(err)),
+	return transportError(err, tokenURL)
+}
+
+// transportError is the one line of a request to the token server at u that got no
+// answer, or a redirect (errRedirect), which is not followed.
+func transportError(err error, u string) error {
+	if errors.Is(err, errRedirect) {
+		return userError("the token server at "+u+" "+errRedirect.Error(), "pass the token server's own URL with --token-url")
+	}
+	return userError("cannot reach the token server at "+u+": "+oneLine(transportReason(err)),
 		"check the URL (--token-url), and the TLS flags --certificate-authority or --insecure-skip-tls-verify")
 }
 

@@ -252,7 +252,7 @@ func TestTokenAndCheckDoNotFollowRedirects(t *testing.T) {
 	h := tokenHarness(t, redirector)
 
 	err := h.run(newTokenCommand, "ci-bot")
-	if err == nil || !strings.Contains(err.Error(), "redirect") {
+	if err == nil || !strings.Contains(err.Error(), "the token server at "+redirector.URL+"/oauth2/token answered with a redirect, which is not followed") {
 		t.Errorf("token against a redirect: err = %v, want a refusal naming the redirect", err)
 	}
 
@@ -266,7 +266,7 @@ func TestTokenAndCheckDoNotFollowRedirects(t *testing.T) {
 	defer split.Close()
 	h = tokenHarness(t, split)
 	err = h.run(newCheckCommand, "ci-bot", "--api", "profile-api")
-	if err == nil || err == errSilent || !strings.Contains(err.Error(), "redirect") {
+	if err == nil || err == errSilent || !strings.Contains(err.Error(), "/authz/profile-api answered with a redirect, which is not followed") {
 		t.Errorf("check against a redirecting /authz: err = %v, want a refusal naming the redirect", err)
 	}
 	if len(leaked) != 0 {
