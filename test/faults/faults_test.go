@@ -475,7 +475,8 @@ func newCredential(name string) *iamv1alpha1.APICredential {
 }
 
 // install creates the namespaces, the manager's shipped RBAC (every resource of
-// config/rbac's kustomization), the status policy, and the sample catalog, as test/ha does.
+// config/rbac's kustomization), the token server's (config/token-server/rbac.yaml), the
+// status policy, and the sample catalog, as test/ha does.
 func install(ctx context.Context, c client.Client) error {
 	for _, ns := range []string{systemNamespace, tenantNamespace} {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
@@ -493,7 +494,11 @@ func install(ctx context.Context, c client.Client) error {
 	if err := yaml.Unmarshal(data, &kustomization); err != nil {
 		return err
 	}
-	files := []string{filepath.Join("config", "policy", "apicredential-status.yaml"), filepath.Join("config", "samples", "iam_v1alpha1_apidefinitions.yaml")}
+	files := []string{
+		filepath.Join("config", "policy", "apicredential-status.yaml"),
+		filepath.Join("config", "samples", "iam_v1alpha1_apidefinitions.yaml"),
+		filepath.Join("config", "token-server", "rbac.yaml"),
+	}
 	for _, r := range kustomization.Resources {
 		files = append(files, filepath.Join("config", "rbac", r))
 	}
@@ -520,12 +525,6 @@ type managerProc struct {
 // without webhooks, its output in a log file of dir, probes and metrics on addrs. The
 // process is killed when the test ends, and its log's tail printed if the test failed.
 func startManager(t *testing.T, bin, dir string, n int, kubeconfig string, addrs []string) (*managerProc, error) {
-	m := &managerProc{n: n, logPath: filepath.Join(dir, fmt.Sprintf("manager-%02d.log", n)), exited: make(chan struct{})}
-	logFile, err := os.Create(m.logPath)
-	if err != nil {
-		return nil, err
-	}
-	defer logFile.Close()
 	args := []string{
 		"--kubeconfig=" + kubeconfig,
 		"--leader-elect=false",
@@ -537,6 +536,19 @@ func startManager(t *testing.T, bin, dir string, n int, kubeconfig string, addrs
 	if *workersFlag > 0 {
 		args = append(args, "--max-concurrent-reconciles="+strconv.Itoa(*workersFlag))
 	}
+	return startProc(t, dir, fmt.Sprintf("manager-%02d", n), n, bin, args...)
+}
+
+// startProc runs bin with args, POD_NAMESPACE set to the system namespace and its output
+// in dir/name.log. The process is killed when the test ends, and its log's tail printed if
+// the test failed.
+func startProc(t *testing.T, dir, name string, n int, bin string, args ...string) (*managerProc, error) {
+	m := &managerProc{n: n, logPath: filepath.Join(dir, name+".log"), exited: make(chan struct{})}
+	logFile, err := os.Create(m.logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
 	m.cmd = exec.Command(bin, args...)
 	m.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+systemNamespace)
 	m.cmd.Stdout, m.cmd.Stderr = logFile, logFile
@@ -551,7 +563,7 @@ func startManager(t *testing.T, bin, dir string, n int, kubeconfig string, addrs
 	t.Cleanup(func() {
 		m.kill()
 		if t.Failed() {
-			t.Logf("--- manager %d (%s), pid %d, %v:\n%s", n, m.logPath, m.cmd.Process.Pid, m.waitErr, tail(m.log(), 40))
+			t.Logf("--- %s (%s), pid %d, %v:\n%s", name, m.logPath, m.cmd.Process.Pid, m.waitErr, tail(m.log(), 40))
 		}
 	})
 	return m, nil

@@ -1,0 +1,280 @@
+package faults
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
+)
+
+var etcdStop = flag.Duration("etcd-stop", 30*time.Second, "how long TestEtcdStopped keeps etcd stopped")
+
+const tokenServerUser = "system:serviceaccount:" + systemNamespace + ":keysmith-token-server"
+
+// TestEtcdStopped stops etcd (SIGSTOP: the API server's requests to it hang, as to an
+// unreachable member) for 30 s under token load: the manager and the token server stay
+// running and ready, without a panic, and the token endpoint keeps issuing from the token
+// server's cache; after etcd is back, a new credential is issued and served.
+func TestEtcdStopped(t *testing.T) {
+	started := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	g := NewWithT(t)
+	dir := t.TempDir()
+
+	build := make(chan error, 1)
+	go func() { build <- testenv.Build(ctx, dir, "./cmd/manager", "./cmd/token-server") }()
+	env, err := testenv.New()
+	g.Expect(err).NotTo(HaveOccurred())
+	cfg, err := env.Start()
+	g.Expect(err).NotTo(HaveOccurred())
+	etcdPid := 0
+	t.Cleanup(func() {
+		if etcdPid != 0 {
+			_ = syscall.Kill(etcdPid, syscall.SIGCONT)
+		}
+		if err := env.Stop(); err != nil {
+			t.Errorf("stopping the control plane: %v", err)
+		}
+	})
+	etcdPid, err = findEtcd(env.ControlPlane.Etcd.DataDir)
+	g.Expect(err).NotTo(HaveOccurred())
+	cfg.QPS = -1
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme()})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(install(ctx, c)).To(Succeed())
+	kubeconfigs := map[string]string{}
+	for _, user := range []string{managerUser, tokenServerUser} {
+		u, err := env.ControlPlane.AddUser(envtest.User{Name: user}, cfg)
+		g.Expect(err).NotTo(HaveOccurred())
+		kc, err := u.KubeConfig()
+		g.Expect(err).NotTo(HaveOccurred())
+		kubeconfigs[user] = filepath.Join(dir, user[strings.LastIndex(user, ":")+1:]+".kubeconfig")
+		g.Expect(os.WriteFile(kubeconfigs[user], kc, 0o600)).To(Succeed())
+	}
+	g.Expect(<-build).To(Succeed())
+
+	addrs, err := testenv.FreeAddrs(3)
+	g.Expect(err).NotTo(HaveOccurred())
+	mgr, err := startManager(t, testenv.Binary(dir, "./cmd/manager"), dir, 0, kubeconfigs[managerUser], addrs[:2])
+	g.Expect(err).NotTo(HaveOccurred())
+	tokenAddr := addrs[2]
+	ts, err := startProc(t, dir, "token-server", 0, testenv.Binary(dir, "./cmd/token-server"),
+		"--kubeconfig="+kubeconfigs[tokenServerUser], "--listen="+tokenAddr, "--issuer=http://"+tokenAddr,
+		"--signing-key-namespace="+systemNamespace, "--usage-interval=1s")
+	g.Expect(err).NotTo(HaveOccurred())
+	probes := map[string]string{"manager": "http://" + addrs[0] + "/readyz", "token server": "http://" + tokenAddr + "/readyz"}
+	g.Eventually(func() bool {
+		return mgr.running() && ts.running() && status(ctx, probes["manager"]) == 200 && status(ctx, probes["token server"]) == 200
+	}).WithTimeout(60*time.Second).WithPolling(100*time.Millisecond).Should(BeTrue(), "both processes ready")
+
+	const n = 20
+	for i := range n {
+		g.Expect(c.Create(ctx, newCredential(fmt.Sprintf("etcd-%02d", i)))).To(Succeed())
+	}
+	var creds []clientCreds
+	g.Eventually(func(g Gomega) {
+		creds = creds[:0]
+		list := &iamv1alpha1.APICredentialList{}
+		g.Expect(c.List(ctx, list, client.InNamespace(tenantNamespace))).To(Succeed())
+		for i := range list.Items {
+			cred := &list.Items[i]
+			g.Expect(isReady(cred)).To(BeTrue(), cred.Name)
+			secret := &corev1.Secret{}
+			g.Expect(c.Get(ctx, client.ObjectKey{Namespace: tenantNamespace, Name: cred.Status.SecretRef.Name}, secret)).To(Succeed())
+			keys := cred.Spec.SecretKeyNames()
+			creds = append(creds, clientCreds{string(secret.Data[keys.ClientID]), string(secret.Data[keys.ClientSecret])})
+		}
+		g.Expect(creds).To(HaveLen(n))
+	}).WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).Should(Succeed(), "the credentials issued")
+	// Every one served before etcd stops.
+	g.Eventually(func() int { return creds[n-1].token(ctx, tokenAddr) }).WithTimeout(20 * time.Second).WithPolling(100 * time.Millisecond).Should(Equal(200))
+
+	// Load: token requests round-robin, and readiness probes of both processes, counted
+	// by phase (0 before, 1 while etcd is stopped, 2 after).
+	var phase atomic.Int32
+	type counts struct{ ok, failed map[int]int }
+	var mu sync.Mutex
+	tokens := [3]counts{}
+	notReady := [3]map[string]int{}
+	for i := range tokens {
+		tokens[i] = counts{map[int]int{}, map[int]int{}}
+		notReady[i] = map[string]int{}
+	}
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var load sync.WaitGroup
+	for w := range 2 {
+		load.Go(func() {
+			for i := w; loadCtx.Err() == nil; i++ {
+				code := creds[i%n].token(loadCtx, tokenAddr)
+				p := phase.Load()
+				mu.Lock()
+				if code == 200 {
+					tokens[p].ok[code]++
+				} else if loadCtx.Err() == nil {
+					tokens[p].failed[code]++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	load.Go(func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for loadCtx.Err() == nil {
+			<-tick.C
+			for name, u := range probes {
+				if code := status(loadCtx, u); code != 200 && loadCtx.Err() == nil {
+					p := phase.Load()
+					mu.Lock()
+					notReady[p][name]++
+					mu.Unlock()
+				}
+			}
+		}
+	})
+
+	g.Eventually(func() int { mu.Lock(); defer mu.Unlock(); return tokens[0].ok[200] }).WithTimeout(10 * time.Second).Should(BeNumerically(">", 10))
+	t.Logf("%6.2fs stopping etcd (pid %d) for %s", time.Since(started).Seconds(), etcdPid, *etcdStop)
+	g.Expect(syscall.Kill(etcdPid, syscall.SIGSTOP)).To(Succeed())
+	phase.Store(1)
+	stopped := time.Now()
+	// The fault is real: the API server cannot read.
+	func() {
+		rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+		defer rcancel()
+		err := c.Get(rctx, client.ObjectKey{Namespace: tenantNamespace, Name: "etcd-00"}, &iamv1alpha1.APICredential{})
+		g.Expect(err).To(HaveOccurred(), "a read through the API server fails while etcd is stopped")
+	}()
+	select {
+	case <-time.After(*etcdStop):
+	case <-mgr.exited:
+	case <-ts.exited:
+	}
+	phase.Store(2)
+	g.Expect(syscall.Kill(etcdPid, syscall.SIGCONT)).To(Succeed())
+	t.Logf("%6.2fs etcd continued after %.1fs", time.Since(started).Seconds(), time.Since(stopped).Seconds())
+	g.Expect(mgr.running()).To(BeTrue(), "the manager runs through etcd's stop: %v", mgr.waitErr)
+	g.Expect(ts.running()).To(BeTrue(), "the token server runs through etcd's stop: %v", ts.waitErr)
+
+	// After: a new credential is issued and served.
+	g.Eventually(func() error { return c.Create(ctx, newCredential("etcd-after")) }).WithTimeout(30 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
+	var after clientCreds
+	g.Eventually(func(g Gomega) {
+		cred := &iamv1alpha1.APICredential{}
+		g.Expect(c.Get(ctx, client.ObjectKey{Namespace: tenantNamespace, Name: "etcd-after"}, cred)).To(Succeed())
+		g.Expect(isReady(cred)).To(BeTrue())
+		secret := &corev1.Secret{}
+		g.Expect(c.Get(ctx, client.ObjectKey{Namespace: tenantNamespace, Name: cred.Status.SecretRef.Name}, secret)).To(Succeed())
+		keys := cred.Spec.SecretKeyNames()
+		after = clientCreds{string(secret.Data[keys.ClientID]), string(secret.Data[keys.ClientSecret])}
+	}).WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).Should(Succeed(), "a credential created after etcd is back is issued")
+	g.Eventually(func() int { return after.token(ctx, tokenAddr) }).WithTimeout(30*time.Second).WithPolling(100*time.Millisecond).Should(Equal(200),
+		"and served by the token server")
+	stopLoad()
+	load.Wait()
+
+	for _, p := range []*managerProc{mgr, ts} {
+		g.Expect(p.running()).To(BeTrue())
+		g.Expect(strings.Contains(string(p.log()), "panic")).To(BeFalse(), "%s logged no panic", p.logPath)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, name := range []string{"before", "etcd stopped", "after"} {
+		t.Logf("etcd: %-12s tokens ok %d, failed %v; not ready probes %v", name, tokens[i].ok[200], tokens[i].failed, notReady[i])
+	}
+	t.Logf("etcd: stopped=%s tokens during=%d failed during=%d manager not ready=%d token server not ready=%d elapsed=%.1fs",
+		*etcdStop, tokens[1].ok[200], sum(tokens[1].failed), notReady[1]["manager"], notReady[1]["token server"], time.Since(started).Seconds())
+	g.Expect(tokens[1].ok[200]).To(BeNumerically(">", 0), "the token endpoint issues while etcd is stopped")
+	g.Expect(sum(tokens[1].failed)).To(BeZero(), "every token request of a cached credential succeeds while etcd is stopped")
+	g.Expect(notReady[1]).To(BeEmpty(), "both processes stay ready while etcd is stopped")
+}
+
+type clientCreds struct{ id, secret string }
+
+// token asks the token endpoint for a token and returns the status code (0 when the
+// request failed). Nothing of the answer is kept.
+func (cc clientCreds) token(ctx context.Context, addr string) int {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/oauth2/token",
+		strings.NewReader(url.Values{"grant_type": {"client_credentials"}}.Encode()))
+	if err != nil {
+		return 0
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.SetBasicAuth(cc.id, cc.secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
+}
+
+// status GETs url with a 2 s timeout and returns the status code, 0 on error.
+func status(ctx context.Context, u string) int {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func sum(m map[int]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// findEtcd returns the pid of the etcd process serving dataDir.
+func findEtcd(dataDir string) (int, error) {
+	if dataDir == "" {
+		return 0, fmt.Errorf("envtest's etcd has no data dir")
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(data), "\x00")
+		if filepath.Base(args[0]) == "etcd" && strings.Contains(string(data), dataDir) {
+			return pid, nil
+		}
+	}
+	return 0, fmt.Errorf("no etcd process serves %s", dataDir)
+}
