@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,7 +26,18 @@ import (
 	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
-var etcdStop = flag.Duration("etcd-stop", 30*time.Second, "how long TestEtcdStopped keeps etcd stopped")
+var (
+	etcdStop      = flag.Duration("etcd-stop", 30*time.Second, "how long TestEtcdStopped keeps etcd stopped")
+	apiServerDown = flag.Duration("apiserver-down", 5*time.Second, "how long TestAPIServerRestarted keeps the API server down before it starts it again")
+)
+
+// fault is what an outage test does to the control plane: inject, hold for a while, heal.
+type fault struct {
+	name string
+	hold time.Duration
+	// inject and heal are given the control plane; heal returns once the fault is over.
+	inject, heal func(t *testing.T, env *envtest.Environment) error
+}
 
 const tokenServerUser = "system:serviceaccount:" + systemNamespace + ":keysmith-token-server"
 
@@ -34,6 +46,70 @@ const tokenServerUser = "system:serviceaccount:" + systemNamespace + ":keysmith-
 // running and ready, without a panic, and the token endpoint keeps issuing from the token
 // server's cache; after etcd is back, a new credential is issued and served.
 func TestEtcdStopped(t *testing.T) {
+	pid := 0
+	outage(t, fault{name: "etcd stopped", hold: *etcdStop,
+		inject: func(t *testing.T, env *envtest.Environment) error {
+			var err error
+			if pid, err = findProcess("etcd", env.ControlPlane.Etcd.DataDir); err != nil {
+				return err
+			}
+			t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+			return syscall.Kill(pid, syscall.SIGSTOP)
+		},
+		heal: func(*testing.T, *envtest.Environment) error { return syscall.Kill(pid, syscall.SIGCONT) },
+	})
+}
+
+// TestAPIServerRestarted kills the API server (SIGKILL) under token load and starts it
+// again, with the same arguments, 5 s later: as TestEtcdStopped, the manager and the token
+// server stay running and ready and the token endpoint keeps issuing; afterwards a new
+// credential is issued and served.
+func TestAPIServerRestarted(t *testing.T) {
+	var argv, environ []string
+	outage(t, fault{name: "API server down", hold: *apiServerDown,
+		inject: func(t *testing.T, env *envtest.Environment) error {
+			pid, err := findProcess("kube-apiserver", env.ControlPlane.APIServer.CertDir)
+			if err != nil {
+				return err
+			}
+			cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			if err != nil {
+				return err
+			}
+			envData, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+			if err != nil {
+				return err
+			}
+			argv = strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+			environ = strings.Split(strings.TrimRight(string(envData), "\x00"), "\x00")
+			return syscall.Kill(pid, syscall.SIGKILL)
+		},
+		heal: func(t *testing.T, env *envtest.Environment) error {
+			// envtest's handle on the killed process sees it exited; the new one is this
+			// test's to stop, before envtest removes the directories it uses.
+			cmd := exec.Command(argv[0], argv[1:]...)
+			cmd.Env = environ
+			logFile, err := os.Create(filepath.Join(t.TempDir(), "kube-apiserver.log"))
+			if err != nil {
+				return err
+			}
+			cmd.Stdout, cmd.Stderr = logFile, logFile
+			if err := cmd.Start(); err != nil {
+				return err
+			}
+			exited := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(exited) }()
+			t.Cleanup(func() {
+				_ = cmd.Process.Kill() // its graceful shutdown waits out delays a test need not
+				<-exited
+				logFile.Close()
+			})
+			return nil
+		},
+	})
+}
+
+func outage(t *testing.T, f fault) {
 	started := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -46,17 +122,11 @@ func TestEtcdStopped(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	cfg, err := env.Start()
 	g.Expect(err).NotTo(HaveOccurred())
-	etcdPid := 0
 	t.Cleanup(func() {
-		if etcdPid != 0 {
-			_ = syscall.Kill(etcdPid, syscall.SIGCONT)
-		}
 		if err := env.Stop(); err != nil {
 			t.Errorf("stopping the control plane: %v", err)
 		}
 	})
-	etcdPid, err = findEtcd(env.ControlPlane.Etcd.DataDir)
-	g.Expect(err).NotTo(HaveOccurred())
 	cfg.QPS = -1
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme()})
 	g.Expect(err).NotTo(HaveOccurred())
@@ -109,7 +179,7 @@ func TestEtcdStopped(t *testing.T) {
 	g.Eventually(func() int { return creds[n-1].token(ctx, tokenAddr) }).WithTimeout(20 * time.Second).WithPolling(100 * time.Millisecond).Should(Equal(200))
 
 	// Load: token requests round-robin, and readiness probes of both processes, counted
-	// by phase (0 before, 1 while etcd is stopped, 2 after).
+	// by phase (0 before, 1 during the fault until the API server answers, 2 after).
 	var phase atomic.Int32
 	type counts struct{ ok, failed map[int]int }
 	var mu sync.Mutex
@@ -153,27 +223,31 @@ func TestEtcdStopped(t *testing.T) {
 	})
 
 	g.Eventually(func() int { mu.Lock(); defer mu.Unlock(); return tokens[0].ok[200] }).WithTimeout(10 * time.Second).Should(BeNumerically(">", 10))
-	t.Logf("%6.2fs stopping etcd (pid %d) for %s", time.Since(started).Seconds(), etcdPid, *etcdStop)
-	g.Expect(syscall.Kill(etcdPid, syscall.SIGSTOP)).To(Succeed())
+	t.Logf("%6.2fs %s for %s", time.Since(started).Seconds(), f.name, f.hold)
+	g.Expect(f.inject(t, env)).To(Succeed())
 	phase.Store(1)
 	stopped := time.Now()
-	// The fault is real: the API server cannot read.
+	// The fault is real: a read through the API server fails.
 	func() {
 		rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
 		defer rcancel()
 		err := c.Get(rctx, client.ObjectKey{Namespace: tenantNamespace, Name: "etcd-00"}, &iamv1alpha1.APICredential{})
-		g.Expect(err).To(HaveOccurred(), "a read through the API server fails while etcd is stopped")
+		g.Expect(err).To(HaveOccurred(), "a read through the API server fails: %s", f.name)
 	}()
 	select {
-	case <-time.After(*etcdStop):
+	case <-time.After(time.Until(stopped.Add(f.hold))):
 	case <-mgr.exited:
 	case <-ts.exited:
 	}
+	g.Expect(f.heal(t, env)).To(Succeed())
+	// Phase 1 lasts until the API server answers again.
+	g.Eventually(func() error {
+		return c.Get(ctx, client.ObjectKey{Namespace: tenantNamespace, Name: "etcd-00"}, &iamv1alpha1.APICredential{})
+	}).WithTimeout(60*time.Second).WithPolling(100*time.Millisecond).Should(Succeed(), "the API server answers again")
 	phase.Store(2)
-	g.Expect(syscall.Kill(etcdPid, syscall.SIGCONT)).To(Succeed())
-	t.Logf("%6.2fs etcd continued after %.1fs", time.Since(started).Seconds(), time.Since(stopped).Seconds())
-	g.Expect(mgr.running()).To(BeTrue(), "the manager runs through etcd's stop: %v", mgr.waitErr)
-	g.Expect(ts.running()).To(BeTrue(), "the token server runs through etcd's stop: %v", ts.waitErr)
+	t.Logf("%6.2fs %s: over after %.1fs", time.Since(started).Seconds(), f.name, time.Since(stopped).Seconds())
+	g.Expect(mgr.running()).To(BeTrue(), "the manager runs through the fault: %v", mgr.waitErr)
+	g.Expect(ts.running()).To(BeTrue(), "the token server runs through the fault: %v", ts.waitErr)
 
 	// After: a new credential is issued and served.
 	g.Eventually(func() error { return c.Create(ctx, newCredential("etcd-after")) }).WithTimeout(30 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
@@ -198,14 +272,14 @@ func TestEtcdStopped(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	for i, name := range []string{"before", "etcd stopped", "after"} {
-		t.Logf("etcd: %-12s tokens ok %d, failed %v; not ready probes %v", name, tokens[i].ok[200], tokens[i].failed, notReady[i])
+	for i, name := range []string{"before", "during", "after"} {
+		t.Logf("%s: %-6s tokens ok %d, failed %v; not ready probes %v", f.name, name, tokens[i].ok[200], tokens[i].failed, notReady[i])
 	}
-	t.Logf("etcd: stopped=%s tokens during=%d failed during=%d manager not ready=%d token server not ready=%d elapsed=%.1fs",
-		*etcdStop, tokens[1].ok[200], sum(tokens[1].failed), notReady[1]["manager"], notReady[1]["token server"], time.Since(started).Seconds())
-	g.Expect(tokens[1].ok[200]).To(BeNumerically(">", 0), "the token endpoint issues while etcd is stopped")
-	g.Expect(sum(tokens[1].failed)).To(BeZero(), "every token request of a cached credential succeeds while etcd is stopped")
-	g.Expect(notReady[1]).To(BeEmpty(), "both processes stay ready while etcd is stopped")
+	t.Logf("faults: %s for %s: tokens during=%d failed during=%d manager not ready=%d token server not ready=%d elapsed=%.1fs",
+		f.name, f.hold, tokens[1].ok[200], sum(tokens[1].failed), notReady[1]["manager"], notReady[1]["token server"], time.Since(started).Seconds())
+	g.Expect(tokens[1].ok[200]).To(BeNumerically(">", 0), "the token endpoint issues during the fault")
+	g.Expect(sum(tokens[1].failed)).To(BeZero(), "every token request of a cached credential succeeds during the fault")
+	g.Expect(notReady[1]).To(BeEmpty(), "both processes stay ready during the fault")
 }
 
 type clientCreds struct{ id, secret string }
@@ -253,10 +327,11 @@ func sum(m map[int]int) int {
 	return n
 }
 
-// findEtcd returns the pid of the etcd process serving dataDir.
-func findEtcd(dataDir string) (int, error) {
-	if dataDir == "" {
-		return 0, fmt.Errorf("envtest's etcd has no data dir")
+// findProcess returns the pid of the process of the binary called name whose command line
+// holds dir (its data or certificate directory).
+func findProcess(name, dir string) (int, error) {
+	if dir == "" {
+		return 0, fmt.Errorf("envtest's %s has no directory", name)
 	}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -272,9 +347,9 @@ func findEtcd(dataDir string) (int, error) {
 			continue
 		}
 		args := strings.Split(string(data), "\x00")
-		if filepath.Base(args[0]) == "etcd" && strings.Contains(string(data), dataDir) {
+		if filepath.Base(args[0]) == name && strings.Contains(string(data), dir) {
 			return pid, nil
 		}
 	}
-	return 0, fmt.Errorf("no etcd process serves %s", dataDir)
+	return 0, fmt.Errorf("no %s process of %s", name, dir)
 }
