@@ -1,8 +1,15 @@
-// Package faults injects crashes into keysmith's manager, run as a real process built from
-// ./cmd/manager against a real API server (envtest), as the keysmith-manager service
-// account, with the shipped RBAC and the status policy. While credentials are issued and
-// some rotated, the manager is killed with SIGKILL at random moments and restarted each
-// time; at the end nothing may be lost and nothing minted twice.
+// Package faults injects faults into keysmith's processes, run as real processes built from
+// ./cmd/manager and ./cmd/token-server against a real API server (envtest), each as its
+// service account, with the shipped RBAC and the status policy:
+//
+//   - TestKill9: while credentials are issued and some rotated, the manager is killed with
+//     SIGKILL at random moments (a seeded schedule) and restarted each time; at the end
+//     nothing may be lost, nothing minted twice, and nothing adopted but after a kill.
+//   - TestEtcdStopped, TestAPIServerRestarted: under token load, etcd is stopped for 30 s,
+//     or the API server killed and started again; both processes stay up and ready and the
+//     token endpoint keeps issuing from the token server's cache.
+//
+// Their summary lines start with "faults:".
 //
 // The admission webhook is not served here (--enable-webhooks=false): with one replica
 // killed twenty times, every create sent while it is down would be refused by the
