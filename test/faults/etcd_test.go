@@ -284,9 +284,12 @@ func outage(t *testing.T, f fault) {
 
 type clientCreds struct{ id, secret string }
 
-// token asks the token endpoint for a token and returns the status code (0 when the
-// request failed). Nothing of the answer is kept.
+// token asks the token endpoint for a token, waiting at most 5 s, and returns the status
+// code (0 when the request failed: a hang counts as a failure). Nothing of the answer is
+// kept.
 func (cc clientCreds) token(ctx context.Context, addr string) int {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/oauth2/token",
 		strings.NewReader(url.Values{"grant_type": {"client_credentials"}}.Encode()))
 	if err != nil {
