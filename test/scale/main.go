@@ -305,11 +305,10 @@ func cmpErr(a, b error) error {
 // watcher follows the credentials and their Secrets in every namespace: which are Ready
 // (Issued), and how many changes it saw (writes), each watch restarted from where it ended.
 type watcher struct {
-	mu      sync.Mutex
-	ready   map[string]bool
-	failed  error
-	writes  atomic.Int64
-	started bool
+	mu     sync.Mutex
+	ready  map[string]bool
+	failed error
+	writes atomic.Int64
 }
 
 func (w *watcher) start(ctx context.Context, c client.WithWatch) error {
