@@ -75,6 +75,10 @@ bench: ## Run the Go benchmarks of the hot paths and the loopback load run (rati
 bench-scale: envtest ## Issue 10 000 credentials against a local control plane: credentials/s per worker count, RSS per credential, restarts (about 8 minutes; not in CI).
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go run ./test/scale -n 10000
 
+.PHONY: soak
+soak: envtest ## Ten minutes of mixed load (tokens, /authz, rotations, deactivations, deletes) against a local control plane; fails on unexpected errors or heap growth over 10 % (not in CI).
+	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go run ./test/soak
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for a short while.
 	go test ./internal/credential -run='^$$' -fuzz=FuzzParseSecret -fuzztime=30s
