@@ -330,12 +330,17 @@ func newCredential(name string) *iamv1alpha1.APICredential {
 }
 
 // waitIssued waits until cr's credential is Ready and Active (Issued) at keyVersion version
-// and its Secret holds that version's data, then records its client ID and secret.
+// (any, when version is -1) and its Secret holds that version's data, then records its
+// client ID and secret.
 func (s *soak) waitIssued(ctx context.Context, cr *cred, version int64, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
+	last := "not found"
 	for time.Now().Before(deadline) {
 		var obj iamv1alpha1.APICredential
 		err := s.c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: cr.name}, &obj)
+		if err == nil && version < 0 {
+			version = obj.Status.KeyVersion // any: what the credential reports
+		}
 		if err == nil && issued(&obj) && obj.Status.KeyVersion == version && obj.Status.SecretRef != nil {
 			var sec corev1.Secret
 			err = s.c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: obj.Status.SecretRef.Name}, &sec)
@@ -348,12 +353,17 @@ func (s *soak) waitIssued(ctx context.Context, cr *cred, version int64, timeout 
 				return nil
 			}
 		}
+		if err == nil {
+			if r := meta.FindStatusCondition(obj.Status.Conditions, iamv1alpha1.ConditionReady); r != nil {
+				last = fmt.Sprintf("Ready=%s %s: %s, status key version %d", r.Status, r.Reason, r.Message, obj.Status.KeyVersion)
+			}
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("%s not issued at key version %d within %s", cr.name, version, timeout)
+	return fmt.Errorf("%s not issued at key version %d within %s (last: %s)", cr.name, version, timeout, last)
 }
 
 func issued(obj *iamv1alpha1.APICredential) bool {
@@ -695,6 +705,12 @@ func (s *soak) recreate(ctx context.Context, cr *cred) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// envtest runs no garbage collector: delete the Secret the credential owned, as the
+	// cluster's would (Background propagation).
+	if err := s.c.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: cr.name}}); err != nil && !apierrors.IsNotFound(err) {
+		s.failed(ctx, "delete", time.Since(began), err)
+		return
+	}
 	s.st.add("delete", time.Since(began), "")
 	if !sleep(ctx, 5*time.Second+rand.N(5*time.Second)) {
 		return
@@ -705,7 +721,7 @@ func (s *soak) recreate(ctx context.Context, cr *cred) {
 		s.failed(ctx, "create", time.Since(began), err)
 		return
 	}
-	if err := s.waitIssued(ctx, cr, 0, time.Minute); err != nil {
+	if err := s.waitIssued(ctx, cr, -1, time.Minute); err != nil {
 		s.failed(ctx, "create", time.Since(began), err)
 		return
 	}
