@@ -195,9 +195,10 @@ func run(o options) (bool, error) {
 	}
 	ts, err := start(dir, "token-server", testenv.Binary(dir, "./cmd/token-server"), kubeconfigs[tokenServerUser],
 		"--listen="+tokenAddr, "--issuer=http://"+tokenAddr, "--signing-key-namespace="+systemNamespace,
-		// Tokens live a minute, so the verified-token cache reaches its steady state
-		// (entries expiring as fast as they come) well before minute 2.
-		"--token-lifetime=1m")
+		// Tokens live a minute and the verified-token cache holds 4 MiB (64 by default,
+		// which 200 tokens/s take minutes to fill), so that the cache is at its steady
+		// state well before minute 2 and any growth after it is something else.
+		"--token-lifetime=1m", "--token-cache-bytes=4194304")
 	if err != nil {
 		return false, err
 	}
