@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +35,7 @@ import (
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
+	"github.com/keysmith-dev/keysmith/internal/testenv/proc"
 )
 
 const (
@@ -126,8 +128,8 @@ func run(o options) error {
 		return err
 	}
 	probeAddr, metricsAddr, tokenAddr := addrs[0], addrs[1], addrs[2]
-	startManager := func(workers int) (*proc, error) {
-		m, err := start(dir, "manager", testenv.Binary(dir, "./cmd/manager"), kubeconfigs[managerUser],
+	startManager := func(workers int) (*proc.Proc, error) {
+		m, err := startProc(dir, "manager", testenv.Binary(dir, "./cmd/manager"), kubeconfigs[managerUser],
 			"--max-concurrent-reconciles="+strconv.Itoa(workers),
 			"--enable-webhooks=false",
 			"--signing-key-namespace="+systemNamespace,
@@ -136,28 +138,28 @@ func run(o options) error {
 		if err != nil {
 			return nil, err
 		}
-		return m, m.waitOK(ctx, "http://"+probeAddr+"/readyz", time.Minute)
+		return m, m.WaitOK(ctx, "http://"+probeAddr+"/readyz", time.Minute)
 	}
-	startTokenServer := func() (*proc, error) {
-		ts, err := start(dir, "token-server", testenv.Binary(dir, "./cmd/token-server"), kubeconfigs[tokenServerUser],
+	startTokenServer := func() (*proc.Proc, error) {
+		ts, err := startProc(dir, "token-server", testenv.Binary(dir, "./cmd/token-server"), kubeconfigs[tokenServerUser],
 			"--listen="+tokenAddr, "--issuer=http://"+tokenAddr, "--signing-key-namespace="+systemNamespace)
 		if err != nil {
 			return nil, err
 		}
-		return ts, ts.waitOK(ctx, "http://"+tokenAddr+"/readyz", 5*time.Minute)
+		return ts, ts.WaitOK(ctx, "http://"+tokenAddr+"/readyz", 5*time.Minute)
 	}
 
 	w := &watcher{ready: map[string]bool{}}
 	if err := w.start(ctx, c); err != nil {
 		return err
 	}
-	fmt.Printf("scale: %d credentials per round, %d clients creating; API server, etcd, manager, token server and this process share %d cores\n", o.n, o.clients, numCPU())
+	fmt.Printf("scale: %d credentials per round, %d clients creating; API server, etcd, manager, token server and this process share %d cores\n", o.n, o.clients, runtime.NumCPU())
 
-	var mgr, ts *proc
+	var mgr, ts *proc.Proc
 	defer func() {
-		for _, p := range []*proc{mgr, ts} {
+		for _, p := range []*proc.Proc{mgr, ts} {
 			if p != nil {
-				p.kill()
+				p.Kill()
 			}
 		}
 	}()
@@ -176,8 +178,8 @@ func run(o options) error {
 			return err
 		}
 		time.Sleep(2 * time.Second) // a baseline after startup's allocations
-		mgrBefore, err1 := mgr.rssKiB()
-		tsBefore, err2 := ts.rssKiB()
+		mgrBefore, err1 := mgr.RSSKiB()
+		tsBefore, err2 := ts.RSSKiB()
 		if err1 != nil || err2 != nil {
 			return fmt.Errorf("reading RSS: %v %v", err1, err2)
 		}
@@ -192,8 +194,8 @@ func run(o options) error {
 		took := time.Since(began)
 		total += o.n
 		time.Sleep(2 * time.Second) // let the token server's watch catch up and the heaps settle
-		mgrAfter, err1 := mgr.rssKiB()
-		tsAfter, err2 := ts.rssKiB()
+		mgrAfter, err1 := mgr.RSSKiB()
+		tsAfter, err2 := ts.RSSKiB()
 		if err1 != nil || err2 != nil {
 			return fmt.Errorf("reading RSS: %v %v", err1, err2)
 		}
@@ -205,14 +207,14 @@ func run(o options) error {
 		fmt.Printf("%s token server RSS %.1f → %.1f MiB: %.2f KiB per credential\n", tag,
 			float64(tsBefore)/1024, float64(tsAfter)/1024, float64(tsAfter-tsBefore)/float64(o.n))
 		if i < len(o.workers)-1 {
-			mgr.stop()
+			mgr.Stop()
 			mgr = nil
 		}
 	}
 
 	// The manager restarted over everything issued: it must settle without a write.
 	workers := o.workers[len(o.workers)-1]
-	mgr.kill()
+	mgr.Kill()
 	mgr = nil
 	writes := w.writes.Load()
 	restarted := time.Now()
@@ -229,7 +231,7 @@ func run(o options) error {
 	fmt.Printf("scale: manager restart: %d writes at rest (credential or credential Secret changes, from the restart until %.0fs after settling; %.1fs in all)\n",
 		w.writes.Load()-writes, o.rest.Seconds(), time.Since(restarted).Seconds())
 
-	ts.kill()
+	ts.Kill()
 	ts = nil
 	tsStart := time.Now()
 	if ts, err = startTokenServer(); err != nil {
@@ -244,19 +246,19 @@ func run(o options) error {
 
 // settled waits until the manager has reconciled every credential once and its queue is
 // empty, and returns how long after its start that was.
-func settled(ctx context.Context, m *proc, metricsAddr string, total int, timeout time.Duration) (time.Duration, error) {
+func settled(ctx context.Context, m *proc.Proc, metricsAddr string, total int, timeout time.Duration) (time.Duration, error) {
 	url := "http://" + metricsAddr + "/metrics"
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
-		case <-m.exited:
-			return 0, fmt.Errorf("manager exited; its log: %s", m.logPath)
+		case <-m.Exited:
+			return 0, fmt.Errorf("manager exited; its log: %s", m.LogPath)
 		default:
 		}
-		done, err1 := metric(ctx, url, "controller_runtime_reconcile_total", `controller="apicredential"`)
-		depth, err2 := metric(ctx, url, "workqueue_depth", `name="apicredential"`)
+		done, err1 := proc.Metric(ctx, url, "controller_runtime_reconcile_total", `controller="apicredential"`)
+		depth, err2 := proc.Metric(ctx, url, "workqueue_depth", `name="apicredential"`)
 		if err1 == nil && err2 == nil && done >= float64(total) && depth == 0 {
-			return time.Since(m.started), nil
+			return time.Since(m.Started), nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -382,15 +384,15 @@ func (w *watcher) err() error {
 }
 
 // waitReady waits until n credentials are Ready, the manager exits, or timeout passes.
-func (w *watcher) waitReady(ctx context.Context, m *proc, n int, timeout time.Duration) error {
+func (w *watcher) waitReady(ctx context.Context, m *proc.Proc, n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if err := w.err(); err != nil {
 			return err
 		}
 		select {
-		case <-m.exited:
-			return fmt.Errorf("manager exited; its log: %s", m.logPath)
+		case <-m.Exited:
+			return fmt.Errorf("manager exited; its log: %s", m.LogPath)
 		case <-ctx.Done():
 			return ctx.Err()
 		default:
@@ -435,4 +437,9 @@ func install(ctx context.Context, c client.Client) error {
 		}
 	}
 	return nil
+}
+
+// startProc runs bin with args as the user of kubeconfig, in the operator's namespace.
+func startProc(dir, name, bin, kubeconfig string, args ...string) (*proc.Proc, error) {
+	return proc.Start(dir, name, bin, []string{"KUBECONFIG=" + kubeconfig, "POD_NAMESPACE=" + systemNamespace}, args...)
 }

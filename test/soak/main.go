@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -43,6 +44,7 @@ import (
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
+	"github.com/keysmith-dev/keysmith/internal/testenv/proc"
 )
 
 const (
@@ -181,7 +183,7 @@ func run(o options) (bool, error) {
 		return false, err
 	}
 	probeAddr, metricsAddr, tokenAddr := addrs[0], addrs[1], addrs[2]
-	mgr, err := start(dir, "manager", testenv.Binary(dir, "./cmd/manager"), kubeconfigs[managerUser],
+	mgr, err := startProc(dir, "manager", testenv.Binary(dir, "./cmd/manager"), kubeconfigs[managerUser],
 		"--enable-webhooks=false",
 		"--signing-key-namespace="+systemNamespace,
 		"--health-probe-bind-address="+probeAddr,
@@ -189,11 +191,11 @@ func run(o options) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer mgr.kill()
-	if err := mgr.waitOK(ctx, "http://"+probeAddr+"/readyz", time.Minute); err != nil {
+	defer mgr.Kill()
+	if err := mgr.WaitOK(ctx, "http://"+probeAddr+"/readyz", time.Minute); err != nil {
 		return false, err
 	}
-	ts, err := start(dir, "token-server", testenv.Binary(dir, "./cmd/token-server"), kubeconfigs[tokenServerUser],
+	ts, err := startProc(dir, "token-server", testenv.Binary(dir, "./cmd/token-server"), kubeconfigs[tokenServerUser],
 		"--listen="+tokenAddr, "--issuer=http://"+tokenAddr, "--signing-key-namespace="+systemNamespace,
 		// Tokens live a minute and the verified-token cache holds 4 MiB (64 by default,
 		// which 200 tokens/s take minutes to fill), so that the cache is at its steady
@@ -202,8 +204,8 @@ func run(o options) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer ts.kill()
-	if err := ts.waitOK(ctx, "http://"+tokenAddr+"/readyz", 5*time.Minute); err != nil {
+	defer ts.Kill()
+	if err := ts.WaitOK(ctx, "http://"+tokenAddr+"/readyz", 5*time.Minute); err != nil {
 		return false, err
 	}
 	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: namespace}}); err != nil {
@@ -227,7 +229,7 @@ func run(o options) (bool, error) {
 		cr.phase, cr.since = changing, time.Now().Add(settle)
 	}
 	fmt.Printf("soak: %d credentials Ready; %s of load, a summary every %s; %.0f token exchanges/s and %.0f /authz/s from %d goroutines each, a lifecycle change every %s; API server, etcd, manager, token server and this process share %d cores\n",
-		o.n, o.duration, o.tick, o.rate, o.rate, o.clients, o.changeEvery, numCPU())
+		o.n, o.duration, o.tick, o.rate, o.rate, o.clients, o.changeEvery, runtime.NumCPU())
 
 	loadCtx, stopLoad := context.WithTimeout(ctx, o.duration)
 	defer stopLoad()
@@ -264,11 +266,11 @@ loop:
 			if time.Since(began) >= o.duration-time.Second {
 				break loop
 			}
-		case <-mgr.exited:
-			procErr = fmt.Errorf("manager exited; its log: %s", mgr.logPath)
+		case <-mgr.Exited:
+			procErr = fmt.Errorf("manager exited; its log: %s", mgr.LogPath)
 			break loop
-		case <-ts.exited:
-			procErr = fmt.Errorf("token server exited; its log: %s", ts.logPath)
+		case <-ts.Exited:
+			procErr = fmt.Errorf("token server exited; its log: %s", ts.LogPath)
 			break loop
 		}
 	}
@@ -891,7 +893,7 @@ func fmtDur(d time.Duration) string {
 // (go_memstats_heap_alloc_bytes), or from its VmRSS when its /metrics has no Go collector.
 type heapSource struct {
 	name, url string
-	p         *proc
+	p         *proc.Proc
 }
 
 // heapSampler keeps, per process, the smallest sample of the current report interval: the
@@ -908,10 +910,10 @@ func (h *heapSampler) sample(ctx context.Context) {
 		h.min, h.kind = map[string]float64{}, map[string]string{}
 	}
 	for _, p := range h.procs {
-		v, err := metric(ctx, p.url, "go_memstats_heap_alloc_bytes", "")
+		v, err := proc.Metric(ctx, p.url, "go_memstats_heap_alloc_bytes", "")
 		kind := "heap_alloc, smallest 2 s sample"
 		if err != nil {
-			kib, err := p.p.rssKiB()
+			kib, err := p.p.RSSKiB()
 			if err != nil {
 				continue
 			}
@@ -962,4 +964,9 @@ func install(ctx context.Context, c client.Client) error {
 		}
 	}
 	return nil
+}
+
+// startProc runs bin with args as the user of kubeconfig, in the operator's namespace.
+func startProc(dir, name, bin, kubeconfig string, args ...string) (*proc.Proc, error) {
+	return proc.Start(dir, name, bin, []string{"KUBECONFIG=" + kubeconfig, "POD_NAMESPACE=" + systemNamespace}, args...)
 }

@@ -1,4 +1,7 @@
-package main
+// Package proc runs the manager and token server binaries as processes of their own for the
+// load programs (test/scale, test/soak): output in a log file, stop, kill, resident memory,
+// readiness and Prometheus metrics.
+package proc
 
 import (
 	"bufio"
@@ -9,49 +12,64 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
-// proc is one process the run starts (copied from test/scale, less what soak does not use) (a manager or a token server), its output in a log
+// Proc is one process a run starts (a manager or a token server), its output in a log
 // file of the run's directory.
-type proc struct {
-	name    string
-	logPath string
+type Proc struct {
+	// Name names the process in errors and its log file.
+	Name string
+	// LogPath is the file its stdout and stderr go to.
+	LogPath string
+	// Exited is closed once the process has exited and was reaped.
+	Exited chan struct{}
+	// Started is when it was started.
+	Started time.Time
 	cmd     *exec.Cmd
-	exited  chan struct{}
-	started time.Time
 }
 
-// start runs bin with args as the user of kubeconfig.
-func start(dir, name, bin, kubeconfig string, args ...string) (*proc, error) {
-	p := &proc{name: name, logPath: filepath.Join(dir, name+".log"), exited: make(chan struct{})}
-	logFile, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+// Start runs bin with args, with env added to this process's environment.
+func Start(dir, name, bin string, env []string, args ...string) (*Proc, error) {
+	p := &Proc{Name: name, LogPath: filepath.Join(dir, name+".log"), Exited: make(chan struct{})}
+	logFile, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	defer logFile.Close()
 	p.cmd = exec.Command(bin, args...)
-	p.cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "POD_NAMESPACE="+systemNamespace)
+	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
-	p.started = time.Now()
+	p.Started = time.Now()
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
 	}
-	go func() { _ = p.cmd.Wait(); close(p.exited) }()
+	go func() { _ = p.cmd.Wait(); close(p.Exited) }()
 	return p, nil
 }
 
-// kill sends SIGKILL and waits until the process is reaped.
-func (p *proc) kill() {
-	_ = p.cmd.Process.Kill()
-	<-p.exited
+// Stop sends SIGTERM and waits for the process, SIGKILL after 15 s.
+func (p *Proc) Stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.Exited:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.Exited
+	}
 }
 
-// rssKiB reads VmRSS of the process from /proc/<pid>/status.
-func (p *proc) rssKiB() (int64, error) {
+// Kill sends SIGKILL and waits until the process is reaped.
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.Exited
+}
+
+// RSSKiB reads VmRSS of the process from /proc/<pid>/status.
+func (p *Proc) RSSKiB() (int64, error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
 		return 0, err
@@ -61,16 +79,16 @@ func (p *proc) rssKiB() (int64, error) {
 			return strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
 		}
 	}
-	return 0, fmt.Errorf("%s: no VmRSS", p.name)
+	return 0, fmt.Errorf("%s: no VmRSS", p.Name)
 }
 
-// waitOK polls url until it answers 200, the process exits, or timeout passes.
-func (p *proc) waitOK(ctx context.Context, url string, timeout time.Duration) error {
+// WaitOK polls url until it answers 200, the process exits, or timeout passes.
+func (p *Proc) WaitOK(ctx context.Context, url string, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		select {
-		case <-p.exited:
-			return fmt.Errorf("%s exited; its log: %s", p.name, p.logPath)
+		case <-p.Exited:
+			return fmt.Errorf("%s exited; its log: %s", p.Name, p.LogPath)
 		default:
 		}
 		if status(ctx, url) == http.StatusOK {
@@ -78,7 +96,7 @@ func (p *proc) waitOK(ctx context.Context, url string, timeout time.Duration) er
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("%s: %s not 200 within %s; its log: %s", p.name, url, timeout, p.logPath)
+	return fmt.Errorf("%s: %s not 200 within %s; its log: %s", p.Name, url, timeout, p.LogPath)
 }
 
 func status(ctx context.Context, url string) int {
@@ -94,9 +112,9 @@ func status(ctx context.Context, url string) int {
 	return resp.StatusCode
 }
 
-// metric returns the sum of the samples of a Prometheus text-format metric whose labels
+// Metric returns the sum of the samples of a Prometheus text-format metric whose labels
 // contain label (e.g. `controller="apicredential"`), read from url.
-func metric(ctx context.Context, url, name, label string) (float64, error) {
+func Metric(ctx context.Context, url, name, label string) (float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, err
@@ -130,5 +148,3 @@ func metric(ctx context.Context, url, name, label string) (float64, error) {
 	}
 	return sum, sc.Err()
 }
-
-func numCPU() int { return runtime.NumCPU() }
