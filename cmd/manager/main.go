@@ -31,8 +31,7 @@ import (
 
 func main() {
 	var (
-		metricsAddr     string
-		probeAddr       string
+		listen          listenFlags
 		leaderElect     bool
 		election        electionFlags
 		defaultTokenURL string
@@ -41,8 +40,9 @@ func main() {
 		certs           servingCertFlags
 		workers         int
 	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; \"0\" disables it")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
+	flag.StringVar(&listen.metrics, "metrics-bind-address", ":8080", "address the Prometheus metrics endpoint binds to; \"0\" disables it")
+	flag.StringVar(&listen.probe, "health-probe-bind-address", ":8081", "address the /healthz and /readyz probes bind to")
+	flag.StringVar(&listen.pprof, "pprof-bind-address", "0", "address net/http/pprof binds to, for profiling (plain HTTP, unauthenticated: bind it to localhost); \"0\" disables it")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so that only one replica reconciles at a time")
 	flag.DurationVar(&election.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long non-leaders wait, after the last renewal, before they try to take the leader lease")
 	flag.DurationVar(&election.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "how long the leader keeps retrying to renew its lease before it gives up leading (and stops)")
@@ -74,7 +74,7 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
 
-	if err := run(metricsAddr, probeAddr, leaderElect, election, defaultTokenURL, signing, hooks, certs, workers); err != nil {
+	if err := run(listen, leaderElect, election, defaultTokenURL, signing, hooks, certs, workers); err != nil {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
@@ -103,6 +103,11 @@ func cacheOptions(namespace string) cache.Options {
 	}
 	opts.ByObject[&corev1.ConfigMap{}] = cache.ByObject{Namespaces: map[string]cache.Config{namespace: {}}}
 	return opts
+}
+
+// listenFlags are the addresses of the manager's HTTP endpoints besides the webhook.
+type listenFlags struct {
+	metrics, probe, pprof string
 }
 
 // signingKeyFlags locate the Secret of token signing keys and set its rotation policy.
@@ -144,7 +149,7 @@ type webhookFlags struct {
 	port          int
 }
 
-func run(metricsAddr, probeAddr string, leaderElect bool, election electionFlags, defaultTokenURL string, signing signingKeyFlags, hooks webhookFlags, certs servingCertFlags, workers int) error {
+func run(listen listenFlags, leaderElect bool, election electionFlags, defaultTokenURL string, signing signingKeyFlags, hooks webhookFlags, certs servingCertFlags, workers int) error {
 	if workers < 1 {
 		return fmt.Errorf("--max-concurrent-reconciles must be at least 1, got %d", workers)
 	}
@@ -156,8 +161,9 @@ func run(metricsAddr, probeAddr string, leaderElect bool, election electionFlags
 	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
-		HealthProbeBindAddress: probeAddr,
+		Metrics:                metricsserver.Options{BindAddress: listen.metrics},
+		HealthProbeBindAddress: listen.probe,
+		PprofBindAddress:       listen.pprof,
 		LeaderElection:         leaderElect,
 		LeaderElectionID:       "manager.iam.keysmith.dev",
 		// The lease lives in the operator's namespace, also out of a cluster (where

@@ -49,6 +49,9 @@ type options struct {
 	workers    []int
 	rest       time.Duration
 	keep       bool
+	// managerArgs and tokenServerArgs are appended to each process's arguments, e.g.
+	// --pprof-bind-address=127.0.0.1:6060 to take heap profiles of the manager.
+	managerArgs, tokenServerArgs []string
 }
 
 func main() {
@@ -58,7 +61,10 @@ func main() {
 	ws := flag.String("workers", "1,4", "comma-separated --max-concurrent-reconciles values, one round each (the last is the one restarted)")
 	flag.DurationVar(&o.rest, "rest", 10*time.Second, "how long writes at rest are counted after the restarted manager settled")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run's directory (the processes' logs)")
+	mArgs := flag.String("manager-args", "", "space-separated extra arguments of the manager, e.g. --pprof-bind-address=127.0.0.1:6060")
+	tArgs := flag.String("token-server-args", "", "space-separated extra arguments of the token server")
 	flag.Parse()
+	o.managerArgs, o.tokenServerArgs = strings.Fields(*mArgs), strings.Fields(*tArgs)
 	for w := range strings.SplitSeq(*ws, ",") {
 		v, err := strconv.Atoi(strings.TrimSpace(w))
 		if err != nil || v < 1 {
@@ -130,11 +136,11 @@ func run(o options) error {
 	probeAddr, metricsAddr, tokenAddr := addrs[0], addrs[1], addrs[2]
 	startManager := func(workers int) (*proc.Proc, error) {
 		m, err := startProc(dir, "manager", testenv.Binary(dir, "./cmd/manager"), kubeconfigs[managerUser],
-			"--max-concurrent-reconciles="+strconv.Itoa(workers),
-			"--enable-webhooks=false",
-			"--signing-key-namespace="+systemNamespace,
-			"--health-probe-bind-address="+probeAddr,
-			"--metrics-bind-address="+metricsAddr)
+			append([]string{"--max-concurrent-reconciles=" + strconv.Itoa(workers),
+				"--enable-webhooks=false",
+				"--signing-key-namespace=" + systemNamespace,
+				"--health-probe-bind-address=" + probeAddr,
+				"--metrics-bind-address=" + metricsAddr}, o.managerArgs...)...)
 		if err != nil {
 			return nil, err
 		}
@@ -142,7 +148,7 @@ func run(o options) error {
 	}
 	startTokenServer := func() (*proc.Proc, error) {
 		ts, err := startProc(dir, "token-server", testenv.Binary(dir, "./cmd/token-server"), kubeconfigs[tokenServerUser],
-			"--listen="+tokenAddr, "--issuer=http://"+tokenAddr, "--signing-key-namespace="+systemNamespace)
+			append([]string{"--listen=" + tokenAddr, "--issuer=http://" + tokenAddr, "--signing-key-namespace=" + systemNamespace}, o.tokenServerArgs...)...)
 		if err != nil {
 			return nil, err
 		}
