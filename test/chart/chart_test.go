@@ -27,6 +27,7 @@ var (
 		"--leader-elect-lease-duration=15s",
 		"--leader-elect-renew-deadline=10s",
 		"--leader-elect-retry-period=2s",
+		"--max-concurrent-reconciles=4",
 	}
 	wantTokenServerArgs = []string{
 		"--listen=:8443",
@@ -304,6 +305,8 @@ func TestSchemaRejects(t *testing.T) {
 		{`webhook: {timeoutSeconds: "10"}`, "/webhook/timeoutSeconds"},
 		{"manager: {leaderElection: {leaseDuration: 15 seconds}}", "/manager/leaderElection/leaseDuration"},
 		{"tokenServer: {tokenLifetime: 10}", "/tokenServer/tokenLifetime"},
+		{"manager: {maxConcurrentReconciles: 0}", "/manager/maxConcurrentReconciles"},
+		{`manager: {maxConcurrentReconciles: "4"}`, "/manager/maxConcurrentReconciles"},
 		{"crds: {enabled: yes please}", "/crds/enabled"},
 		{"manager: {extraArgs: [--zap-log-level=debug, oops]}", "/manager/extraArgs/1"},
 		{"manager: {resources: {request: {cpu: 1}}}", "request"},
