@@ -199,6 +199,21 @@ type Rotation struct {
 	Period *metav1.Duration `json:"period,omitempty"`
 }
 
+// TokenPolicy shapes the access tokens the token server issues for the credential.
+type TokenPolicy struct {
+	// lifetime is how long the access tokens issued for the credential live, as a
+	// duration ("5m", "1h"), between 1s and 24h. Token servers issue
+	// min(lifetime, their --max-token-lifetime); unset, their --token-lifetime (10m by
+	// default). A change applies to tokens issued afterwards; tokens already out keep the
+	// exp they were issued with. Lengthening it, or removing it, needs the same grants as
+	// creating the credential.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="spec.tokenPolicy.lifetime must be between 1s and 24h"
+	Lifetime *metav1.Duration `json:"lifetime,omitempty"`
+}
+
 // APICredentialSpec is what a platform team declares: which APIs the credential may call,
 // with which permission, in which account and workspaces, and whether it is active.
 // +kubebuilder:validation:XValidation:rule="(has(self.secretTemplate) && has(self.secretTemplate.name)) == (has(oldSelf.secretTemplate) && has(oldSelf.secretTemplate.name)) && (!has(self.secretTemplate) || !has(self.secretTemplate.name) || self.secretTemplate.name == oldSelf.secretTemplate.name)",message="spec.secretTemplate.name is immutable; create a new APICredential to use another Secret"
@@ -247,6 +262,27 @@ type APICredentialSpec struct {
 	// back to false.
 	// +optional
 	DeletionProtection bool `json:"deletionProtection,omitempty"`
+
+	// sourceRanges, when set, are the only client addresses the credential may be used
+	// from, as CIDRs in canonical form (no bits set after the prefix: "10.1.0.0/16",
+	// "2001:db8::/32", "192.0.2.7/32" for one address), IPv4 and IPv6, at most 32. The
+	// token exchange from any other address fails like a wrong secret, and every use of
+	// the tokens it issued (/authz) from any other address is refused; the ranges are
+	// looked up on every request, so narrowing them revokes tokens already out. The
+	// client address is the TCP peer's, or the one the token server's --trusted-proxies
+	// vouch for through X-Forwarded-For. Such a credential never authenticates through
+	// Kubernetes TokenReview, which carries no client address. Empty or unset: any
+	// address. Widening or removing them needs the same grants as creating the credential.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self) && cidr(self) == cidr(self).masked()",message="spec.sourceRanges items must be CIDRs in canonical form, e.g. 10.1.0.0/16 or 2001:db8::/32 (no bits set after the prefix; one address is /32 or /128)"
+	SourceRanges []string `json:"sourceRanges,omitempty"`
+
+	// tokenPolicy shapes the access tokens issued for the credential.
+	// +optional
+	TokenPolicy TokenPolicy `json:"tokenPolicy,omitzero"`
 }
 
 // IsActive reports whether spec.active is true (the default when unset).
