@@ -1,6 +1,8 @@
 package webhook
 
 import (
+	"net/netip"
+
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
@@ -25,11 +27,18 @@ var rebindPath = field.NewPath("metadata", "annotations").Key(iamv1alpha1.Rebind
 //   - spec.active goes from false to true (absent means true): reactivating a credential
 //     that someone deactivated, during an incident say;
 //   - spec.expiresAt is removed or moved later;
+//   - spec.sourceRanges widen: a range is added that no previous range contains, or the
+//     ranges are removed altogether (empty means any address);
+//   - spec.tokenPolicy.lifetime gets longer or is removed: unset means the token
+//     server's --token-lifetime, which admission cannot know and which may be as long as
+//     any lifetime (24h), so removing it counts as lengthening and setting one where none
+//     was counts as shortening, whatever the token servers run with;
 //   - the rebind annotation is added or changed, on create too: the operator then adopts
 //     the Secret the credential names (DESIGN §2 item 9).
 //
-// Deactivating, shortening the expiry, rotating, renaming and removing the annotation
-// make a credential no more powerful and need nothing. A create needs every grant anyway;
+// Deactivating, shortening the expiry or the token lifetime, narrowing or first setting
+// source ranges, rotating, renaming and removing the annotation make a credential no more
+// powerful and need nothing. A create needs every grant anyway;
 // regrants names the rebind annotation then so that a refusal says why it matters.
 func regrants(old, cred *iamv1alpha1.APICredential) []regrant {
 	var out []regrant
@@ -61,7 +70,58 @@ func regrants(old, cred *iamv1alpha1.APICredential) []regrant {
 			out = append(out, regrant{spec.Child("expiresAt"), "moving it later extends the credential's life"})
 		}
 	}
+	if widensSourceRanges(old.Spec.SourceRanges, cred.Spec.SourceRanges) {
+		what := "a range no previous range contains lets the credential be used from more addresses"
+		if len(cred.Spec.SourceRanges) == 0 {
+			what = "removing them lets the credential be used from any address"
+		}
+		out = append(out, regrant{spec.Child("sourceRanges"), what})
+	}
+	if was := old.Spec.TokenPolicy.Lifetime; was != nil {
+		switch now := cred.Spec.TokenPolicy.Lifetime; {
+		case now == nil:
+			out = append(out, regrant{spec.Child("tokenPolicy", "lifetime"), "removing it lets tokens live as long as the token server's default, which may be longer"})
+		case now.Duration > was.Duration:
+			out = append(out, regrant{spec.Child("tokenPolicy", "lifetime"), "a longer lifetime lets tokens live longer"})
+		}
+	}
 	return out
+}
+
+// widensSourceRanges reports whether the source ranges now allow an address that was
+// allowed before: was restricted (non-empty) and now is empty, or now holds a range that
+// no range of was contains. A range that does not parse or has bits set after its prefix (the CRD refuses both) counts as
+// widening in now and as containing nothing in was: fail closed.
+func widensSourceRanges(was, now []string) bool {
+	if len(was) == 0 {
+		return false // from any address, every list is narrower or the same
+	}
+	if len(now) == 0 {
+		return true
+	}
+	old := make([]netip.Prefix, 0, len(was))
+	for _, s := range was {
+		if p, err := netip.ParsePrefix(s); err == nil && p == p.Masked() {
+			old = append(old, p)
+		}
+	}
+	for _, s := range now {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || p != p.Masked() {
+			return true
+		}
+		contained := false
+		for _, q := range old {
+			if q.Bits() <= p.Bits() && q.Contains(p.Addr()) {
+				contained = true
+				break
+			}
+		}
+		if !contained {
+			return true
+		}
+	}
+	return false
 }
 
 // rebinds reports whether the regrants include adding or changing the rebind annotation.
