@@ -1,19 +1,26 @@
-// Package signingkey holds the ES256 keys that sign keysmith access tokens: how they
-// are generated, stored in one Secret, chosen for signing, published as a JWKS, and
-// rotated without ever invalidating a token that is still within its lifetime.
+// Package signingkey holds the keys that sign keysmith access tokens (ES256 by default,
+// RS256 or EdDSA on request): how they are generated, stored in one Secret, chosen for
+// signing, published as a JWKS, and rotated without ever invalidating a token that is
+// still within its lifetime.
 //
 // A key goes through three stages. It is published (in the JWKS) from the moment it is
 // generated, so that relying parties fetch it before they see a token it signed. It
 // signs from ActivatesAt until a newer key activates; that moment is its RetiredAt.
 // It stays published for Policy.Retention after retirement, which must exceed the
 // longest token lifetime, and is then pruned.
+//
+// A set may mix algorithms: when Policy.Algorithm differs from the newest key's, Plan
+// pre-publishes a successor of the new algorithm at once, and the old keys stay published
+// for the retention like any retired key.
 package signingkey
 
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -42,17 +49,50 @@ const PublicDataKey = "jwks.json"
 // key Secret named secret.
 func PublicName(secret string) string { return secret + "-public" }
 
-// Algorithm is the JWS algorithm of every keysmith signing key.
-const Algorithm = "ES256"
+// The JWS algorithms (RFC 7518 §3.1, RFC 8037 §3.1) keysmith signs with.
+const (
+	// ES256 is ECDSA with P-256 and SHA-256: the default, the smallest and fastest to sign.
+	ES256 = "ES256"
+	// RS256 is RSASSA-PKCS1-v1_5 with SHA-256 and a 2048-bit key, the algorithm RFC 9068
+	// §4 requires every authorization server to support.
+	RS256 = "RS256"
+	// EdDSA is Ed25519, under the JWS name go-jose and most verifiers use.
+	EdDSA = "EdDSA"
+)
+
+// DefaultAlgorithm is the algorithm of new keys when the policy names none.
+const DefaultAlgorithm = ES256
+
+// Algorithms lists the supported algorithms, the default first.
+var Algorithms = []string{ES256, RS256, EdDSA}
+
+// RSABits is the size of generated RSA keys, RFC 7518 §3.3's minimum; Parse refuses
+// smaller ones.
+const RSABits = 2048
+
+// maxRSABits bounds the RSA keys Parse accepts, so that a hand-edited Secret cannot make
+// every token cost a 16384-bit signature.
+const maxRSABits = 4096
+
+// ValidAlgorithm reports an algorithm keysmith cannot sign with.
+func ValidAlgorithm(alg string) error {
+	for _, a := range Algorithms {
+		if alg == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("signing algorithm %q is not supported (want one of %v)", alg, Algorithms)
+}
 
 // Key is one signing key.
 type Key struct {
 	// ID is the key's RFC 7638 JWK thumbprint (SHA-256, base64url), used as the JWS kid.
 	ID string
-	// Algorithm is the JWS algorithm, always ES256.
+	// Algorithm is the JWS algorithm: ES256, RS256 or EdDSA.
 	Algorithm string
-	// Private is the P-256 private key.
-	Private *ecdsa.PrivateKey
+	// Private is the private key: *ecdsa.PrivateKey (P-256) for ES256, *rsa.PrivateKey
+	// for RS256, ed25519.PrivateKey for EdDSA.
+	Private crypto.Signer
 	// CreatedAt is when the key was generated and first published.
 	CreatedAt time.Time
 	// ActivatesAt is when the key starts to sign.
@@ -78,6 +118,17 @@ type Policy struct {
 	// Retention is how long a retired key stays published. It must exceed the longest
 	// access token lifetime.
 	Retention time.Duration
+	// Algorithm is the JWS algorithm of the keys Plan generates; empty means
+	// DefaultAlgorithm. Keys of another algorithm already in the set stay valid.
+	Algorithm string
+}
+
+// algorithm returns the policy's algorithm, defaulted.
+func (p Policy) algorithm() string {
+	if p.Algorithm == "" {
+		return DefaultAlgorithm
+	}
+	return p.Algorithm
 }
 
 // Validate reports a policy that cannot work.
@@ -92,26 +143,48 @@ func (p Policy) Validate() error {
 	if p.Retention <= 0 {
 		errs = append(errs, errors.New("retention must be positive"))
 	}
+	if err := ValidAlgorithm(p.algorithm()); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
-// Generate returns a new P-256 key that is published from now and signs from activatesAt.
+// Generate returns a new ES256 (P-256) key that is published from now and signs from
+// activatesAt.
 func Generate(now, activatesAt time.Time) (Key, error) {
-	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return Key{}, fmt.Errorf("generating a P-256 key: %w", err)
+	return GenerateAlgorithm(ES256, now, activatesAt)
+}
+
+// GenerateAlgorithm returns a new key for alg (ES256: P-256; RS256: RSA 2048; EdDSA:
+// Ed25519) that is published from now and signs from activatesAt.
+func GenerateAlgorithm(alg string, now, activatesAt time.Time) (Key, error) {
+	var priv crypto.Signer
+	var err error
+	switch alg {
+	case ES256:
+		priv, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case RS256:
+		priv, err = rsa.GenerateKey(rand.Reader, RSABits)
+	case EdDSA:
+		_, priv, err = ed25519.GenerateKey(rand.Reader)
+	default:
+		return Key{}, ValidAlgorithm(alg)
 	}
-	id, err := thumbprint(&priv.PublicKey)
+	if err != nil {
+		return Key{}, fmt.Errorf("generating a %s key: %w", alg, err)
+	}
+	id, err := thumbprint(priv.Public())
 	if err != nil {
 		return Key{}, err
 	}
 	return Key{
-		ID: id, Algorithm: Algorithm, Private: priv,
+		ID: id, Algorithm: alg, Private: priv,
 		CreatedAt: now.UTC().Truncate(time.Second), ActivatesAt: activatesAt.UTC().Truncate(time.Second),
 	}, nil
 }
 
-func thumbprint(pub *ecdsa.PublicKey) (string, error) {
+// thumbprint is the RFC 7638 thumbprint of pub (RFC 8037 §2 for OKP keys).
+func thumbprint(pub crypto.PublicKey) (string, error) {
 	tp, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(crypto.SHA256)
 	if err != nil {
 		return "", fmt.Errorf("computing the key thumbprint: %w", err)
@@ -144,7 +217,7 @@ func (s *Set) NextActivation(now time.Time) (time.Time, bool) {
 func (s *Set) JWKS() ([]byte, error) {
 	set := jose.JSONWebKeySet{Keys: make([]jose.JSONWebKey, 0, len(s.Keys))}
 	for _, k := range s.Keys {
-		set.Keys = append(set.Keys, jose.JSONWebKey{Key: &k.Private.PublicKey, KeyID: k.ID, Algorithm: k.Algorithm, Use: "sig"})
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: k.Private.Public(), KeyID: k.ID, Algorithm: k.Algorithm, Use: "sig"})
 	}
 	return json.Marshal(set)
 }
@@ -210,8 +283,8 @@ func Parse(data []byte) (*Set, error) {
 }
 
 func parseKey(sk storedKey) (Key, error) {
-	if sk.Algorithm != Algorithm {
-		return Key{}, fmt.Errorf("alg %q is not supported, only %s", sk.Algorithm, Algorithm)
+	if err := ValidAlgorithm(sk.Algorithm); err != nil {
+		return Key{}, err
 	}
 	block, _ := pem.Decode([]byte(sk.PrivateKey))
 	if block == nil || block.Type != "PRIVATE KEY" {
@@ -221,31 +294,53 @@ func parseKey(sk storedKey) (Key, error) {
 	if err != nil {
 		return Key{}, fmt.Errorf("privateKey: %w", err)
 	}
-	priv, ok := parsed.(*ecdsa.PrivateKey)
-	if !ok || priv.Curve != elliptic.P256() {
-		return Key{}, errors.New("privateKey is not a P-256 key")
+	// The declared alg must match the key's type: a key is used with one algorithm only.
+	var priv crypto.Signer
+	switch k := parsed.(type) {
+	case *ecdsa.PrivateKey:
+		if sk.Algorithm != ES256 || k.Curve != elliptic.P256() {
+			return Key{}, fmt.Errorf("privateKey is an ECDSA key, not a key for alg %s", sk.Algorithm)
+		}
+		priv = k
+	case *rsa.PrivateKey:
+		if sk.Algorithm != RS256 {
+			return Key{}, fmt.Errorf("privateKey is an RSA key, not a key for alg %s", sk.Algorithm)
+		}
+		if bits := k.N.BitLen(); bits < RSABits || bits > maxRSABits {
+			return Key{}, fmt.Errorf("privateKey is a %d-bit RSA key, want %d to %d bits", bits, RSABits, maxRSABits)
+		}
+		priv = k
+	case ed25519.PrivateKey:
+		if sk.Algorithm != EdDSA {
+			return Key{}, fmt.Errorf("privateKey is an Ed25519 key, not a key for alg %s", sk.Algorithm)
+		}
+		priv = k
+	default:
+		return Key{}, fmt.Errorf("privateKey is a %T, not a key for alg %s", parsed, sk.Algorithm)
 	}
-	id, err := thumbprint(&priv.PublicKey)
+	id, err := thumbprint(priv.Public())
 	if err != nil {
 		return Key{}, err
 	}
 	if id != sk.ID {
 		return Key{}, fmt.Errorf("kid %q is not the key's thumbprint %q", sk.ID, id)
 	}
-	return Key{ID: id, Algorithm: Algorithm, Private: priv, CreatedAt: sk.CreatedAt, ActivatesAt: sk.ActivatesAt, RetiredAt: sk.RetiredAt}, nil
+	return Key{ID: id, Algorithm: sk.Algorithm, Private: priv, CreatedAt: sk.CreatedAt, ActivatesAt: sk.ActivatesAt, RetiredAt: sk.RetiredAt}, nil
 }
 
 // Plan returns the set as it should be at now under policy, and whether that differs
 // from set (nil means no Secret yet). It generates the first key, which signs at once;
 // generates a successor PrePublish before the signing key's period ends; marks a key
 // retired from the moment its successor activates; and prunes keys retired for longer
-// than Retention. It never removes the key that signs at now.
+// than Retention. It never removes the key that signs at now. When the newest key's
+// algorithm is not policy.Algorithm, it pre-publishes a successor of that algorithm at
+// once, which signs after PrePublish (or when the newest key activates, if later).
 func Plan(set *Set, now time.Time, policy Policy) (*Set, bool, error) {
 	if err := policy.Validate(); err != nil {
 		return nil, false, err
 	}
 	if set == nil || len(set.Keys) == 0 {
-		k, err := Generate(now, now)
+		k, err := GenerateAlgorithm(policy.algorithm(), now, now)
 		if err != nil {
 			return nil, false, err
 		}
@@ -255,12 +350,26 @@ func Plan(set *Set, now time.Time, policy Policy) (*Set, bool, error) {
 	changed := false
 
 	newest := &next.Keys[len(next.Keys)-1]
-	if !now.Before(newest.ActivatesAt.Add(policy.RotationPeriod - policy.PrePublish)) {
+	switch {
+	case newest.Algorithm != policy.algorithm():
+		// A change of algorithm does not wait for the rotation: the successor is
+		// published now and signs after the usual pre-publication.
+		activates := now.Add(policy.PrePublish)
+		if activates.Before(newest.ActivatesAt) {
+			activates = newest.ActivatesAt
+		}
+		k, err := GenerateAlgorithm(policy.algorithm(), now, activates)
+		if err != nil {
+			return nil, false, err
+		}
+		next.Keys = append(next.Keys, k)
+		changed = true
+	case !now.Before(newest.ActivatesAt.Add(policy.RotationPeriod - policy.PrePublish)):
 		activates := now.Add(policy.PrePublish)
 		if end := newest.ActivatesAt.Add(policy.RotationPeriod); activates.Before(end) {
 			activates = end
 		}
-		k, err := Generate(now, activates)
+		k, err := GenerateAlgorithm(policy.algorithm(), now, activates)
 		if err != nil {
 			return nil, false, err
 		}

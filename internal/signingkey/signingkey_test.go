@@ -1,6 +1,7 @@
 package signingkey
 
 import (
+	"crypto"
 	"crypto/rand"
 	"encoding/json"
 	"strings"
@@ -110,7 +111,7 @@ func TestMarshalParseRoundTrip(t *testing.T) {
 	}
 	for i := range got.Keys {
 		a, b := set.Keys[i], got.Keys[i]
-		if a.ID != b.ID || !a.Private.Equal(b.Private) || !a.ActivatesAt.Equal(b.ActivatesAt) || (a.RetiredAt == nil) != (b.RetiredAt == nil) {
+		if a.ID != b.ID || !a.Private.(interface{ Equal(crypto.PrivateKey) bool }).Equal(b.Private) || !a.ActivatesAt.Equal(b.ActivatesAt) || (a.RetiredAt == nil) != (b.RetiredAt == nil) {
 			t.Fatalf("key %d differs after round trip", i)
 		}
 	}
@@ -129,7 +130,8 @@ func TestParseRefusesBrokenSets(t *testing.T) {
 		"empty":       {"", "empty"},
 		"not json":    {"{", DataKey},
 		"no keys":     {`{"keys":[]}`, "no keys"},
-		"bad alg":     {`{"keys":[{"kid":"x","alg":"RS256","privateKey":""}]}`, `alg "RS256"`},
+		"bad alg":     {`{"keys":[{"kid":"x","alg":"HS256","privateKey":""}]}`, `"HS256" is not supported`},
+		"alg none":    {`{"keys":[{"kid":"x","alg":"none","privateKey":""}]}`, `"none" is not supported`},
 		"bad pem":     {`{"keys":[{"kid":"x","alg":"ES256","privateKey":"nope"}]}`, "PEM"},
 		"foreign kid": {tampered, "thumbprint"},
 		"duplicate":   {string(dup), "duplicate kid"},

@@ -145,8 +145,8 @@ func fillScalar(dst []byte, v []byte) bool {
 // disclosed to the caller.
 var errInvalidToken = errors.New("invalid access token")
 
-// signatureSegmentLength is the length of the base64url of an ES256 signature, r||s.
-const signatureSegmentLength = 86
+// es256SignatureSegmentLength is the length of the base64url of an ES256 signature, r||s.
+const es256SignatureSegmentLength = 86
 
 // p256N and p256HalfN are the order of P-256 and its half, for low-s signatures.
 var (

@@ -68,7 +68,7 @@ func FuzzVerify(f *testing.F) {
 		if err := json.Unmarshal(mustB64(t, seg[0]), &header); err != nil {
 			t.Fatal(err)
 		}
-		if header.Kid != k.ID || seg[0] != headerFor(k.ID) {
+		if header.Kid != k.ID || seg[0] != headerFor(k.Algorithm, k.ID) {
 			t.Fatalf("accepted kid %q with header %q", header.Kid, seg[0])
 		}
 	})

@@ -60,7 +60,7 @@ func highS(sigSeg string) string {
 func (f *fixture) signSegments(header, payload string) string {
 	f.t.Helper()
 	digest := sha256.Sum256([]byte(header + "." + payload))
-	r, s, err := ecdsa.Sign(rand.Reader, f.keys.Keys[0].Private, digest[:])
+	r, s, err := ecdsa.Sign(rand.Reader, f.keys.Keys[0].Private.(*ecdsa.PrivateKey), digest[:])
 	if err != nil {
 		f.t.Fatal(err)
 	}

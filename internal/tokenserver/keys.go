@@ -2,7 +2,8 @@ package tokenserver
 
 import (
 	"crypto/ecdsa"
-	"crypto/elliptic"
+	"crypto/ed25519"
+	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -47,12 +48,25 @@ func (s *Server) SetKeys(set *signingkey.Set) error {
 	if err != nil {
 		return err
 	}
-	ring := &keyRing{verify: map[string]*ecdsa.PublicKey{}, jwks: jwks}
+	ring := &keyRing{verify: map[string]*verifyKey{}, jwks: jwks}
 	for _, k := range set.Keys {
-		ring.verify[headerFor(k.ID)] = &k.Private.PublicKey
+		v, ok := newVerifyKey(k.Algorithm, k.Private.Public())
+		if !ok {
+			return fmt.Errorf("signing key %s is not a %s key", k.ID, k.Algorithm)
+		}
+		ring.verify[headerFor(k.Algorithm, k.ID)] = v
 	}
 	if k, ok := set.Signing(now); ok {
-		ring.signing = &signingKey{kid: k.ID, header: headerFor(k.ID), key: k.Private}
+		sk := &signingKey{kid: k.ID, alg: k.Algorithm, header: headerFor(k.Algorithm, k.ID), sigLen: ring.verify[headerFor(k.Algorithm, k.ID)].sigLen}
+		switch priv := k.Private.(type) {
+		case *ecdsa.PrivateKey:
+			sk.ec = priv
+		case *rsa.PrivateKey:
+			sk.rsa = priv
+		case ed25519.PrivateKey:
+			sk.ed = priv
+		}
+		ring.signing = sk
 	}
 	if len(ring.verify) == 0 {
 		return errors.New("the signing key set is empty")
@@ -94,18 +108,22 @@ func (s *Server) SetVerifyKeys(jwks []byte) error {
 	if err := json.Unmarshal(jwks, &set); err != nil {
 		return fmt.Errorf("%s: %w", signingkey.PublicDataKey, err)
 	}
-	ring := &keyRing{verify: map[string]*ecdsa.PublicKey{}}
+	ring := &keyRing{verify: map[string]*verifyKey{}}
 	public := jose.JSONWebKeySet{}
 	for _, k := range set.Keys {
-		pub, ok := k.Key.(*ecdsa.PublicKey)
-		if !ok || k.Algorithm != signingkey.Algorithm || pub.Curve != elliptic.P256() || k.KeyID == "" || len(k.KeyID) > maxKidLen {
+		if !k.IsPublic() || k.KeyID == "" || len(k.KeyID) > maxKidLen || (k.Use != "" && k.Use != "sig") {
 			continue // not a key keysmith signs with
 		}
-		ring.verify[headerFor(k.KeyID)] = pub
+		// The key verifies only under its declared alg, and only if its type fits it.
+		v, ok := newVerifyKey(k.Algorithm, k.Key)
+		if !ok {
+			continue
+		}
+		ring.verify[headerFor(k.Algorithm, k.KeyID)] = v
 		public.Keys = append(public.Keys, k.Public())
 	}
 	if len(ring.verify) == 0 {
-		return errors.New("the public key set holds no ES256 key")
+		return fmt.Errorf("the public key set holds no key keysmith signs with (%v)", signingkey.Algorithms)
 	}
 	var err error
 	if ring.jwks, err = json.Marshal(public); err != nil {

@@ -1,7 +1,6 @@
 package tokenserver
 
 import (
-	"crypto/ecdsa"
 	"crypto/sha256"
 	"sync"
 	"sync/atomic"
@@ -131,7 +130,7 @@ func (c *tokenCache) evict(now time.Time, published func(verifiedBy) bool, need 
 // (which carries the kid) and the public key it mapped to.
 type verifiedBy struct {
 	header string
-	pub    *ecdsa.PublicKey
+	pub    *verifyKey
 }
 
 // cacheEntryOverhead is the heap of one cache entry apart from its claims' contents: the
