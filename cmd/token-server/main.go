@@ -34,7 +34,7 @@ type config struct {
 	listen, issuer, namespaces, signingNamespace, signingSecret string
 	workspaceHeader, workspacePath, tlsCert, tlsKey             string
 	trustedProxies, kubernetesAudiences                         string
-	tokenLifetime, usageInterval                                time.Duration
+	tokenLifetime, maxTokenLifetime, usageInterval              time.Duration
 	tokenCacheBytes                                             int64
 	verifyOnly                                                  bool
 }
@@ -46,7 +46,8 @@ func main() {
 	flag.StringVar(&cfg.namespaces, "namespaces", "", "comma-separated namespaces whose APICredentials to serve; empty for all")
 	flag.StringVar(&cfg.signingNamespace, "signing-key-namespace", cmp.Or(os.Getenv("POD_NAMESPACE"), "keysmith-system"), "namespace of the signing key Secret")
 	flag.StringVar(&cfg.signingSecret, "signing-key-secret", "keysmith-signing-keys", "name of the signing key Secret")
-	flag.DurationVar(&cfg.tokenLifetime, "token-lifetime", 10*time.Minute, "lifetime of access tokens (at most 24h)")
+	flag.DurationVar(&cfg.tokenLifetime, "token-lifetime", 10*time.Minute, "lifetime of access tokens for credentials that set no spec.tokenPolicy.lifetime (at most 24h)")
+	flag.DurationVar(&cfg.maxTokenLifetime, "max-token-lifetime", defaultMaxTokenLifetime, "longest lifetime of access tokens: credentials' spec.tokenPolicy.lifetime is capped at it, and tokens claiming a longer life are refused (at least --token-lifetime, at most 24h; default 1h, or --token-lifetime when that is longer and this flag is not given). Keep it the same on every token server sharing the signing keys, and below the manager's --signing-key-retention")
 	flag.Int64Var(&cfg.tokenCacheBytes, "token-cache-bytes", tokenserver.DefaultTokenCacheBytes, "bound, in bytes of heap (estimated per entry), of the cache of verified access tokens; keep it well under the container's memory limit")
 	flag.DurationVar(&cfg.usageInterval, "usage-interval", 30*time.Second, "how often usage (last used time and address) is written to status")
 	flag.StringVar(&cfg.workspaceHeader, "workspace-header", "X-Keysmith-Workspace", "request header naming the workspace of a forward-auth request")
@@ -59,6 +60,7 @@ func main() {
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	cfg.maxTokenLifetime = maxTokenLifetime(cfg, flagSet("max-token-lifetime"))
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	if err := run(ctrl.SetupSignalHandler(), cfg); err != nil {
 		ctrl.Log.Error(err, "token server stopped")
@@ -78,6 +80,9 @@ func run(ctx context.Context, cfg config) error {
 	}
 	if cfg.tokenLifetime <= 0 || cfg.tokenLifetime > 24*time.Hour {
 		return errors.New("--token-lifetime must be between 1s and 24h")
+	}
+	if cfg.maxTokenLifetime < cfg.tokenLifetime || cfg.maxTokenLifetime > 24*time.Hour {
+		return fmt.Errorf("--max-token-lifetime must be between --token-lifetime (%s) and 24h", cfg.tokenLifetime)
 	}
 	if (cfg.tlsCert == "") != (cfg.tlsKey == "") {
 		return errors.New("--tls-cert-file and --tls-key-file go together")
@@ -135,6 +140,7 @@ func run(ctx context.Context, cfg config) error {
 	srv, err := tokenserver.Setup(ctx, mgr, tokenserver.Options{
 		Issuer:              cfg.issuer,
 		TokenLifetime:       cfg.tokenLifetime,
+		MaxTokenLifetime:    cfg.maxTokenLifetime,
 		TokenCacheBytes:     cfg.tokenCacheBytes,
 		WorkspaceHeader:     cfg.workspaceHeader,
 		WorkspacePath:       wsPath,
@@ -160,6 +166,27 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	return mgr.Start(ctx)
+}
+
+// defaultMaxTokenLifetime is --max-token-lifetime's default: the longest a credential's
+// spec.tokenPolicy.lifetime gets without the operator of the token server opting in.
+const defaultMaxTokenLifetime = time.Hour
+
+// maxTokenLifetime is --max-token-lifetime: as given when explicit (run refuses it below
+// --token-lifetime), else the default raised to --token-lifetime, so that a deployment
+// that runs a --token-lifetime over 1h keeps starting after an upgrade.
+func maxTokenLifetime(cfg config, explicit bool) time.Duration {
+	if explicit {
+		return cfg.maxTokenLifetime
+	}
+	return max(cfg.maxTokenLifetime, cfg.tokenLifetime)
+}
+
+// flagSet reports whether the named flag was given on the command line.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // serve runs the HTTP(S) server until the manager stops, then drains it. With certs it
