@@ -10,11 +10,11 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/credential"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 var _ = Describe("APICredential with concurrent workers", func() {
@@ -29,31 +29,10 @@ var _ = Describe("APICredential with concurrent workers", func() {
 		By("watching every value each credential Secret's client secret takes")
 		wc, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
 		Expect(err).NotTo(HaveOccurred())
-		w, err := wc.Watch(ctx, &corev1.SecretList{}, client.InNamespace(ns))
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		DeferCleanup(stopWatch)
+		values, err := testenv.WatchSecretValues(watchCtx, wc, ns)
 		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(w.Stop)
-		var mu sync.Mutex
-		values := map[string]map[string]bool{} // Secret name → client secret hashes seen
-		deleted := 0
-		go func() {
-			defer GinkgoRecover()
-			for ev := range w.ResultChan() {
-				s, ok := ev.Object.(*corev1.Secret)
-				if !ok || s.Labels[iamv1alpha1.CredentialLabel] == "" {
-					continue
-				}
-				mu.Lock()
-				if ev.Type == watch.Deleted {
-					deleted++
-				} else if v := s.Data[iamv1alpha1.DefaultClientSecretKey]; len(v) > 0 {
-					if values[s.Name] == nil {
-						values[s.Name] = map[string]bool{}
-					}
-					values[s.Name][credential.Hash(string(v))] = true
-				}
-				mu.Unlock()
-			}
-		}()
 
 		var creating sync.WaitGroup
 		for i := range n {
@@ -91,13 +70,14 @@ var _ = Describe("APICredential with concurrent workers", func() {
 			Expect(ids).NotTo(HaveKey(cred.Status.ClientID), "client IDs are unique")
 			ids[cred.Status.ClientID] = true
 		}
-		Eventually(func() int { mu.Lock(); defer mu.Unlock(); return len(values) }).Should(Equal(n), "the watch saw every Secret")
-		mu.Lock()
-		for name, seen := range values {
-			Expect(seen).To(HaveLen(1), "one client secret ever for %s", name)
+		Eventually(values.Secrets).Should(Equal(n), "the watch saw every Secret")
+		for i := range list.Items {
+			cred := &list.Items[i]
+			Expect(values.Counts(secretName(cred))).To(Equal(map[string]int{"0": 1}), "one client secret ever for %s", cred.Name)
 		}
-		Expect(deleted).To(BeZero())
-		mu.Unlock()
+		deleted, watchErrs := values.Problems()
+		Expect(deleted).To(BeEmpty())
+		Expect(watchErrs).To(BeEmpty())
 		Expect(metricValue("keysmith_credentials_issued_total", nil) - issuedBefore).To(Equal(float64(n)))
 		Expect(metricValue("keysmith_credentials_adopted_total", nil)-adoptedBefore).To(BeZero(), "no adoption without a crash")
 	})

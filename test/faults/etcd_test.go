@@ -130,7 +130,7 @@ func outage(t *testing.T, f fault) {
 	cfg.QPS = -1
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme()})
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(install(ctx, c)).To(Succeed())
+	g.Expect(testenv.InstallShipped(ctx, c, systemNamespace, tenantNamespace)).To(Succeed())
 	kubeconfigs := map[string]string{}
 	for _, user := range []string{managerUser, tokenServerUser} {
 		u, err := env.ControlPlane.AddUser(envtest.User{Name: user}, cfg)

@@ -44,7 +44,6 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/credential"
@@ -100,7 +99,7 @@ func TestKill9(t *testing.T) {
 	cfg.QPS = -1
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme()})
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(install(ctx, c)).To(Succeed())
+	g.Expect(testenv.InstallShipped(ctx, c, systemNamespace, tenantNamespace)).To(Succeed())
 
 	kubeconfig := filepath.Join(dir, "keysmith-manager.kubeconfig")
 	u, err := env.ControlPlane.AddUser(envtest.User{Name: managerUser}, cfg)
@@ -260,16 +259,16 @@ func TestKill9(t *testing.T) {
 			lost++
 			t.Errorf("%s: its Secret's %s is %q, want %d", cred.Name, iamv1alpha1.KeyVersionAnnotation, v, wantVersion)
 		}
-		for version, hashes := range rec.values(secret.Name) {
-			if len(hashes) != 1 {
-				duplicates += len(hashes) - 1
-				t.Errorf("%s: CLIENT_SECRET took %d values for key version %s through the run", cred.Name, len(hashes), version)
+		versions := rec.Counts(secret.Name)
+		for version, values := range versions {
+			if values != 1 {
+				duplicates += values - 1
+				t.Errorf("%s: CLIENT_SECRET took %d values for key version %s through the run", cred.Name, values, version)
 			}
 		}
-		if !rec.seenHash(secret.Name, strconv.FormatInt(wantVersion, 10), cred.Status.SecretHash) {
+		if !rec.SeenHash(secret.Name, strconv.FormatInt(wantVersion, 10), cred.Status.SecretHash) {
 			t.Errorf("%s: the watch never saw the Secret's current value", cred.Name)
 		}
-		versions := rec.values(secret.Name)
 		if want := int(wantVersion) + 1; len(versions) != want {
 			t.Errorf("%s: the watch saw CLIENT_SECRET values for %d key versions, want %d", cred.Name, len(versions), want)
 		}
@@ -333,7 +332,7 @@ func TestKill9(t *testing.T) {
 			// How long before the adopting manager started the watch saw the Secret's
 			// newest value before the event: a figure, since the watch's lag is not bounded.
 			if name := secretOf(list, ev.Regarding.Name); name != "" {
-				if seen, ok := rec.lastSeenBefore(name, at); ok {
+				if seen, ok := rec.LastSeenBefore(name, at); ok {
 					lead := starts[i].Sub(seen)
 					adoptLead = append(adoptLead, lead)
 				}
@@ -398,7 +397,7 @@ func pending(ctx context.Context, c client.Client, rec *recorder, rotated map[st
 			want = 1
 		}
 		if !isReady(cred) || cred.Status.KeyVersion != want || cred.Status.SecretRef == nil ||
-			!rec.seenHash(cred.Status.SecretRef.Name, strconv.FormatInt(want, 10), cred.Status.SecretHash) {
+			!rec.SeenHash(cred.Status.SecretRef.Name, strconv.FormatInt(want, 10), cred.Status.SecretHash) {
 			out = append(out, cred.Name)
 		}
 	}
@@ -481,41 +480,6 @@ func newCredential(name string) *iamv1alpha1.APICredential {
 	}
 }
 
-// install creates the namespaces, the manager's shipped RBAC (every resource of
-// config/rbac's kustomization), the token server's (config/token-server/rbac.yaml), the
-// status policy, and the sample catalog, as test/ha does.
-func install(ctx context.Context, c client.Client) error {
-	for _, ns := range []string{systemNamespace, tenantNamespace} {
-		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-			return err
-		}
-	}
-	root := testenv.RepoRoot()
-	data, err := os.ReadFile(filepath.Join(root, "config", "rbac", "kustomization.yaml"))
-	if err != nil {
-		return err
-	}
-	var kustomization struct {
-		Resources []string `json:"resources"`
-	}
-	if err := yaml.Unmarshal(data, &kustomization); err != nil {
-		return err
-	}
-	files := []string{
-		filepath.Join("config", "policy", "apicredential-status.yaml"),
-		filepath.Join("config", "samples", "iam_v1alpha1_apidefinitions.yaml"),
-		filepath.Join("config", "token-server", "rbac.yaml"),
-	}
-	for _, r := range kustomization.Resources {
-		files = append(files, filepath.Join("config", "rbac", r))
-	}
-	for _, f := range files {
-		if err := testenv.CreateFromFile(ctx, c, filepath.Join(root, f), systemNamespace); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // managerProc is one manager process (one incarnation).
 type managerProc struct {
@@ -610,98 +574,41 @@ func tail(data []byte, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// recorder follows, through a watch of the tenant's Secrets started before the first
-// credential is created, every value each Secret's CLIENT_SECRET took for each key
-// version, and, through a watch of the credentials, how many are created and Ready. It
-// keeps hashes, never a secret.
+// recorder follows, through watches started before the first credential is created,
+// every value each Secret's CLIENT_SECRET took for each key version
+// (testenv.SecretValues) and how many credentials are created and Ready. It keeps
+// hashes, never a secret.
 type recorder struct {
-	mu sync.Mutex
-	// secrets maps a Secret's name to its key versions, each to the hashes seen for it.
-	secrets map[string]map[string]map[string]struct{}
-	// seen maps a Secret's name to when each CLIENT_SECRET value was first seen.
-	seen    map[string][]time.Time
-	deleted []string
-	creds   map[string]*iamv1alpha1.APICredential
-	errs    []error
+	*testenv.SecretValues
+	mu    sync.Mutex
+	creds map[string]*iamv1alpha1.APICredential
+	errs  []error
 }
 
 type snapshot struct{ created, ready, rotatedReady int }
 
 func newRecorder() *recorder {
-	return &recorder{secrets: map[string]map[string]map[string]struct{}{}, seen: map[string][]time.Time{}, creds: map[string]*iamv1alpha1.APICredential{}}
+	return &recorder{creds: map[string]*iamv1alpha1.APICredential{}}
 }
 
 func (r *recorder) start(ctx context.Context, c client.WithWatch) error {
-	secrets, err := c.Watch(ctx, &corev1.SecretList{}, client.InNamespace(tenantNamespace))
+	secrets, err := testenv.WatchSecretValues(ctx, c, tenantNamespace)
 	if err != nil {
 		return err
 	}
+	r.SecretValues = secrets
 	creds, err := c.Watch(ctx, &iamv1alpha1.APICredentialList{}, client.InNamespace(tenantNamespace))
 	if err != nil {
-		secrets.Stop()
 		return err
 	}
-	go r.follow(ctx, "Secrets", secrets, r.secret)
-	go r.follow(ctx, "APICredentials", creds, r.credential)
+	go testenv.Follow(ctx, "APICredentials", creds, r.credential, r.fail)
 	return nil
-}
-
-func (r *recorder) follow(ctx context.Context, what string, w watch.Interface, handle func(watch.EventType, client.Object)) {
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				if ctx.Err() == nil {
-					r.fail(fmt.Errorf("the watch of %s ended early", what))
-				}
-				return
-			}
-			obj, isObj := ev.Object.(client.Object)
-			if ev.Type == watch.Error || !isObj {
-				r.fail(fmt.Errorf("the watch of %s failed: %v", what, ev.Object))
-				return
-			}
-			if ev.Type == watch.Bookmark {
-				continue
-			}
-			handle(ev.Type, obj)
-		}
-	}
 }
 
 func (r *recorder) fail(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.errs = append(r.errs, err)
-}
-
-func (r *recorder) secret(t watch.EventType, obj client.Object) {
-	s := obj.(*corev1.Secret)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if t == watch.Deleted {
-		r.deleted = append(r.deleted, s.Name)
-		return
-	}
-	value, ok := s.Data[iamv1alpha1.DefaultClientSecretKey]
-	if !ok {
-		return
-	}
-	version := s.Annotations[iamv1alpha1.KeyVersionAnnotation]
-	if r.secrets[s.Name] == nil {
-		r.secrets[s.Name] = map[string]map[string]struct{}{}
-	}
-	if r.secrets[s.Name][version] == nil {
-		r.secrets[s.Name][version] = map[string]struct{}{}
-	}
-	h := credential.Hash(string(value))
-	if _, ok := r.secrets[s.Name][version][h]; !ok {
-		r.seen[s.Name] = append(r.seen[s.Name], time.Now())
-	}
-	r.secrets[s.Name][version][h] = struct{}{}
 }
 
 func (r *recorder) credential(t watch.EventType, obj client.Object) {
@@ -731,50 +638,16 @@ func (r *recorder) snapshot() snapshot {
 	return s
 }
 
-// values returns, for each key version, the set of CLIENT_SECRET hashes seen.
-func (r *recorder) values(secret string) map[string]map[string]struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := map[string]map[string]struct{}{}
-	for v, hs := range r.secrets[secret] {
-		out[v] = map[string]struct{}{}
-		for h := range hs {
-			out[v][h] = struct{}{}
-		}
-	}
-	return out
-}
-
-// lastSeenBefore returns when the watch first saw the newest CLIENT_SECRET value of a
-// Secret that it saw before t.
-func (r *recorder) lastSeenBefore(secret string, t time.Time) (time.Time, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var last time.Time
-	for _, at := range r.seen[secret] {
-		if at.Before(t) {
-			last = at
-		}
-	}
-	return last, !last.IsZero()
-}
-
-func (r *recorder) seenHash(secret, version, hash string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.secrets[secret][version][hash]
-	return ok
-}
-
 // problems returns the Secrets seen deleted and the watches' failures.
 func (r *recorder) problems() []string {
+	deleted, errs := r.Problems()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []string
-	for _, name := range r.deleted {
+	for _, name := range deleted {
 		out = append(out, "deleted Secret "+name)
 	}
-	for _, err := range r.errs {
+	for _, err := range append(errs, r.errs...) {
 		out = append(out, err.Error())
 	}
 	return out

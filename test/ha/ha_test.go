@@ -24,7 +24,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/credential"
@@ -93,7 +92,7 @@ func TestFailover(t *testing.T) {
 	cfg.QPS = -1 // no client-side rate limit: the creators are the load
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme()})
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(install(ctx, c)).To(Succeed())
+	g.Expect(testenv.InstallShipped(ctx, c, systemNamespace, tenantNamespace)).To(Succeed())
 
 	managerKubeconfig := filepath.Join(dir, "keysmith-manager.kubeconfig")
 	u, err := env.ControlPlane.AddUser(envtest.User{Name: managerUser}, cfg)
@@ -264,36 +263,6 @@ func TestFailover(t *testing.T) {
 		credentials, allReady.Sub(killedAt).Seconds(), setupDone.Sub(started).Seconds(), time.Since(started).Seconds())
 }
 
-// install creates the namespaces, the manager's shipped RBAC (every resource of
-// config/rbac's kustomization), the status policy, and the sample catalog.
-func install(ctx context.Context, c client.Client) error {
-	for _, ns := range []string{systemNamespace, tenantNamespace} {
-		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-			return err
-		}
-	}
-	root := testenv.RepoRoot()
-	data, err := os.ReadFile(filepath.Join(root, "config", "rbac", "kustomization.yaml"))
-	if err != nil {
-		return err
-	}
-	var kustomization struct {
-		Resources []string `json:"resources"`
-	}
-	if err := yaml.Unmarshal(data, &kustomization); err != nil {
-		return err
-	}
-	files := []string{filepath.Join("config", "policy", "apicredential-status.yaml"), filepath.Join("config", "samples", "iam_v1alpha1_apidefinitions.yaml")}
-	for _, r := range kustomization.Resources {
-		files = append(files, filepath.Join("config", "rbac", r))
-	}
-	for _, f := range files {
-		if err := testenv.CreateFromFile(ctx, c, filepath.Join(root, f), systemNamespace); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // installWebhook creates the webhook configuration of config/webhook/manifests.yaml,
 // named as the installs name it, with each webhook's clientConfig pointed at the load
@@ -415,8 +384,8 @@ func checkCredentials(ctx context.Context, g *WithT, c client.Client, rec *recor
 			"%s: its Secret's %s hashes to status.secretHash", cred.Name, keys.ClientSecret)
 		g.Expect(string(secret.Data[keys.ClientID])).To(Equal(cred.Status.ClientID), cred.Name)
 		version := secret.Annotations[iamv1alpha1.KeyVersionAnnotation]
-		g.Expect(rec.values(secret.Name)).To(Equal(map[string]int{version: 1}),
+		g.Expect(rec.Counts(secret.Name)).To(Equal(map[string]int{version: 1}),
 			"%s: its CLIENT_SECRET took one value, for key version %s, through the run", cred.Name, version)
-		g.Expect(rec.seenHash(secret.Name, version, cred.Status.SecretHash)).To(BeTrue(), cred.Name)
+		g.Expect(rec.SeenHash(secret.Name, version, cred.Status.SecretHash)).To(BeTrue(), cred.Name)
 	}
 }

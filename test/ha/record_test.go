@@ -2,32 +2,25 @@ package ha
 
 import (
 	"context"
-	"fmt"
-	"slices"
 	"sync"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
-	"github.com/keysmith-dev/keysmith/internal/credential"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 // recorder follows, through watches started before the first credential is created,
-// every value each credential Secret's CLIENT_SECRET took, when each credential first
-// became Ready, and every change of the leader lease's holder. It keeps hashes, never a
-// secret.
+// every value each credential Secret's CLIENT_SECRET took (testenv.SecretValues), when
+// each credential first became Ready, and every change of the leader lease's holder. It
+// keeps hashes, never a secret.
 type recorder struct {
+	*testenv.SecretValues
 	mu sync.Mutex
-	// secrets maps a Secret's name to its key versions, each to the hashes of the
-	// CLIENT_SECRET values seen for it.
-	secrets map[string]map[string]map[string]struct{}
-	// deleted names the Secrets seen deleted.
-	deleted []string
 	// ready maps a credential's name to when it was first seen Ready=True.
 	ready map[string]time.Time
 	// holders are the lease's holders in the order seen, with when.
@@ -44,84 +37,34 @@ type holderChange struct {
 }
 
 func newRecorder() *recorder {
-	return &recorder{secrets: map[string]map[string]map[string]struct{}{}, ready: map[string]time.Time{}}
+	return &recorder{ready: map[string]time.Time{}}
 }
 
 // start opens the three watches; they are established when it returns, and end with ctx.
 func (r *recorder) start(ctx context.Context, c client.WithWatch) error {
-	secrets, err := c.Watch(ctx, &corev1.SecretList{}, client.InNamespace(tenantNamespace))
+	secrets, err := testenv.WatchSecretValues(ctx, c, tenantNamespace)
 	if err != nil {
 		return err
 	}
+	r.SecretValues = secrets
 	creds, err := c.Watch(ctx, &iamv1alpha1.APICredentialList{}, client.InNamespace(tenantNamespace))
 	if err != nil {
-		secrets.Stop()
 		return err
 	}
 	leases, err := c.Watch(ctx, &coordinationv1.LeaseList{}, client.InNamespace(systemNamespace), client.MatchingFields{"metadata.name": leaseName})
 	if err != nil {
-		secrets.Stop()
 		creds.Stop()
 		return err
 	}
-	go r.follow(ctx, "Secrets", secrets, r.secret)
-	go r.follow(ctx, "APICredentials", creds, r.credential)
-	go r.follow(ctx, "the leader Lease", leases, r.lease)
+	go testenv.Follow(ctx, "APICredentials", creds, r.credential, r.fail)
+	go testenv.Follow(ctx, "the leader Lease", leases, r.lease, r.fail)
 	return nil
-}
-
-func (r *recorder) follow(ctx context.Context, what string, w watch.Interface, handle func(watch.EventType, client.Object)) {
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case ev, ok := <-w.ResultChan():
-			if !ok {
-				if ctx.Err() == nil {
-					r.fail(fmt.Errorf("the watch of %s ended early", what))
-				}
-				return
-			}
-			obj, isObj := ev.Object.(client.Object)
-			if ev.Type == watch.Error || !isObj {
-				r.fail(fmt.Errorf("the watch of %s failed: %v", what, ev.Object))
-				return
-			}
-			if ev.Type == watch.Bookmark {
-				continue
-			}
-			handle(ev.Type, obj)
-		}
-	}
 }
 
 func (r *recorder) fail(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.errs = append(r.errs, err)
-}
-
-func (r *recorder) secret(t watch.EventType, obj client.Object) {
-	s := obj.(*corev1.Secret)
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if t == watch.Deleted {
-		r.deleted = append(r.deleted, s.Name)
-		return
-	}
-	value, ok := s.Data[iamv1alpha1.DefaultClientSecretKey]
-	if !ok {
-		return
-	}
-	version := s.Annotations[iamv1alpha1.KeyVersionAnnotation]
-	if r.secrets[s.Name] == nil {
-		r.secrets[s.Name] = map[string]map[string]struct{}{}
-	}
-	if r.secrets[s.Name][version] == nil {
-		r.secrets[s.Name][version] = map[string]struct{}{}
-	}
-	r.secrets[s.Name][version][credential.Hash(string(value))] = struct{}{}
 }
 
 func (r *recorder) credential(t watch.EventType, obj client.Object) {
@@ -180,31 +123,12 @@ func (r *recorder) firstReadyAfter(t time.Time, before map[string]bool) (time.Ti
 	return first, !first.IsZero()
 }
 
-// values returns, for a Secret, its key versions and how many CLIENT_SECRET values
-// each took.
-func (r *recorder) values(secret string) map[string]int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := map[string]int{}
-	for version, hashes := range r.secrets[secret] {
-		out[version] = len(hashes)
-	}
-	return out
-}
-
-// seenHash says whether the Secret was seen with a CLIENT_SECRET of this hash.
-func (r *recorder) seenHash(secret, version, hash string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.secrets[secret][version][hash]
-	return ok
-}
-
 // problems returns the Secrets seen deleted and the watches that failed.
 func (r *recorder) problems() (deleted []string, errs []error) {
+	deleted, errs = r.Problems()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.Clone(r.deleted), slices.Clone(r.errs)
+	return deleted, append(errs, r.errs...)
 }
 
 // admissions counts the admission requests sent through the API server and their

@@ -40,7 +40,6 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
@@ -157,7 +156,7 @@ func run(o options) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if err := install(ctx, c); err != nil {
+	if err := testenv.InstallShipped(ctx, c, systemNamespace); err != nil {
 		return false, err
 	}
 	kubeconfigs := map[string]string{}
@@ -932,39 +931,6 @@ func (h *heapSampler) take() map[string]float64 {
 	return m
 }
 
-// install creates the operator's namespace, the manager's shipped RBAC (config/rbac's
-// kustomization), the token server's (config/token-server/rbac.yaml), the status policy
-// and the sample catalog, as test/scale does.
-func install(ctx context.Context, c client.Client) error {
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: systemNamespace}}); err != nil {
-		return err
-	}
-	root := testenv.RepoRoot()
-	data, err := os.ReadFile(filepath.Join(root, "config", "rbac", "kustomization.yaml"))
-	if err != nil {
-		return err
-	}
-	var kustomization struct {
-		Resources []string `json:"resources"`
-	}
-	if err := yaml.Unmarshal(data, &kustomization); err != nil {
-		return err
-	}
-	files := []string{
-		filepath.Join("config", "policy", "apicredential-status.yaml"),
-		filepath.Join("config", "samples", "iam_v1alpha1_apidefinitions.yaml"),
-		filepath.Join("config", "token-server", "rbac.yaml"),
-	}
-	for _, r := range kustomization.Resources {
-		files = append(files, filepath.Join("config", "rbac", r))
-	}
-	for _, f := range files {
-		if err := testenv.CreateFromFile(ctx, c, filepath.Join(root, f), systemNamespace); err != nil {
-			return err
-		}
-	}
-	return nil
-}
 
 // startProc runs bin with args as the user of kubeconfig, in the operator's namespace.
 func startProc(dir, name, bin, kubeconfig string, args ...string) (*proc.Proc, error) {
