@@ -7,11 +7,13 @@ import (
 	"github.com/keysmith-dev/keysmith/internal/signingkey"
 )
 
-func benchKeys(b *testing.B) (*Server, *Claims) {
+func benchKeys(b *testing.B) (*Server, *Claims) { return benchKeysFor(b, signingkey.ES256) }
+
+func benchKeysFor(b *testing.B, alg string) (*Server, *Claims) {
 	b.Helper()
 	s := New(NewStore(), Options{Issuer: "https://keysmith.example"})
 	now := time.Now()
-	k, err := signingkey.Generate(now, now)
+	k, err := signingkey.GenerateAlgorithm(alg, now, now)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -49,5 +51,39 @@ func BenchmarkVerifyToken(b *testing.B) {
 		if _, _, err := s.keys.verify(tok); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkSignTokenAlgorithm and BenchmarkVerifyTokenAlgorithm are the two above for
+// each signing algorithm (ES256 again, to compare within one run).
+func BenchmarkSignTokenAlgorithm(b *testing.B) {
+	for _, alg := range signingkey.Algorithms {
+		b.Run(alg, func(b *testing.B) {
+			s, c := benchKeysFor(b, alg)
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := s.keys.sign(c); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkVerifyTokenAlgorithm(b *testing.B) {
+	for _, alg := range signingkey.Algorithms {
+		b.Run(alg, func(b *testing.B) {
+			s, c := benchKeysFor(b, alg)
+			tok, err := s.keys.sign(c)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := s.keys.verify(tok); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
