@@ -2,14 +2,18 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -64,8 +68,8 @@ func TestTrimCredentialSecret(t *testing.T) {
 		iamv1alpha1.BindingAnnotation, iamv1alpha1.IssuedAtAnnotation, iamv1alpha1.KeyVersionAnnotation}) {
 		t.Errorf("annotations = %v, want keysmith's only", keys)
 	}
-	if keys := slices.Sorted(maps.Keys(got.Labels)); !slices.Equal(keys, []string{iamv1alpha1.CredentialLabel}) {
-		t.Errorf("labels = %v, want keysmith's only", keys)
+	if got.Labels != nil {
+		t.Errorf("labels = %v, want none: the cache's selector says the credential label is there", got.Labels)
 	}
 	if len(got.OwnerReferences) != 1 || got.UID != "u1" || got.ResourceVersion != "7" || got.Name != "checkout" {
 		t.Errorf("identity or owner references lost: %+v", got.ObjectMeta)
@@ -78,8 +82,129 @@ func TestTrimCredentialSecret(t *testing.T) {
 		t.Errorf("facts from the cache = %+v, want %+v", have, want)
 	}
 
+	if a, b := internedCopy(t, in), got; unsafe.StringData(a.Namespace) != unsafe.StringData(b.Namespace) ||
+		unsafe.StringData(a.OwnerReferences[0].Kind) != unsafe.StringData(b.OwnerReferences[0].Kind) {
+		t.Error("the namespace and the owner's kind are not shared between credential Secrets")
+	}
+	for _, v := range got.Data {
+		if isInterned(string(v)) {
+			t.Error("secret data in the intern table")
+		}
+	}
+
 	if other, _ := trimCredentialSecret(&corev1.ConfigMap{Data: map[string]string{"a": "b"}}); len(other.(*corev1.ConfigMap).Data) != 1 {
 		t.Error("only Secrets are trimmed")
+	}
+}
+
+// internedCopy trims a second copy of a credential Secret, as the cache does for another one.
+func internedCopy(t *testing.T, in *corev1.Secret) *corev1.Secret {
+	t.Helper()
+	out, err := trimCredentialSecret(in.DeepCopy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.(*corev1.Secret)
+}
+
+func isInterned(s string) bool { return sharedStrings.has(s) }
+
+// issuedCredential is an APICredential as the API server returns it once issued, applied
+// with kubectl (a last-applied-configuration annotation that repeats the spec).
+func issuedCredential(t *testing.T) *iamv1alpha1.APICredential {
+	t.Helper()
+	clientID, err := credential.NewClientID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := metav1.Now()
+	cred := &iamv1alpha1.APICredential{
+		TypeMeta: metav1.TypeMeta{APIVersion: iamv1alpha1.GroupVersion.String(), Kind: "APICredential"},
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: "team-a", Name: "checkout", UID: "c1", ResourceVersion: "9", Generation: 1,
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+			Labels:        map[string]string{"team": "billing"},
+			Annotations: map[string]string{
+				"team.example.com/owner":           "billing",
+				corev1.LastAppliedConfigAnnotation: `{"apiVersion":"iam.keysmith.dev/v1alpha1","kind":"APICredential","spec":{"apis":[{"name":"platform-api","permission":"user"}]}}`,
+			},
+		},
+		Spec: iamv1alpha1.APICredentialSpec{APIs: []iamv1alpha1.APIGrant{grant("platform-api", "user")}},
+		Status: iamv1alpha1.APICredentialStatus{
+			ClientID: clientID, SecretHash: credential.Hash("not-a-real-secret"), Account: "team-a",
+			SecretRef: &iamv1alpha1.SecretReference{Name: "checkout"}, IssuedAt: &now, ObservedGeneration: 1,
+			Conditions: []metav1.Condition{
+				{Type: iamv1alpha1.ConditionReady, Status: metav1.ConditionTrue, Reason: iamv1alpha1.ReasonIssued,
+					Message: `client secret issued into Secret "checkout"`, ObservedGeneration: 1, LastTransitionTime: now},
+				{Type: iamv1alpha1.ConditionActive, Status: metav1.ConditionTrue, Reason: iamv1alpha1.ReasonIssued,
+					Message: "token servers accept this credential", ObservedGeneration: 1, LastTransitionTime: now},
+			},
+		},
+	}
+	return cred
+}
+
+func TestTrimCredential(t *testing.T) {
+	in := issuedCredential(t)
+	trim := func() *iamv1alpha1.APICredential {
+		out, err := trimCredential(in.DeepCopy())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out.(*iamv1alpha1.APICredential)
+	}
+	a, b := trim(), trim()
+
+	want := in.DeepCopy()
+	want.ManagedFields = nil
+	delete(want.Annotations, corev1.LastAppliedConfigAnnotation)
+	if !equality.Semantic.DeepEqual(a, want) {
+		t.Errorf("trimmed credential differs beyond managedFields and last-applied-configuration:\n got %+v\nwant %+v", a, want)
+	}
+	live := in.DeepCopy()
+	trimAsCached(live)
+	if !equality.Semantic.DeepEqual(live.ObjectMeta, a.ObjectMeta) {
+		t.Error("a live copy trimmed as cached differs from the cached one")
+	}
+	for name, pair := range map[string][2]string{
+		"namespace":        {a.Namespace, b.Namespace},
+		"kind":             {a.Kind, b.Kind},
+		"condition reason": {a.Status.Conditions[0].Reason, b.Status.Conditions[0].Reason},
+		"Active message":   {a.Status.Conditions[1].Message, b.Status.Conditions[1].Message},
+		"API name":         {a.Spec.APIs[0].Name, b.Spec.APIs[0].Name},
+		"annotation key":   {slices.Collect(maps.Keys(a.Annotations))[0], slices.Collect(maps.Keys(b.Annotations))[0]},
+	} {
+		if unsafe.StringData(pair[0]) != unsafe.StringData(pair[1]) {
+			t.Errorf("%s not shared between cached credentials", name)
+		}
+	}
+	if unsafe.StringData(a.Status.SecretRef.Name) != unsafe.StringData(a.Name) || unsafe.StringData(a.Status.Account) != unsafe.StringData(a.Namespace) {
+		t.Error("the Secret's name and the account are not the credential's own strings")
+	}
+	for _, s := range []string{a.Status.ClientID, a.Status.SecretHash, a.Status.Conditions[0].Message, a.Annotations["team.example.com/owner"]} {
+		if isInterned(s) {
+			t.Errorf("%q in the intern table: only names, keys and constant texts go there", s)
+		}
+	}
+}
+
+func TestInternBounded(t *testing.T) {
+	table := &stringTable{m: map[string]string{}}
+	if long := strings.Repeat("x", maxInternedLen+1); table.has(table.intern(long)) {
+		t.Error("a long string interned")
+	}
+	a, b := table.intern(strings.Clone("team-a")), table.intern(strings.Clone("team-a"))
+	if unsafe.StringData(a) != unsafe.StringData(b) {
+		t.Error("equal strings not shared")
+	}
+	for i := 0; i < maxInterned+10; i++ {
+		table.intern(fmt.Sprintf("bounded-%d", i))
+	}
+	if n := len(table.m); n != maxInterned {
+		t.Errorf("intern table holds %d strings, want its bound %d", n, maxInterned)
+	}
+	if s := fmt.Sprintf("bounded-%d", maxInterned+5); table.intern(s) != s || table.has(s) {
+		t.Error("a string interned beyond the bound")
 	}
 }
 
@@ -89,7 +214,10 @@ var _ = Describe("The manager's cache", func() {
 		stop := startManager(ctx, ns)
 		DeferCleanup(func() { stop() })
 		cred := &iamv1alpha1.APICredential{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cached"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "cached", Annotations: map[string]string{
+				"team.example.com/owner":           "billing",
+				corev1.LastAppliedConfigAnnotation: `{"spec":{"apis":[{"name":"platform-api","permission":"user"}]}}`,
+			}},
 			Spec: iamv1alpha1.APICredentialSpec{
 				APIs: []iamv1alpha1.APIGrant{grant("platform-api", "user")},
 				SecretTemplate: iamv1alpha1.SecretTemplate{
@@ -128,6 +256,10 @@ var _ = Describe("The manager's cache", func() {
 		Expect(cachedSecret.Data).To(HaveKey("APP_SECRET"))
 		Expect(cachedSecret.Annotations).NotTo(HaveKey("team.example.com/owner"))
 		Expect(cachedSecret.Annotations).To(HaveKey(iamv1alpha1.BindingAnnotation))
+		Expect(cachedSecret.Labels).To(BeNil())
+		Expect(live.Labels).To(HaveKeyWithValue(iamv1alpha1.CredentialLabel, "cached"))
+		Expect(cachedCred.Annotations).To(Equal(map[string]string{"team.example.com/owner": "billing"}))
+		Expect(cachedCred.Status).To(Equal(cred.Status), "status as the API server holds it")
 
 		By("writing nothing because of it, across a manager restart")
 		stop()
@@ -169,4 +301,41 @@ var _ = Describe("The manager's cache", func() {
 			g.Expect(metricValue("keysmith_credentials_issued_total", nil)).To(Equal(issuedBefore))
 		}).WithTimeout(time.Second).Should(Succeed())
 	})
+
+	It("retries a status write over a usage write for a credential applied with kubectl, though the cache holds no last-applied-configuration", func(ctx context.Context) {
+		h := newHarness(ctx, nil)
+		racing := &racingStatusClient{Client: cachedView{k8sClient}}
+		h.r = h.reconcilerWith(racing)
+		cred := h.credential("applied", grant("platform-api", "admin"))
+		cred.Annotations = map[string]string{
+			corev1.LastAppliedConfigAnnotation: `{"apiVersion":"iam.keysmith.dev/v1alpha1","kind":"APICredential","metadata":{"name":"applied"},"spec":{"displayName":"` +
+				strings.Repeat("x", 4096) + `","apis":[{"name":"platform-api","permission":"admin"}]}}`,
+		}
+		h.create(cred)
+		racing.race = usageWrite("203.0.113.8")
+		h.mustReconcile(cred)
+		Expect(racing.race).To(BeNil(), "the race ran")
+		got := h.fetch("applied")
+		Expect(got.Status.SecretHash).NotTo(BeEmpty(), "the issue is recorded in the same reconcile")
+		Expect(got.Status.LastUsedAddress).To(Equal("203.0.113.8"), "the token server's usage write is kept")
+		Expect(got.Annotations).To(HaveKey(corev1.LastAppliedConfigAnnotation), "the status write leaves the annotation alone")
+		evs := h.events()
+		Expect(countReason(evs, iamv1alpha1.ReasonIssued)).To(Equal(1), "%v", evs)
+		Expect(countReason(evs, "Adopted")).To(Equal(0), "%v", evs)
+	})
 })
+
+// cachedView reads APICredentials as the manager's cache holds them (trimCredential).
+type cachedView struct{ client.Client }
+
+func (c cachedView) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	if err := c.Client.Get(ctx, key, obj, opts...); err != nil {
+		return err
+	}
+	if cred, ok := obj.(*iamv1alpha1.APICredential); ok {
+		if _, err := trimCredential(cred); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -405,6 +405,7 @@ func (r *APICredentialReconciler) patchStatusOverUsage(ctx context.Context, befo
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(cred), live); err != nil {
 		return err
 	}
+	trimAsCached(live) // before is the cache's copy (apicredential_cache.go)
 	if !onlyUsageChanged(before, live) {
 		return apierrors.NewConflict(iamv1alpha1.GroupVersion.WithResource("apicredentials").GroupResource(), cred.Name,
 			errors.New("the credential changed while it was reconciled; retrying"))
