@@ -3,7 +3,47 @@ package tokenserver
 import (
 	"net/netip"
 	"time"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 )
+
+// credentialPolicy is what a credential's spec.sourceRanges and spec.tokenPolicy say, as
+// the store holds it. A credential that sets neither has none (nil): its requests pay one
+// nil check, and the store holds one pointer for it.
+type credentialPolicy struct {
+	sourceRanges sourceRanges
+	// tokenLifetime is spec.tokenPolicy.lifetime; 0: unset (the server's default).
+	tokenLifetime time.Duration
+}
+
+// policyFrom returns the policy of a credential's spec; nil when it sets none.
+func policyFrom(spec *iamv1alpha1.APICredentialSpec) *credentialPolicy {
+	p := credentialPolicy{sourceRanges: parseSourceRanges(spec.SourceRanges)}
+	if l := spec.TokenPolicy.Lifetime; l != nil && l.Duration > 0 {
+		p.tokenLifetime = l.Duration
+	}
+	if p.sourceRanges == nil && p.tokenLifetime == 0 {
+		return nil
+	}
+	return &p
+}
+
+// allows reports whether the client address addr may use the credential.
+func (p *credentialPolicy) allows(addr string) bool {
+	return p == nil || p.sourceRanges.allows(addr)
+}
+
+// restricted reports whether the credential has source ranges: then it cannot be used
+// where no client address is known (TokenReview).
+func (p *credentialPolicy) restricted() bool { return p != nil && p.sourceRanges != nil }
+
+// lifetime is spec.tokenPolicy.lifetime; 0 when unset.
+func (p *credentialPolicy) lifetime() time.Duration {
+	if p == nil {
+		return 0
+	}
+	return p.tokenLifetime
+}
 
 // sourceRanges are a credential's spec.sourceRanges, parsed once when the store records
 // the credential so that a request costs no parsing of them. nil means any address (the

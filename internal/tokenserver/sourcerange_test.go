@@ -3,6 +3,10 @@ package tokenserver
 import (
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 )
 
 func TestSourceRangesAllows(t *testing.T) {
@@ -88,5 +92,28 @@ func BenchmarkSourceRangesAllows(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestPolicyFrom(t *testing.T) {
+	if p := policyFrom(&iamv1alpha1.APICredentialSpec{}); p != nil {
+		t.Errorf("a spec without ranges or lifetime: %+v, want nil (one nil check per request)", p)
+	}
+	if p := policyFrom(&iamv1alpha1.APICredentialSpec{SourceRanges: []string{}}); p != nil {
+		t.Errorf("an empty range list: %+v, want nil", p)
+	}
+	var none *credentialPolicy
+	if !none.allows("203.0.113.1") || none.restricted() || none.lifetime() != 0 {
+		t.Error("a nil policy must allow any address, be unrestricted and set no lifetime")
+	}
+	p := policyFrom(&iamv1alpha1.APICredentialSpec{
+		SourceRanges: []string{"10.0.0.0/8"},
+		TokenPolicy:  iamv1alpha1.TokenPolicy{Lifetime: &metav1.Duration{Duration: time.Minute}},
+	})
+	if p == nil || !p.restricted() || !p.allows("10.1.1.1") || p.allows("11.0.0.1") || p.lifetime() != time.Minute {
+		t.Errorf("ranges and lifetime: %+v", p)
+	}
+	if p := policyFrom(&iamv1alpha1.APICredentialSpec{TokenPolicy: iamv1alpha1.TokenPolicy{Lifetime: &metav1.Duration{Duration: time.Hour}}}); p == nil || p.restricted() || !p.allows("203.0.113.1") {
+		t.Errorf("a lifetime alone must not restrict addresses: %+v", p)
 	}
 }
