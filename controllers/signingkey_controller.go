@@ -98,7 +98,7 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 			// with backoff and the next attempt plans from what it wrote.
 			return ctrl.Result{}, err
 		}
-		logger.Info("signing keys updated", "keys", len(next.Keys))
+		logger.Info("signing keys updated", "keys", len(next.Keys), "algorithm", cmpOrDefault(r.Policy.Algorithm))
 		r.event(secret, corev1.EventTypeNormal, "SigningKeysUpdated", describe(current, next))
 	}
 	if err := r.publish(ctx, next); err != nil {
@@ -158,7 +158,25 @@ func describe(before, after *signingkey.Set) string {
 	if before != nil {
 		removed = len(before.Keys) - kept
 	}
-	return fmt.Sprintf("signing keys: %d added, %d pruned, %d published", added, removed, len(after.Keys))
+	algs := map[string]int{}
+	for _, k := range after.Keys {
+		algs[k.Algorithm]++
+	}
+	mix := ""
+	for _, alg := range signingkey.Algorithms {
+		if n := algs[alg]; n > 0 {
+			mix += fmt.Sprintf(", %d %s", n, alg)
+		}
+	}
+	return fmt.Sprintf("signing keys: %d added, %d pruned, %d published%s", added, removed, len(after.Keys), mix)
+}
+
+// cmpOrDefault is the policy's algorithm, defaulted, for logs.
+func cmpOrDefault(alg string) string {
+	if alg == "" {
+		return signingkey.DefaultAlgorithm
+	}
+	return alg
 }
 
 func (r *SigningKeyReconciler) event(obj *corev1.Secret, typ, reason, msg string) {

@@ -137,3 +137,136 @@ var _ = Describe("Signing keys", func() {
 			WithTimeout(time.Second).Should(Equal(broken.ResourceVersion), "keys it cannot read are never overwritten")
 	})
 })
+
+// A change of --signing-algorithm is a manager restart with another policy: the Secret
+// gets a successor of the new algorithm at once, which signs after the pre-publication,
+// the old key stays published, and nothing is rewritten while nothing changes.
+var _ = Describe("Signing key algorithms", func() {
+	const name = "keysmith-signing-keys"
+	var (
+		ns    string
+		clock *clocktesting.FakeClock
+	)
+	BeforeEach(func(ctx context.Context) {
+		ns = newNamespace(ctx, nil)
+		clock = clocktesting.NewFakeClock(time.Date(2026, 11, 23, 10, 0, 0, 0, time.UTC))
+	})
+	// start runs a manager whose signing key reconciler has the policy of alg, until the
+	// returned stop is called.
+	start := func(ctx context.Context, alg string) (*SigningKeyReconciler, func()) {
+		mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+			Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+			Controller: config.Controller{SkipNameValidation: ptr.To(true)},
+		})
+		Expect(err).NotTo(HaveOccurred())
+		policy := signingkey.Policy{RotationPeriod: 720 * time.Hour, PrePublish: time.Hour, Retention: 24 * time.Hour, Algorithm: alg}
+		r := &SigningKeyReconciler{Client: mgr.GetClient(), Clock: clock, Namespace: ns, Name: name, Policy: policy}
+		Expect(r.SetupWithManager(mgr)).To(Succeed())
+		stop := testenv.Start(ctx, mgr)
+		return r, func() { Expect(stop()).To(Succeed()) }
+	}
+	get := func(ctx context.Context, g Gomega) (*corev1.Secret, *signingkey.Set) {
+		s := &corev1.Secret{}
+		g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, s)).To(Succeed())
+		set, err := signingkey.Parse(s.Data[signingkey.DataKey])
+		g.Expect(err).NotTo(HaveOccurred())
+		return s, set
+	}
+	algsOf := func(set *signingkey.Set) []string {
+		var algs []string
+		for _, k := range set.Keys {
+			algs = append(algs, k.Algorithm)
+		}
+		return algs
+	}
+	publishedAlgs := func(ctx context.Context) func(Gomega) []string {
+		return func(g Gomega) []string {
+			cm := &corev1.ConfigMap{}
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: signingkey.PublicName(name)}, cm)).To(Succeed())
+			var set struct {
+				Keys []struct {
+					Kty string `json:"kty"`
+					Alg string `json:"alg"`
+					Use string `json:"use"`
+				} `json:"keys"`
+			}
+			g.Expect(json.Unmarshal([]byte(cm.Data[signingkey.PublicDataKey]), &set)).To(Succeed())
+			var algs []string
+			for _, k := range set.Keys {
+				g.Expect(k.Use).To(Equal("sig"))
+				g.Expect(k.Kty).To(Equal(map[string]string{"ES256": "EC", "RS256": "RSA", "EdDSA": "OKP"}[k.Alg]))
+				algs = append(algs, k.Alg)
+			}
+			return algs
+		}
+	}
+	// unchanged checks that a reconcile writes nothing: the Secret's resourceVersion
+	// stays.
+	unchanged := func(ctx context.Context, r *SigningKeyReconciler) {
+		s, _ := get(ctx, Default)
+		EventuallyWithOffset(1, func() error {
+			_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}})
+			return err
+		}).Should(Succeed())
+		ConsistentlyWithOffset(1, func(g Gomega) string { s2, _ := get(ctx, g); return s2.ResourceVersion }).
+			WithTimeout(500 * time.Millisecond).Should(Equal(s.ResourceVersion))
+	}
+
+	It("creates the first key with the flag's algorithm", func(ctx context.Context) {
+		r, stop := start(ctx, signingkey.RS256)
+		defer stop()
+		Eventually(func(g Gomega) []string { _, set := get(ctx, g); return algsOf(set) }).Should(Equal([]string{"RS256"}))
+		Eventually(publishedAlgs(ctx)).Should(Equal([]string{"RS256"}))
+		unchanged(ctx, r)
+	})
+
+	It("pre-publishes a successor on each change of algorithm, ES256 to RS256 to EdDSA", func(ctx context.Context) {
+		r, stop := start(ctx, "") // the default
+		Eventually(func(g Gomega) []string { _, set := get(ctx, g); return algsOf(set) }).Should(Equal([]string{"ES256"}))
+		unchanged(ctx, r)
+		stop()
+
+		By("restarting with --signing-algorithm=RS256 mid-period")
+		clock.Step(100 * time.Hour)
+		changedAt := clock.Now()
+		r, stop = start(ctx, signingkey.RS256)
+		Eventually(func(g Gomega) []string { _, set := get(ctx, g); return algsOf(set) }).Should(Equal([]string{"ES256", "RS256"}))
+		Eventually(publishedAlgs(ctx)).Should(Equal([]string{"ES256", "RS256"}), "both are published: the old key for the tokens it signed")
+		_, set := get(ctx, Default)
+		Expect(set.Keys[1].ActivatesAt).To(BeTemporally("==", changedAt.Add(time.Hour)), "the successor signs after --signing-key-prepublish")
+		signing, _ := set.Signing(clock.Now())
+		Expect(signing.Algorithm).To(Equal("ES256"), "the ES256 key signs until then")
+		unchanged(ctx, r)
+
+		By("activating the RS256 key an hour later, the ES256 key retired but published")
+		clock.Step(time.Hour)
+		_, set = get(ctx, Default)
+		signing, _ = set.Signing(clock.Now())
+		Expect(signing.Algorithm).To(Equal("RS256"))
+		unchanged(ctx, r)
+		stop()
+
+		By("restarting with --signing-algorithm=EdDSA")
+		clock.Step(2 * time.Hour)
+		r, stop = start(ctx, signingkey.EdDSA)
+		defer stop()
+		Eventually(func(g Gomega) []string { _, set := get(ctx, g); return algsOf(set) }).Should(Equal([]string{"ES256", "RS256", "EdDSA"}))
+		Eventually(publishedAlgs(ctx)).Should(Equal([]string{"ES256", "RS256", "EdDSA"}))
+		unchanged(ctx, r)
+
+		By("pruning the ES256 key when its retention ends, then the RS256 key")
+		pruned := func(g Gomega) []string {
+			_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Namespace: ns, Name: name}})
+			g.Expect(err).NotTo(HaveOccurred())
+			_, set := get(ctx, g)
+			return algsOf(set)
+		}
+		clock.Step(24 * time.Hour) // ES256 retired at +101h, RS256 at +105h; now +128h
+		Eventually(pruned).Should(Equal([]string{"RS256", "EdDSA"}))
+		Eventually(publishedAlgs(ctx)).Should(Equal([]string{"RS256", "EdDSA"}))
+		clock.Step(time.Hour)
+		Eventually(pruned).Should(Equal([]string{"EdDSA"}))
+		Eventually(publishedAlgs(ctx)).Should(Equal([]string{"EdDSA"}))
+		unchanged(ctx, r)
+	})
+})
