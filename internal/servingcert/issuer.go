@@ -45,8 +45,13 @@ const (
 type TokenServerIssuer struct {
 	// Client reads and updates the Secret.
 	Client client.Client
-	// Secret is the Secret the certificate is kept in; it must exist (see EnsureSecret).
+	// Secret is the Secret the certificate is kept in. Created empty when missing (also
+	// when deleted while the manager runs), then filled.
 	Secret types.NamespacedName
+	// KeepSecrets are other Secrets this issuer creates again, empty, when they are found
+	// missing at a check: the webhook's, whose rotator (cert-controller) fills a Secret
+	// that exists but ignores one that was deleted.
+	KeepSecrets []types.NamespacedName
 	// DNSNames are the names the certificate is valid for; the first is its common name
 	// and the one its validity is checked against.
 	DNSNames []string
@@ -96,11 +101,16 @@ func (i *TokenServerIssuer) Start(ctx context.Context) error {
 	}
 }
 
-// Ensure reads the Secret and, when its CA or its certificate is missing, invalid, not
-// for DNSNames[0], or expires within renewBefore of now, replaces them: a new CA and
-// certificate when the CA must go, else a new certificate from the same CA (so clients
-// that trust ca.crt keep trusting it).
+// Ensure creates the Secret and the KeepSecrets when missing, then reads the Secret and,
+// when its CA or its certificate is missing, invalid, not for DNSNames[0], or expires
+// within renewBefore of now, replaces them: a new CA and certificate when the CA must go,
+// else a new certificate from the same CA (so clients that trust ca.crt keep trusting it).
 func (i *TokenServerIssuer) Ensure(ctx context.Context, now time.Time) error {
+	for _, key := range append([]types.NamespacedName{i.Secret}, i.KeepSecrets...) {
+		if err := EnsureSecret(ctx, i.Client, key); err != nil {
+			return err
+		}
+	}
 	secret := &corev1.Secret{}
 	if err := i.Client.Get(ctx, i.Secret, secret); err != nil {
 		return fmt.Errorf("reading Secret %s: %w", i.Secret, err)

@@ -138,6 +138,7 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options) error {
 	return mgr.Add(&TokenServerIssuer{
 		Client:        direct,
 		Secret:        types.NamespacedName{Namespace: opts.Namespace, Name: opts.TokenServer.Secret},
+		KeepSecrets:   []types.NamespacedName{{Namespace: opts.Namespace, Name: opts.Webhook.Secret}},
 		DNSNames:      opts.TokenServer.DNSNames(opts.Namespace),
 		CAConfigMap:   opts.TokenServerCAConfigMap,
 		CheckInterval: opts.CheckInterval,

@@ -31,6 +31,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -120,7 +121,7 @@ var _ = Describe("serving certificates without cert-manager", Ordered, func() {
 		Eventually(func(g Gomega) {
 			vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{}
 			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: webhookConfig}, vwc)).To(Succeed())
-			g.Expect(vwc.Webhooks).To(HaveLen(2))
+			g.Expect(vwc.Webhooks).To(HaveLen(3))
 			for _, wh := range vwc.Webhooks {
 				g.Expect(wh.ClientConfig.CABundle).To(Equal(caPEM), "webhook %s", wh.Name)
 			}
@@ -266,6 +267,26 @@ var _ = Describe("serving certificates without cert-manager", Ordered, func() {
 		Expect(err).NotTo(HaveOccurred(), "the new certificate is signed by the new CA")
 		Expect(k8sClient.Get(ctx, caConfigMap, published)).To(Succeed())
 		Expect(published.Data).To(Equal(map[string]string{"ca.crt": string(renewed.Data["ca.crt"])}), "the ConfigMap follows the new CA")
+	})
+
+	It("creates a deleted certificate Secret again at its next check, and the webhook's, empty for its rotator", func(ctx SpecContext) {
+		// Names of their own, so that the Secrets the running manager serves stay untouched.
+		own := client.ObjectKey{Namespace: systemNamespace, Name: "deleted-token-server-tls"}
+		kept := client.ObjectKey{Namespace: systemNamespace, Name: "deleted-webhook-cert"}
+		issuer := &servingcert.TokenServerIssuer{Client: k8sClient, Secret: own, KeepSecrets: []types.NamespacedName{kept},
+			DNSNames: []string{"keysmith-token-server.keysmith-system.svc"}}
+		Expect(issuer.Ensure(ctx, time.Now())).To(Succeed())
+		for _, key := range []client.ObjectKey{own, kept} {
+			Expect(k8sClient.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}})).To(Succeed())
+		}
+		Expect(issuer.Ensure(ctx, time.Now())).To(Succeed())
+		secret := &corev1.Secret{}
+		Expect(k8sClient.Get(ctx, own, secret)).To(Succeed())
+		_, err := tls.X509KeyPair(secret.Data["tls.crt"], secret.Data["tls.key"])
+		Expect(err).NotTo(HaveOccurred(), "the issuer's own Secret is filled again")
+		Expect(k8sClient.Get(ctx, kept, secret)).To(Succeed())
+		Expect(secret.Data).To(BeEmpty(), "the webhook's Secret is created empty: its rotator fills it")
+		Expect(secret.Type).To(Equal(corev1.SecretTypeOpaque))
 	})
 
 	It("lets no namespace tenant read or write the certificate Secrets or the webhook configuration", func(ctx SpecContext) {
