@@ -1,10 +1,14 @@
 package main
 
 import (
+	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -18,9 +22,10 @@ import (
 //	/authz:         1 / (1/trivialHeaders + tCheck)
 //
 // trivial is the trivial handler's requests/s; trivialHeaders the same with /authz's
-// request headers (the bearer token, X-Forwarded-*); tSign one standard-library ES256
-// signature (SHA-256 of a token's signing input, ecdsa.SignASN1 on P-256 with
-// crypto/rand), and tCheck the cached check (SHA-256 of the token, one sync.Map read), each
+// request headers (the bearer token, X-Forwarded-*); tSign one standard-library signature
+// of the endpoint's algorithm over a token's signing input (ES256: SHA-256 and
+// ecdsa.SignASN1 on P-256 with crypto/rand; RS256: SHA-256 and rsa.SignPKCS1v15 with a
+// 2048-bit key; EdDSA: ed25519.Sign), and tCheck the cached check (SHA-256 of the token, one sync.Map read), each
 // as machine time: with every core busy with it, wall time over the operations done, so
 // that it adds to 1/trivial (the round trip's machine time, client and server included)
 // like for like. A core's time per operation is GOMAXPROCS times that.
@@ -59,27 +64,53 @@ func machineTime(d time.Duration, op func()) (wall, cpu time.Duration) {
 	return time.Duration(float64(elapsed) / float64(n.Load())), time.Duration(float64(used) / float64(n.Load()))
 }
 
-// signer measures one standard-library ES256 signature.
+// signer measures one standard-library signature of an algorithm.
 type signer struct {
-	key   *ecdsa.PrivateKey
+	alg   string
+	ec    *ecdsa.PrivateKey
+	rsa   *rsa.PrivateKey
+	ed    ed25519.PrivateKey
 	input []byte
 }
 
-func newSigner(tokenLen int) (*signer, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+// newSigner returns the signer of alg for a token of tokenLen bytes whose signature
+// segment is sigLen long.
+func newSigner(alg string, tokenLen, sigLen int) (*signer, error) {
+	s := &signer{alg: alg}
+	var err error
+	switch alg {
+	case "ES256":
+		s.ec, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case "RS256":
+		s.rsa, err = rsa.GenerateKey(rand.Reader, 2048)
+	case "EdDSA":
+		_, s.ed, err = ed25519.GenerateKey(rand.Reader)
+	default:
+		err = fmt.Errorf("no signer for %s", alg)
+	}
 	if err != nil {
 		return nil, err
 	}
-	input := make([]byte, max(tokenLen-87, 1)) // the token without ".signature"
-	for i := range input {
-		input[i] = 'a' + byte(i%26)
+	s.input = make([]byte, max(tokenLen-sigLen-1, 1)) // the token without ".signature"
+	for i := range s.input {
+		s.input[i] = 'a' + byte(i%26)
 	}
-	return &signer{key: key, input: input}, nil
+	return s, nil
 }
 
 func (s *signer) sign() {
-	d := sha256.Sum256(s.input)
-	if _, err := ecdsa.SignASN1(rand.Reader, s.key, d[:]); err != nil {
+	var err error
+	switch {
+	case s.ec != nil:
+		d := sha256.Sum256(s.input)
+		_, err = ecdsa.SignASN1(rand.Reader, s.ec, d[:])
+	case s.rsa != nil:
+		d := sha256.Sum256(s.input)
+		_, err = rsa.SignPKCS1v15(rand.Reader, s.rsa, crypto.SHA256, d[:])
+	default:
+		_ = ed25519.Sign(s.ed, s.input)
+	}
+	if err != nil {
 		panic(err)
 	}
 }

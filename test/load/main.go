@@ -2,7 +2,9 @@
 // trivial Go handler, with the same client, in the same run, and prints ratios: to the
 // trivial handler, and to each endpoint's physical limit on this machine (limit.go). The
 // servers run in a process of their own (server.go), as deployed. It is part of `make
-// bench`. Traffic goes to 127.0.0.1 only and each run is bounded in time.
+// bench`. Traffic goes to 127.0.0.1 only and each run is bounded in time. The token
+// endpoint is loaded once per signing algorithm (ES256, RS256, EdDSA), each against the
+// limit of its own algorithm's standard-library signature.
 package main
 
 import (
@@ -66,9 +68,14 @@ func main() {
 
 type target struct {
 	name     string
-	baseline bool // a baseline: loaded whatever -only says
+	baseline bool   // a baseline: loaded whatever -only says
+	alg      string // the signing algorithm of a token endpoint; empty for the others
 	req      func() *http.Request
 }
+
+// algorithms are the token endpoint's signing algorithms, each loaded as a target of its
+// own with a limit of its own.
+var algorithms = []string{"ES256", "RS256", "EdDSA"}
 
 func run(o options) error {
 	var profile string
@@ -98,9 +105,16 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	sig, err := newSigner(len(token))
-	if err != nil {
-		return err
+	// One standard-library signer per algorithm, sized like that algorithm's token.
+	signers := map[string]*signer{}
+	for _, alg := range algorithms {
+		tok, err := fetchToken(p.TokenBases[alg], p.ClientID, p.Secret)
+		if err != nil {
+			return fmt.Errorf("%s: %w", alg, err)
+		}
+		if signers[alg], err = newSigner(alg, len(tok), len(tok)-strings.LastIndexByte(tok, '.')-1); err != nil {
+			return err
+		}
 	}
 	chk := newChecker(token)
 	form := url.Values{"grant_type": {"client_credentials"}}.Encode()
@@ -118,12 +132,14 @@ func run(o options) error {
 	}
 	get := func(u string) *http.Request { r, _ := http.NewRequest(http.MethodGet, u, nil); return r }
 	all := []target{
-		{"trivial Go handler", true, func() *http.Request { return get(p.Trivial + "/") }},
-		{"trivial, /authz headers", true, func() *http.Request { return authzHeaders(get(p.Trivial + "/")) }},
-		{"trivial, token-shaped", true, func() *http.Request { return tokenRequest(p.Trivial + "/token-shaped") }},
-		{"POST /oauth2/token", false, func() *http.Request { return tokenRequest(p.Base + "/oauth2/token") }},
-		{"/authz (Bearer)", false, func() *http.Request { return authzHeaders(get(p.Base + "/authz/platform-api")) }},
-		{"/authz (Basic)", false, func() *http.Request {
+		{"trivial Go handler", true, "", func() *http.Request { return get(p.Trivial + "/") }},
+		{"trivial, /authz headers", true, "", func() *http.Request { return authzHeaders(get(p.Trivial + "/")) }},
+		{"trivial, token-shaped", true, "", func() *http.Request { return tokenRequest(p.Trivial + "/token-shaped") }},
+		{"POST /oauth2/token", false, "ES256", func() *http.Request { return tokenRequest(p.Base + "/oauth2/token") }},
+		{"POST /oauth2/token RS256", false, "RS256", func() *http.Request { return tokenRequest(p.TokenBases["RS256"] + "/oauth2/token") }},
+		{"POST /oauth2/token EdDSA", false, "EdDSA", func() *http.Request { return tokenRequest(p.TokenBases["EdDSA"] + "/oauth2/token") }},
+		{"/authz (Bearer)", false, "", func() *http.Request { return authzHeaders(get(p.Base + "/authz/platform-api")) }},
+		{"/authz (Basic)", false, "", func() *http.Request {
 			r := get(p.Base + "/authz/platform-api")
 			r.SetBasicAuth(p.ClientID, p.Secret)
 			r.Header.Set("X-Forwarded-Method", "GET")
@@ -143,10 +159,14 @@ func run(o options) error {
 	// machine's load cancels out.
 	perTarget := make([][]result, len(targets))
 	ratios := make([][]float64, len(targets))
-	var signs, checks, signCPU, checkCPU []time.Duration
-	var tokenCPU, authzCPU []float64 // fractions of the limit by CPU time, per round
-	var tokenLimits, shapeLimits, authzLimits []float64
-	var shapeCPU []float64
+	// Per algorithm: the signature's machine and CPU time, and the token endpoint's
+	// limits and fractions of them by CPU time, per round.
+	signs, signCPU := map[string][]time.Duration{}, map[string][]time.Duration{}
+	tokenCPU, shapeCPU := map[string][]float64{}, map[string][]float64{}
+	tokenLimits, shapeLimits := map[string][]float64{}, map[string][]float64{}
+	var checks, checkCPU []time.Duration
+	var authzCPU []float64 // fractions of the limit by CPU time, per round
+	var authzLimits []float64
 	for range o.rounds {
 		var round []result
 		for i, t := range targets {
@@ -157,22 +177,22 @@ func run(o options) error {
 		for i := range targets {
 			ratios[i] = append(ratios[i], round[i].throughput/round[0].throughput)
 		}
-		tSign, cSign := machineTime(o.duration/4, sig.sign)
 		tCheck, cCheck := machineTime(o.duration/10, chk.check)
-		signs, checks = append(signs, tSign), append(checks, tCheck)
-		signCPU, checkCPU = append(signCPU, cSign), append(checkCPU, cCheck)
+		checks, checkCPU = append(checks, tCheck), append(checkCPU, cCheck)
 		for i, t := range targets {
-			switch t.name {
-			case "POST /oauth2/token":
-				tokenCPU = append(tokenCPU, (round[0].cpu.total()+cSign).Seconds()/round[i].cpu.total().Seconds())
-				shapeCPU = append(shapeCPU, (round[2].cpu.total()+cSign).Seconds()/round[i].cpu.total().Seconds())
-			case "/authz (Bearer)":
+			switch {
+			case t.alg != "":
+				tSign, cSign := machineTime(o.duration/4, signers[t.alg].sign)
+				signs[t.alg], signCPU[t.alg] = append(signs[t.alg], tSign), append(signCPU[t.alg], cSign)
+				tokenCPU[t.alg] = append(tokenCPU[t.alg], (round[0].cpu.total()+cSign).Seconds()/round[i].cpu.total().Seconds())
+				shapeCPU[t.alg] = append(shapeCPU[t.alg], (round[2].cpu.total()+cSign).Seconds()/round[i].cpu.total().Seconds())
+				tokenLimits[t.alg] = append(tokenLimits[t.alg], limit(round[0].throughput, tSign))
+				shapeLimits[t.alg] = append(shapeLimits[t.alg], limit(round[2].throughput, tSign))
+			case t.name == "/authz (Bearer)":
 				authzCPU = append(authzCPU, (round[1].cpu.total()+cCheck).Seconds()/round[i].cpu.total().Seconds())
 			}
 		}
-		tokenLimits = append(tokenLimits, limit(round[0].throughput, tSign))
 		authzLimits = append(authzLimits, limit(round[1].throughput, tCheck))
-		shapeLimits = append(shapeLimits, limit(round[2].throughput, tSign))
 	}
 	fmt.Printf("\n%-24s %12s %10s %10s %8s %11s %17s %22s\n", "target", "requests/s", "p50", "p99", "errors", "vs trivial", "(min-max ratio)", "CPU/req client+server")
 	var failed []string
@@ -190,11 +210,11 @@ func run(o options) error {
 		var lims, byCPU []float64
 		var how, cpuHow string
 		switch {
-		case t.name == "POST /oauth2/token":
-			lims, byCPU = tokenLimits, tokenCPU
-			cpuHow = fmt.Sprintf("trivial %s + ES256 %s", fmtDur(median(perTarget[0]).cpu.total()), fmtDur(medianDur(signCPU)))
-			how = fmt.Sprintf("trivial %s req/s + ES256 %s of machine time, %s of CPU, on %d cores",
-				thousands(median(perTarget[0]).throughput), fmtDur(medianDur(signs)), fmtDur(medianDur(signCPU)), p.MaxProcs)
+		case t.alg != "":
+			lims, byCPU = tokenLimits[t.alg], tokenCPU[t.alg]
+			cpuHow = fmt.Sprintf("trivial %s + %s %s", fmtDur(median(perTarget[0]).cpu.total()), t.alg, fmtDur(medianDur(signCPU[t.alg])))
+			how = fmt.Sprintf("trivial %s req/s + %s %s of machine time, %s of CPU, on %d cores",
+				thousands(median(perTarget[0]).throughput), t.alg, fmtDur(medianDur(signs[t.alg])), fmtDur(medianDur(signCPU[t.alg])), p.MaxProcs)
 		case t.name == "/authz (Bearer)":
 			lims, byCPU = authzLimits, authzCPU
 			cpuHow = fmt.Sprintf("trivial with /authz headers %s + cached check %s", fmtDur(median(perTarget[1]).cpu.total()), fmtDur(medianDur(checkCPU)))
@@ -211,11 +231,11 @@ func run(o options) error {
 		bc := sorted(byCPU)
 		fmt.Printf("  by CPU time per request: %.0f %% of limit (%.0f–%.0f %%) (%s over the endpoint's %s)\n",
 			100*bc[len(bc)/2], 100*bc[0], 100*bc[len(bc)-1], cpuHow, fmtDur(median(perTarget[i]).cpu.total()))
-		if t.name == "POST /oauth2/token" {
-			fr := fractions(perTarget[i], shapeLimits)
-			sc := sorted(shapeCPU)
-			fmt.Printf("  with its own round trip (trivial, token-shaped %s req/s + ES256): %.0f %% (%.0f–%.0f %%) of %s req/s; by CPU %.0f %% (%.0f–%.0f %%)\n",
-				thousands(median(perTarget[2]).throughput), 100*fr[len(fr)/2], 100*fr[0], 100*fr[len(fr)-1], thousands(sorted(shapeLimits)[len(shapeLimits)/2]),
+		if t.alg != "" {
+			fr := fractions(perTarget[i], shapeLimits[t.alg])
+			sc := sorted(shapeCPU[t.alg])
+			fmt.Printf("  with its own round trip (trivial, token-shaped %s req/s + %s): %.0f %% (%.0f–%.0f %%) of %s req/s; by CPU %.0f %% (%.0f–%.0f %%)\n",
+				thousands(median(perTarget[2]).throughput), t.alg, 100*fr[len(fr)/2], 100*fr[0], 100*fr[len(fr)-1], thousands(sorted(shapeLimits[t.alg])[len(shapeLimits[t.alg])/2]),
 				100*sc[len(sc)/2], 100*sc[0], 100*sc[len(sc)-1])
 		}
 	}

@@ -30,7 +30,10 @@ import (
 
 // serverInfo is what the server process tells the load generator.
 type serverInfo struct {
-	Trivial, Base         string
+	Trivial, Base string
+	// TokenBases are token servers, one per signing algorithm (ES256's is Base), on the
+	// same credentials.
+	TokenBases            map[string]string
 	ClientID, Secret      string
 	CredentialBytes       float64
 	Credentials, MaxProcs int
@@ -113,25 +116,18 @@ func serveMain(n int, cpuprofile string) error {
 		return err
 	}
 	store := tokenserver.NewStore()
-	var srv *tokenserver.Server
-	base, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { srv.Handler().ServeHTTP(w, r) }))
-	if err != nil {
-		return err
+	info := serverInfo{Trivial: trivial, Credentials: n, MaxProcs: runtime.GOMAXPROCS(0), TokenBases: map[string]string{}}
+	for _, alg := range signingkey.Algorithms {
+		url, err := serveTokenServer(store, alg)
+		if err != nil {
+			return err
+		}
+		info.TokenBases[alg] = url
 	}
-	srv = tokenserver.New(store, tokenserver.Options{Issuer: base, Usage: tokenserver.NewUsageReporter(nil, time.Minute)})
-	now := time.Now()
-	key, err := signingkey.Generate(now, now)
-	if err != nil {
-		return err
-	}
-	if err := srv.SetKeys(&signingkey.Set{Keys: []signingkey.Key{key}}); err != nil {
-		return err
-	}
-	srv.SetReady()
+	info.Base = info.TokenBases[signingkey.ES256]
 	store.SetAPI(&iamv1alpha1.APIDefinition{ObjectMeta: metav1.ObjectMeta{Name: "platform-api"}, Spec: iamv1alpha1.APIDefinitionSpec{
 		ScopeLevel: iamv1alpha1.ScopeLevelAccount, Permissions: []iamv1alpha1.Permission{{Name: "user", Methods: []string{"GET", "POST"}}},
 	}})
-	info := serverInfo{Trivial: trivial, Base: base, Credentials: n, MaxProcs: runtime.GOMAXPROCS(0)}
 	heapBefore := heapAlloc()
 	for i := range n {
 		cid, _ := credential.NewClientID()
@@ -161,6 +157,26 @@ func serveMain(n int, cpuprofile string) error {
 	}
 	_, _ = io.Copy(io.Discard, os.Stdin) // until the load generator closes it
 	return nil
+}
+
+// serveTokenServer serves a token server over store whose one key is of alg.
+func serveTokenServer(store *tokenserver.Store, alg string) (string, error) {
+	var srv *tokenserver.Server
+	base, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { srv.Handler().ServeHTTP(w, r) }))
+	if err != nil {
+		return "", err
+	}
+	srv = tokenserver.New(store, tokenserver.Options{Issuer: base, Usage: tokenserver.NewUsageReporter(nil, time.Minute)})
+	now := time.Now()
+	key, err := signingkey.GenerateAlgorithm(alg, now, now)
+	if err != nil {
+		return "", err
+	}
+	if err := srv.SetKeys(&signingkey.Set{Keys: []signingkey.Key{key}}); err != nil {
+		return "", err
+	}
+	srv.SetReady()
+	return base, nil
 }
 
 func serve(h http.Handler) (string, error) {
