@@ -163,8 +163,8 @@ func TestDefaultRender(t *testing.T) {
 		t.Error("without cert-manager the webhook configuration has the inject-ca-from annotation")
 	}
 	hooks, _, _ := unstructured.NestedSlice(vwc.Object, "webhooks")
-	if len(hooks) != 2 {
-		t.Fatalf("webhook configuration has %d webhooks, want 2", len(hooks))
+	if len(hooks) != 3 {
+		t.Fatalf("webhook configuration has %d webhooks, want 3 (apicredentials, apidefinitions, namespaces)", len(hooks))
 	}
 	for _, h := range hooks {
 		h := h.(map[string]any)
@@ -318,23 +318,35 @@ func TestSchemaRejects(t *testing.T) {
 		{"tokenServer: {topologySpreadConstraints: [{maxSkew: 1, topologyKey: k, whenUnsatisfiable: Sometimes}]}", "whenUnsatisfiable"},
 		{"networkPolicy: {egress: [{too: []}]}", "too"},
 	} {
-		_, err := render("", tc.values)
-		if err == nil {
-			t.Errorf("%s: rendered; the schema should refuse it", tc.values)
-			continue
-		}
-		if !strings.Contains(err.Error(), tc.field) {
-			t.Errorf("%s: error does not name %s: %v", tc.values, tc.field, err)
-		}
+		wantRenderError(t, tc.values, tc.field)
 	}
 	// And the values files themselves pass, as do these edge values.
-	for _, ok := range []string{
+	wantRenders(t,
 		"manager: {replicas: 1, pdb: {minAvailable: 50%}}",
 		"manager: {leaderElection: {leaseDuration: 1m30s}}",
 		"webhook: {failurePolicy: Ignore, timeoutSeconds: 30}",
-	} {
-		if _, err := render("", ok); err != nil {
-			t.Errorf("%s: %v", ok, err)
+	)
+}
+
+// wantRenderError checks that rendering values fails with an error that contains want.
+func wantRenderError(t *testing.T, values, want string) {
+	t.Helper()
+	_, err := render("", values)
+	if err == nil {
+		t.Errorf("%s: rendered; it should fail", values)
+		return
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("%s: error does not say %q: %v", values, want, err)
+	}
+}
+
+// wantRenders checks that each of values renders.
+func wantRenders(t *testing.T, values ...string) {
+	t.Helper()
+	for _, v := range values {
+		if _, err := render("", v); err != nil {
+			t.Errorf("%s: %v", v, err)
 		}
 	}
 }
@@ -351,26 +363,15 @@ func TestRenderGuards(t *testing.T) {
 		{"manager: {replicas: 1}", "manager.pdb.minAvailable (1) must be less than manager.replicas (1)"},
 		{"tokenServer: {replicas: 2, pdb: {minAvailable: 2}}", "tokenServer.pdb.minAvailable (2) must be less than tokenServer.replicas (2)"},
 	} {
-		_, err := render("", tc.values)
-		if err == nil {
-			t.Errorf("%s: rendered; it should fail", tc.values)
-			continue
-		}
-		if !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: error does not say %q: %v", tc.values, tc.want, err)
-		}
+		wantRenderError(t, tc.values, tc.want)
 	}
-	for _, ok := range []string{
+	wantRenders(t,
 		"manager: {leaderElection: {leaseDuration: 1m, renewDeadline: 59s500ms, retryPeriod: 5s}}",
 		"manager: {leaderElection: {renewDeadline: 2401ms}}",
 		"manager: {replicas: 1, pdb: {enabled: false}}",
 		"manager: {replicas: 3, pdb: {minAvailable: 2}}",
 		"tokenServer: {enabled: false, replicas: 1}",
-	} {
-		if _, err := render("", ok); err != nil {
-			t.Errorf("%s: %v", ok, err)
-		}
-	}
+	)
 }
 
 // TestCertManager: certManager.enabled renders the Issuers and Certificates of the contract,
