@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -19,10 +21,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/binding"
@@ -62,6 +66,115 @@ type APICredentialReconciler struct {
 	// (the Secret's create-or-conflict, the status patch's optimistic lock), and what
 	// reconciles share (the binding key ring, metrics, the cache) is safe for concurrent use.
 	MaxConcurrentReconciles int
+
+	// echoes holds the resourceVersions of this reconciler's own Secret writes, whose
+	// watch events wake nothing (ownEcho).
+	echoes ownWrites
+}
+
+// ownWrites remembers, per Secret, this reconciler's write to it, from before the write
+// is sent until the watch delivers it back (or any later event of the Secret arrives).
+// The reconcile that wrote is responsible for what follows: it records the outcome in
+// status, or fails and is retried with backoff; a crash restarts every reconcile. Waking
+// the credential again on the echo of its own write confirms nothing new, and that
+// second reconcile mostly finds the Secret in the cache before the status patch, decides
+// something other than nothing, and pays live reads and a retry to learn that its cache
+// was behind (docs/benchmarks.md "Scale").
+//
+// The echo often arrives before the write's response: an event of a Secret whose write is
+// in flight is held back, and once the response names the resourceVersion written, any
+// held-back event of another version (someone else's write) wakes the credential after all.
+type ownWrites struct {
+	mu     sync.Mutex
+	writes map[types.NamespacedName]*ownWrite
+	wake   chan event.GenericEvent // nil without a controller (tests that call Reconcile)
+}
+
+// ownWrite is one write: in flight until its response, then awaiting its echo.
+type ownWrite struct {
+	inFlight bool
+	rv       string   // the version written, once the response arrived
+	heldBack []string // versions of events held back while in flight
+}
+
+// begin records that a write of the Secret key is about to be sent.
+func (o *ownWrites) begin(key types.NamespacedName) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.writes == nil {
+		o.writes = map[types.NamespacedName]*ownWrite{}
+	}
+	o.writes[key] = &ownWrite{inFlight: true}
+}
+
+// done records the response of the write begun for key: written is the Secret as written,
+// nil when the write failed. Events held back that were not this write wake owner.
+func (o *ownWrites) done(ctx context.Context, key types.NamespacedName, written client.Object, owner client.Object) {
+	o.mu.Lock()
+	w := o.writes[key]
+	if w == nil || !w.inFlight {
+		o.mu.Unlock()
+		return
+	}
+	missed, echoed := false, false
+	for _, rv := range w.heldBack {
+		if written != nil && rv == written.GetResourceVersion() {
+			echoed = true
+		} else {
+			missed = true
+		}
+	}
+	if written == nil || echoed {
+		delete(o.writes, key)
+	} else {
+		w.inFlight, w.rv, w.heldBack = false, written.GetResourceVersion(), nil
+	}
+	wake := o.wake
+	o.mu.Unlock()
+	if missed && wake != nil {
+		select {
+		case wake <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+			Namespace: owner.GetNamespace(), Name: owner.GetName()}}}:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// echo reports whether the event of obj is to be held back: the echo of this
+// reconciler's last write to it, or an event while that write is in flight. Any event
+// after the write's response ends the wait for the echo.
+func (o *ownWrites) echo(obj client.Object) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	key := client.ObjectKeyFromObject(obj)
+	w, ok := o.writes[key]
+	switch {
+	case !ok:
+		return false
+	case w.inFlight:
+		w.heldBack = append(w.heldBack, obj.GetResourceVersion())
+		return true
+	default:
+		delete(o.writes, key)
+		return w.rv == obj.GetResourceVersion()
+	}
+}
+
+// awaiting is how many writes still wait for their echo or their response (tests).
+func (o *ownWrites) awaiting() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.writes)
+}
+
+// notOwnEcho lets through every event of a credential Secret except the echo of this
+// reconciler's own write to it. A deletion always passes.
+func (r *APICredentialReconciler) notOwnEcho() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return !r.echoes.echo(e.Object) },
+		UpdateFunc: func(e event.UpdateEvent) bool { return !r.echoes.echo(e.ObjectNew) },
+		DeleteFunc: func(event.DeleteEvent) bool { return true },
+	}
 }
 
 // +kubebuilder:rbac:groups=iam.keysmith.dev,resources=apicredentials,verbs=get;list;watch;patch
@@ -138,7 +251,7 @@ func (r *APICredentialReconciler) reconcileSecret(ctx context.Context, cred *iam
 	if action != actionMint || !apierrors.IsAlreadyExists(err) {
 		return err
 	}
-	if secret, err = r.getSecret(ctx, r.APIReader, cred); err != nil {
+	if secret, err = r.liveSecret(ctx, cred); err != nil {
 		return err
 	}
 	if facts, err = r.gatherSecretFacts(ctx, cred, secret, ring); err != nil {
@@ -154,8 +267,16 @@ func (r *APICredentialReconciler) reconcileSecret(ctx context.Context, cred *iam
 // gatherAndDecide reads the facts of the credential's Secret from the cache and decides
 // what to do. Unless that is nothing, it confirms them first on the API server (a cache
 // behind must never look like a crash, a deletion or a change) and decides on those.
+//
+// The confirmation is one live read of the credential (its resourceVersion must be the
+// cache's) and, unless the decision is to mint, one live read of the Secret. A Secret
+// the cache does not hold is not read live before a mint: the Create that follows is
+// the confirmation of its absence (AlreadyExists makes reconcileSecret decide again from
+// a live read, and nothing is minted twice). Every other decision about a Secret the
+// cache does not hold (a rotation re-creating it, a report that it is missing) and every
+// decision about one it holds (a trimmed copy) reads the Secret live first.
 func (r *APICredentialReconciler) gatherAndDecide(ctx context.Context, cred *iamv1alpha1.APICredential, ring *binding.Ring, now time.Time) (*corev1.Secret, secretFacts, secretAction, error) {
-	secret, err := r.getSecret(ctx, r.Client, cred)
+	secret, err := r.cachedSecret(ctx, cred)
 	if err != nil {
 		return nil, secretFacts{}, actionNone, err
 	}
@@ -163,18 +284,39 @@ func (r *APICredentialReconciler) gatherAndDecide(ctx context.Context, cred *iam
 	// decides between nothing and something (decideSecret returns actionNone before it
 	// looks), and anything else is decided again below from live facts that have it.
 	facts := readSecretFacts(cred, secret, ring)
-	if decideSecret(cred, facts, now) == actionNone {
+	action := decideSecret(cred, facts, now)
+	if action == actionNone {
 		return secret, facts, actionNone, nil
 	}
 	// Before writing, adopting or reporting a problem, make sure the cache was not
 	// behind, and that no other credential holds a client ID status does not record.
-	if secret, err = r.confirmLive(ctx, cred); err != nil {
+	if err := r.confirmCredential(ctx, cred); err != nil {
+		return nil, secretFacts{}, actionNone, err
+	}
+	if secret == nil && action == actionMint {
+		return nil, facts, actionMint, nil // confirmed by the Create (create-or-conflict)
+	}
+	if secret, err = r.liveSecret(ctx, cred); err != nil {
 		return nil, secretFacts{}, actionNone, err
 	}
 	if facts, err = r.gatherSecretFacts(ctx, cred, secret, ring); err != nil {
 		return nil, secretFacts{}, actionNone, err
 	}
 	return secret, facts, decideSecret(cred, facts, now), nil
+}
+
+// cachedSecret returns the credential's Secret from the manager's cache, or nil if the
+// cache holds none (which a Secret that lost the credential label also gives: the caller
+// confirms any decision other than nothing on the API server).
+func (r *APICredentialReconciler) cachedSecret(ctx context.Context, cred *iamv1alpha1.APICredential) (*corev1.Secret, error) {
+	key := client.ObjectKey{Namespace: cred.Namespace, Name: secretName(cred)}
+	secret := &corev1.Secret{}
+	if err := r.Get(ctx, key, secret); apierrors.IsNotFound(err) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("reading Secret %s: %w", key, err)
+	}
+	return secret, nil
 }
 
 // act carries out the decision. Any write starts from the live Secret that
@@ -236,15 +378,11 @@ func clientIDHeldElsewhere(ctx context.Context, c client.Reader, cred *iamv1alph
 	return false, nil
 }
 
-// getSecret returns the credential's Secret, or nil if there is none. Secrets that lost
-// the credential label are not in the cache, so a cache miss is confirmed on the API server.
-func (r *APICredentialReconciler) getSecret(ctx context.Context, c client.Reader, cred *iamv1alpha1.APICredential) (*corev1.Secret, error) {
+// liveSecret reads the credential's Secret from the API server, or nil if there is none.
+func (r *APICredentialReconciler) liveSecret(ctx context.Context, cred *iamv1alpha1.APICredential) (*corev1.Secret, error) {
 	key := client.ObjectKey{Namespace: cred.Namespace, Name: secretName(cred)}
 	secret := &corev1.Secret{}
-	err := c.Get(ctx, key, secret)
-	if apierrors.IsNotFound(err) && c != r.APIReader {
-		err = r.APIReader.Get(ctx, key, secret)
-	}
+	err := r.APIReader.Get(ctx, key, secret)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
@@ -257,17 +395,17 @@ func (r *APICredentialReconciler) getSecret(ctx context.Context, c client.Reader
 // errCacheBehind makes the reconcile retry once the cache has caught up.
 var errCacheBehind = errors.New("the cached APICredential is older than the API server's; retrying")
 
-// confirmLive re-reads the credential and its Secret from the API server. It fails when
-// the cached credential is stale, so that no decision to mint or rotate rests on old data.
-func (r *APICredentialReconciler) confirmLive(ctx context.Context, cred *iamv1alpha1.APICredential) (*corev1.Secret, error) {
+// confirmCredential re-reads the credential from the API server. It fails when the
+// cached credential is stale, so that no decision to mint or rotate rests on old data.
+func (r *APICredentialReconciler) confirmCredential(ctx context.Context, cred *iamv1alpha1.APICredential) error {
 	live := &iamv1alpha1.APICredential{}
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(cred), live); err != nil {
-		return nil, fmt.Errorf("reading APICredential: %w", err)
+		return fmt.Errorf("reading APICredential: %w", err)
 	}
 	if live.ResourceVersion != cred.ResourceVersion {
-		return nil, errCacheBehind
+		return errCacheBehind
 	}
-	return r.getSecret(ctx, r.APIReader, cred)
+	return nil
 }
 
 // finish is the deferred status step: it computes the conditions from the facts and the
@@ -473,13 +611,15 @@ func (r *APICredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	}); err != nil {
 		return fmt.Errorf("indexing APICredentials by API: %w", err)
 	}
+	r.echoes.wake = make(chan event.GenericEvent)
 	var reader client.Reader = mgr.GetClient()
 	stateReader.Store(&reader)
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&iamv1alpha1.APICredential{}, builder.WithPredicates(
-			predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
-		Owns(&corev1.Secret{}).
-		WatchesRawSource(keyChanges). // a new binding key re-binds every Secret
+													predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&corev1.Secret{}, builder.WithPredicates(r.notOwnEcho())).                      // not the echo of its own write
+		WatchesRawSource(keyChanges).                                                        // a new binding key re-binds every Secret
+		WatchesRawSource(source.Channel(r.echoes.wake, &handler.EnqueueRequestForObject{})). // held back, not an echo
 		Watches(&iamv1alpha1.APIDefinition{}, handler.EnqueueRequestsFromMapFunc(r.credentialsGranting)).
 		WatchesMetadata(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.credentialsInNamespace),
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).

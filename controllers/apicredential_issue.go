@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -46,7 +47,7 @@ func (r *APICredentialReconciler) issue(ctx context.Context, cred *iamv1alpha1.A
 	if err := r.writeCredentialData(cred, secret, ring, clientID, clientSecret, tokenURL, issuedAt); err != nil {
 		return err
 	}
-	if err := r.Create(ctx, secret); err != nil {
+	if err := r.writeSecret(ctx, cred, secret, true); err != nil {
 		return fmt.Errorf("creating Secret %q: %w", secret.Name, err)
 	}
 	r.record(cred, clientID, clientSecret, cred.Spec.Rotation.KeyVersion, issuedAt)
@@ -83,17 +84,31 @@ func (r *APICredentialReconciler) rotate(ctx context.Context, cred *iamv1alpha1.
 	if err := r.writeCredentialData(cred, secret, ring, cred.Status.ClientID, clientSecret, tokenURL, issuedAt); err != nil {
 		return err
 	}
-	if create {
-		err = r.Create(ctx, secret)
-	} else {
-		err = r.Update(ctx, secret)
-	}
-	if err != nil {
+	if err := r.writeSecret(ctx, cred, secret, create); err != nil {
 		return fmt.Errorf("writing rotated Secret %q: %w", secret.Name, err)
 	}
 	r.retirePrevious(cred, issuedAt)
 	r.record(cred, cred.Status.ClientID, clientSecret, cred.Spec.Rotation.KeyVersion, issuedAt)
 	return nil
+}
+
+// writeSecret creates or updates the credential's Secret, and tells the watch of owned
+// Secrets that the echo of this write is not to wake the credential (ownWrites).
+func (r *APICredentialReconciler) writeSecret(ctx context.Context, cred *iamv1alpha1.APICredential, secret *corev1.Secret, create bool) error {
+	key := client.ObjectKeyFromObject(secret)
+	r.echoes.begin(key)
+	var err error
+	if create {
+		err = r.Create(ctx, secret)
+	} else {
+		err = r.Update(ctx, secret)
+	}
+	var written client.Object
+	if err == nil {
+		written = secret
+	}
+	r.echoes.done(ctx, key, written, cred)
+	return err
 }
 
 // adopt records the secret held by the credential's own Secret, after a crash between
@@ -139,7 +154,7 @@ func (r *APICredentialReconciler) bind(ctx context.Context, cred *iamv1alpha1.AP
 	if equality.Semantic.DeepEqual(want.ObjectMeta, secret.ObjectMeta) {
 		return nil
 	}
-	if err := r.Update(ctx, want); err != nil {
+	if err := r.writeSecret(ctx, cred, want, false); err != nil {
 		return fmt.Errorf("binding Secret %q: %w", secret.Name, err)
 	}
 	*secret = *want
