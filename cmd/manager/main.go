@@ -4,12 +4,15 @@ package main
 
 import (
 	"cmp"
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -61,6 +64,7 @@ func main() {
 	flag.BoolVar(&hooks.enabled, "enable-webhooks", true, "serve the admission webhooks (catalog checks, no escalation, deletion protection)")
 	flag.StringVar(&hooks.host, "webhook-host", "", "address the webhook server binds to; empty for all")
 	flag.IntVar(&hooks.port, "webhook-port", 9443, "port the webhook server listens on")
+	flag.StringVar(&hooks.managerUsername, "manager-username", "", "the manager's own user as the API server names it (system:serviceaccount:<namespace>:<name>), whose create of a workspace's default credential admission admits without grants when it is exactly what the namespace's iam.keysmith.dev/default-apis lists; empty: asked of the API server at start (SelfSubjectReview)")
 	flag.StringVar(&hooks.certDir, "webhook-cert-dir", "", "directory with tls.crt and tls.key for the webhook server (default: controller-runtime's)")
 	flag.BoolVar(&certs.enabled, "serving-certs", false, "provision and rotate the webhook's and the token server's serving certificates (in --signing-key-namespace), keep the caBundle of --webhook-configuration current, and start the webhook server once its certificate files are in --webhook-cert-dir; false when cert-manager issues them")
 	flag.StringVar(&certs.opts.Webhook.Secret, "webhook-cert-secret", "keysmith-webhook-server-cert", "name of the Secret of the webhook server's certificate (with --serving-certs)")
@@ -151,6 +155,8 @@ type webhookFlags struct {
 	enabled       bool
 	host, certDir string
 	port          int
+	// managerUsername is the manager's own user; empty: asked with a SelfSubjectReview.
+	managerUsername string
 }
 
 func run(listen listenFlags, leaderElect bool, election electionFlags, defaultTokenURL string, signing signingKeyFlags, hooks webhookFlags, certs servingCertFlags, workers int) error {
@@ -214,6 +220,13 @@ func run(listen listenFlags, leaderElect bool, election electionFlags, defaultTo
 	}).SetupWithManager(ctx, mgr); err != nil {
 		return err
 	}
+	if err := (&controllers.WorkspaceReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("keysmith-manager"),
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
 	if err := (&controllers.SigningKeyReconciler{
 		Client:    mgr.GetClient(),
 		Clock:     clock.RealClock{},
@@ -225,7 +238,15 @@ func run(listen listenFlags, leaderElect bool, election electionFlags, defaultTo
 		return err
 	}
 	if hooks.enabled {
-		if err := (&kswebhook.APICredentialValidator{Reader: mgr.GetClient(), Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		managerUser, err := managerUsername(ctx, mgr.GetClient(), hooks.managerUsername)
+		if err != nil {
+			return err
+		}
+		credentials := &kswebhook.APICredentialValidator{Reader: mgr.GetClient(), Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), ManagerUsername: managerUser}
+		if err := credentials.SetupWithManager(mgr); err != nil {
+			return err
+		}
+		if err := (&kswebhook.NamespaceValidator{Credentials: credentials}).SetupWithManager(mgr); err != nil {
 			return err
 		}
 		if err := (&kswebhook.APIDefinitionValidator{Reader: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
@@ -242,4 +263,20 @@ func run(listen listenFlags, leaderElect bool, election electionFlags, defaultTo
 		return err
 	}
 	return mgr.Start(ctx)
+}
+
+// managerUsername returns flag, or when it is empty the user the API server authenticates
+// the manager as (a SelfSubjectReview, which every authenticated user may create).
+func managerUsername(ctx context.Context, c client.Client, flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	review := &authenticationv1.SelfSubjectReview{}
+	if err := c.Create(ctx, review); err != nil {
+		return "", fmt.Errorf("asking the API server who the manager is (set --manager-username to skip it): %w", err)
+	}
+	if review.Status.UserInfo.Username == "" {
+		return "", errors.New("the API server's SelfSubjectReview names no user: set --manager-username")
+	}
+	return review.Status.UserInfo.Username, nil
 }

@@ -54,6 +54,13 @@ type APICredentialValidator struct {
 	Client client.Client
 	// Clock is the time source for warnings; default the real clock.
 	Clock clock.PassiveClock
+	// APIReader reads what a decision must not take from a cache: a workspace Namespace
+	// and its credentials (namespace.go). Default Reader.
+	APIReader client.Reader
+	// ManagerUsername is the manager's own user (system:serviceaccount:<ns>:<name>). Its
+	// create of a workspace's default credential is admitted without grants when it is
+	// exactly what the Namespace's annotation lists (namespace.go); empty: never.
+	ManagerUsername string
 }
 
 var credentialGK = iamv1alpha1.GroupVersion.WithKind("APICredential").GroupKind()
@@ -64,8 +71,15 @@ func (v *APICredentialValidator) ValidateCreate(ctx context.Context, cred *iamv1
 	if err := v.checkCatalog(ctx, cred); err != nil {
 		return nil, err
 	}
-	if err := v.checkGrants(ctx, cred, nil); err != nil {
+	isDefault, notDefault, err := v.workspaceDefault(ctx, cred)
+	if err != nil {
 		return nil, err
+	}
+	if isDefault {
+		return v.warnings(cred), nil
+	}
+	if err := v.checkGrants(ctx, cred, nil); err != nil {
+		return nil, withReason(err, notDefault)
 	}
 	return v.warnings(cred), nil
 }
@@ -89,10 +103,12 @@ func (v *APICredentialValidator) ValidateUpdate(ctx context.Context, old, cred *
 	return v.warnings(cred), nil
 }
 
-// ValidateDelete refuses to delete a credential whose spec.deletionProtection is true.
-func (v *APICredentialValidator) ValidateDelete(_ context.Context, cred *iamv1alpha1.APICredential) (admission.Warnings, error) {
+// ValidateDelete refuses to delete a credential whose spec.deletionProtection is true,
+// and the last credential of a workspace Namespace that keeps a default credential
+// (checkLastCredential).
+func (v *APICredentialValidator) ValidateDelete(ctx context.Context, cred *iamv1alpha1.APICredential) (admission.Warnings, error) {
 	if !cred.Spec.DeletionProtection {
-		return nil, nil
+		return nil, v.checkLastCredential(ctx, cred)
 	}
 	return nil, apierrors.NewForbidden(iamv1alpha1.GroupVersion.WithResource("apicredentials").GroupResource(), cred.Name, fmt.Errorf(
 		"spec.deletionProtection is true: to delete this credential, first set it to false "+
@@ -137,10 +153,7 @@ func (v *APICredentialValidator) checkGrants(ctx context.Context, cred, old *iam
 		if had[g] && !all {
 			continue
 		}
-		allowed, reason, err := v.review(ctx, user, authorizationv1.ResourceAttributes{
-			Namespace: cred.Namespace, Verb: GrantVerb, Group: iamv1alpha1.GroupVersion.Group,
-			Resource: "apidefinitions", Subresource: g.Permission, Name: g.Name,
-		})
+		allowed, reason, err := v.review(ctx, user, grantAttributes(cred.Namespace, g))
 		if err != nil {
 			return apierrors.NewInternalError(fmt.Errorf("checking the right to grant %s: %w", g.Name, err))
 		}
@@ -255,6 +268,15 @@ func (v *APICredentialValidator) checkRebind(ctx context.Context, user authentic
 		msg += " (" + reason + ")"
 	}
 	return field.Forbidden(rebindPath, msg), nil
+}
+
+// grantAttributes is what a user needs to grant g in namespace: RBAC verb grant on
+// apidefinitions/<permission> with the API's name.
+func grantAttributes(namespace string, g iamv1alpha1.APIGrant) authorizationv1.ResourceAttributes {
+	return authorizationv1.ResourceAttributes{
+		Namespace: namespace, Verb: GrantVerb, Group: iamv1alpha1.GroupVersion.Group,
+		Resource: "apidefinitions", Subresource: g.Permission, Name: g.Name,
+	}
 }
 
 // review asks a SubjectAccessReview whether user may do attrs.

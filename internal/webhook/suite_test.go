@@ -26,6 +26,9 @@ import (
 	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
+// managerUser is the user the suite's APICredential validator takes for the manager's.
+const managerUser = "system:serviceaccount:keysmith-system:keysmith-manager"
+
 var (
 	testEnv   *envtest.Environment
 	adminCfg  *rest.Config
@@ -64,7 +67,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 		}),
 	})
 	Expect(err).NotTo(HaveOccurred())
-	Expect((&APICredentialValidator{Reader: mgr.GetClient(), Client: mgr.GetClient()}).SetupWithManager(mgr)).To(Succeed())
+	credentials := &APICredentialValidator{Reader: mgr.GetClient(), Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), ManagerUsername: managerUser}
+	Expect(credentials.SetupWithManager(mgr)).To(Succeed())
+	Expect((&NamespaceValidator{Credentials: credentials}).SetupWithManager(mgr)).To(Succeed())
 	Expect((&APIDefinitionValidator{Reader: mgr.GetClient()}).SetupWithManager(mgr)).To(Succeed())
 	stop := testenv.Start(ctx, mgr)
 	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
