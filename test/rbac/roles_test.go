@@ -292,6 +292,10 @@ var _ = Describe("The manager's RBAC", func() {
 		Entry("read Namespaces (their account label)", true, authorizationv1.ResourceAttributes{Resource: "namespaces", Verb: "get"}),
 		Entry("create SubjectAccessReviews (grant, assume)", true, authorizationv1.ResourceAttributes{Group: "authorization.k8s.io", Resource: "subjectaccessreviews", Verb: "create"}),
 		Entry("delete APICredentials", false, authorizationv1.ResourceAttributes{Namespace: namespace, Group: group, Resource: "apicredentials", Verb: "delete"}),
+		Entry("create APICredentials (a workspace's default credential)", true, authorizationv1.ResourceAttributes{Namespace: namespace, Group: group, Resource: "apicredentials", Verb: "create"}),
+		Entry("update APICredentials (it never rewrites a spec)", false, authorizationv1.ResourceAttributes{Namespace: namespace, Group: group, Resource: "apicredentials", Verb: "update"}),
+		Entry("grant a permission (its default-credential create is admitted only as the annotation lists it)", false, authorizationv1.ResourceAttributes{Namespace: namespace, Group: group, Resource: "apidefinitions", Subresource: "admin", Name: "platform-api", Verb: "grant"}),
+		Entry("ask who it is (SelfSubjectReview, the default of --manager-username)", true, authorizationv1.ResourceAttributes{Group: "authentication.k8s.io", Resource: "selfsubjectreviews", Verb: "create"}),
 	)
 })
 
