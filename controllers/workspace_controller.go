@@ -30,6 +30,8 @@ const (
 	EventDefaultCredentialCreated = "DefaultCredentialCreated"
 	// EventInvalidDefaultAPIs: the default-apis annotation does not parse; nothing is created.
 	EventInvalidDefaultAPIs = "InvalidDefaultAPIs"
+	// EventDefaultCredentialRefused: admission refused the default credential's create.
+	EventDefaultCredentialRefused = "DefaultCredentialRefused"
 )
 
 // WorkspaceReconciler gives every workspace Namespace (label iam.keysmith.dev/workspace,
@@ -82,6 +84,12 @@ func (r *WorkspaceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	switch err := r.Client.Create(ctx, cred); {
 	case apierrors.IsAlreadyExists(err):
 		return ctrl.Result{}, nil
+	case apierrors.IsForbidden(err) || apierrors.IsInvalid(err):
+		// Admission's answer (a Workspace-level API without workspaces, an annotation
+		// changed meanwhile): a person may have to act, and the retry with backoff may pass.
+		r.event(ns, corev1.EventTypeWarning, EventDefaultCredentialRefused, "CreateDefaultCredential",
+			fmt.Sprintf("creating APICredential %q was refused: %v", cred.Name, err))
+		return ctrl.Result{}, fmt.Errorf("creating the default credential of namespace %q: %w", ns.Name, err)
 	case err != nil:
 		return ctrl.Result{}, fmt.Errorf("creating the default credential of namespace %q: %w", ns.Name, err)
 	}

@@ -8,6 +8,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -172,6 +173,20 @@ var _ = Describe("WorkspaceReconciler: a default credential per workspace", func
 		Expect(credentials(ctx, terminating)).To(BeEmpty())
 		Expect(writes.writes.Load()).To(BeZero())
 		Expect(recorder.Events).NotTo(Receive())
+	})
+
+	It("records admission's refusal on the Namespace and returns it, for the retry", func(ctx SpecContext) {
+		ns := workspace(ctx, "profile-api:read-only")
+		r.Client = interceptor.NewClient(writes.WithWatch, interceptor.Funcs{
+			Create: func(context.Context, client.WithWatch, client.Object, ...client.CreateOption) error {
+				return apierrors.NewInvalid(iamv1alpha1.GroupVersion.WithKind("APICredential").GroupKind(), "primary", nil)
+			},
+		})
+		_, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Name: ns}})
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "got %v", err)
+		Expect(recorder.Events).To(Receive(And(ContainSubstring("Warning"), ContainSubstring("DefaultCredentialRefused"),
+			ContainSubstring(`creating APICredential "primary" was refused`))))
+		Expect(credentials(ctx, ns)).To(BeEmpty())
 	})
 
 	It("in a manager: creates primary for a new workspace and again when its last credential is deleted", func(ctx SpecContext) {
