@@ -45,25 +45,35 @@ const (
 
 type options struct {
 	n, clients int
-	workers    []int
-	rest       time.Duration
-	keep       bool
+	// limitN is how many of each write measure the API server's own rates (0: none).
+	limitN  int
+	workers []int
+	rest    time.Duration
+	keep    bool
 	// managerArgs and tokenServerArgs are appended to each process's arguments, e.g.
 	// --pprof-bind-address=127.0.0.1:6060 to take heap profiles of the manager.
 	managerArgs, tokenServerArgs []string
+	// managerBin, when set, is the manager binary run instead of one built from
+	// ./cmd/manager (e.g. an older commit's, for a before/after comparison).
+	managerBin string
 }
 
 func main() {
 	var o options
 	flag.IntVar(&o.n, "n", 3000, "credentials created at once, per --workers value")
 	flag.IntVar(&o.clients, "clients", 8, "client goroutines creating them")
+	flag.IntVar(&o.limitN, "limit-n", -1, "writes of each kind that measure the API server's own rates before the rounds (-1: -n, 0: none)")
 	ws := flag.String("workers", "1,4", "comma-separated --max-concurrent-reconciles values, one round each (the last is the one restarted)")
 	flag.DurationVar(&o.rest, "rest", 10*time.Second, "how long writes at rest are counted after the restarted manager settled")
+	flag.StringVar(&o.managerBin, "manager-bin", "", "a manager binary to run instead of building ./cmd/manager (an older commit's, to compare)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run's directory (the processes' logs)")
 	mArgs := flag.String("manager-args", "", "space-separated extra arguments of the manager, e.g. --pprof-bind-address=127.0.0.1:6060")
 	tArgs := flag.String("token-server-args", "", "space-separated extra arguments of the token server")
 	flag.Parse()
 	o.managerArgs, o.tokenServerArgs = strings.Fields(*mArgs), strings.Fields(*tArgs)
+	if o.limitN < 0 {
+		o.limitN = o.n
+	}
 	for w := range strings.SplitSeq(*ws, ",") {
 		v, err := strconv.Atoi(strings.TrimSpace(w))
 		if err != nil || v < 1 {
@@ -111,10 +121,18 @@ func run(o options) error {
 		return err
 	}
 	kubeconfigs := map[string]string{}
+	var managerClient client.Client
 	for _, user := range []string{managerUser, tokenServerUser} {
 		u, err := env.ControlPlane.AddUser(envtest.User{Name: user}, cfg)
 		if err != nil {
 			return err
+		}
+		if user == managerUser {
+			mc := u.Config()
+			mc.QPS = -1
+			if managerClient, err = client.New(mc, client.Options{Scheme: testenv.Scheme()}); err != nil {
+				return err
+			}
 		}
 		kc, err := u.KubeConfig()
 		if err != nil {
@@ -134,7 +152,11 @@ func run(o options) error {
 	}
 	probeAddr, metricsAddr, tokenAddr := addrs[0], addrs[1], addrs[2]
 	startManager := func(workers int) (*proc.Proc, error) {
-		m, err := startProc(dir, "manager", testenv.Binary(dir, "./cmd/manager"), kubeconfigs[managerUser],
+		bin := testenv.Binary(dir, "./cmd/manager")
+		if o.managerBin != "" {
+			bin = o.managerBin
+		}
+		m, err := startProc(dir, "manager", bin, kubeconfigs[managerUser],
 			append([]string{"--max-concurrent-reconciles=" + strconv.Itoa(workers),
 				"--enable-webhooks=false",
 				"--signing-key-namespace=" + systemNamespace,
@@ -159,6 +181,17 @@ func run(o options) error {
 		return err
 	}
 	fmt.Printf("scale: %d credentials per round, %d clients creating; API server, etcd, manager, token server and this process share %d cores\n", o.n, o.clients, runtime.NumCPU())
+	var lim limits
+	if o.limitN > 0 {
+		if lim, err = measureLimits(ctx, c, managerClient, o.limitN, o.clients); err != nil {
+			return err
+		}
+		fmt.Printf("scale: limit (the API server alone, %d of each write, %d clients, no manager running): %s\n", o.limitN, o.clients, lim)
+	}
+	m, err := newMeter(cfg, metricsAddr, tokenAddr)
+	if err != nil {
+		return err
+	}
 
 	var mgr, ts *proc.Proc
 	defer func() {
@@ -182,7 +215,16 @@ func run(o options) error {
 		if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 			return err
 		}
+		if total > 0 { // the new manager reconciles the earlier rounds' credentials first
+			if _, err := settled(ctx, mgr, metricsAddr, total, 5*time.Minute); err != nil {
+				return err
+			}
+		}
 		time.Sleep(2 * time.Second) // a baseline after startup's allocations
+		before, err := m.read(ctx)
+		if err != nil {
+			return err
+		}
 		mgrBefore, err1 := mgr.RSSKiB()
 		tsBefore, err2 := ts.RSSKiB()
 		if err1 != nil || err2 != nil {
@@ -204,9 +246,21 @@ func run(o options) error {
 		if err1 != nil || err2 != nil {
 			return fmt.Errorf("reading RSS: %v %v", err1, err2)
 		}
+		if err := idle(ctx, mgr, metricsAddr, time.Minute); err != nil { // every wake-up the issues caused is handled
+			return err
+		}
+		after, err := m.read(ctx)
+		if err != nil {
+			return err
+		}
 		tag := fmt.Sprintf("scale: workers=%d n=%d", workers, o.n)
 		fmt.Printf("%s created in %.1fs (%.0f creates/s)\n", tag, created.Seconds(), float64(o.n)/created.Seconds())
-		fmt.Printf("%s all Ready %.1fs after the first create: %.0f credentials/s\n", tag, took.Seconds(), float64(o.n)/took.Seconds())
+		rate := float64(o.n) / took.Seconds()
+		fmt.Printf("%s all Ready %.1fs after the first create: %.0f credentials/s\n", tag, took.Seconds(), rate)
+		if o.limitN > 0 {
+			fmt.Printf("%s issue rate %.0f/s = %.0f %% of the limit of the unavoidable writes (%.0f/s)\n", tag, rate, 100*rate/lim.rate(), lim.rate())
+		}
+		before.report(tag, after, o.n)
 		fmt.Printf("%s manager RSS %.1f → %.1f MiB: %.2f KiB per credential (%d cached before)\n", tag,
 			float64(mgrBefore)/1024, float64(mgrAfter)/1024, float64(mgrAfter-mgrBefore)/float64(o.n), total-o.n)
 		fmt.Printf("%s token server RSS %.1f → %.1f MiB: %.2f KiB per credential\n", tag,
@@ -268,6 +322,25 @@ func settled(ctx context.Context, m *proc.Proc, metricsAddr string, total int, t
 		time.Sleep(50 * time.Millisecond)
 	}
 	return 0, fmt.Errorf("manager not settled within %s", timeout)
+}
+
+// idle waits until the manager's queue is empty and no worker is busy.
+func idle(ctx context.Context, m *proc.Proc, metricsAddr string, timeout time.Duration) error {
+	url := "http://" + metricsAddr + "/metrics"
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		depth, err1 := proc.Metric(ctx, url, "workqueue_depth", `name="apicredential"`)
+		busy, err2 := proc.Metric(ctx, url, "controller_runtime_active_workers", `controller="apicredential"`)
+		if err1 == nil && err2 == nil && depth == 0 && busy == 0 {
+			return nil
+		}
+		select {
+		case <-m.Exited:
+			return fmt.Errorf("manager exited; its log: %s", m.LogPath)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("manager not idle within %s", timeout)
 }
 
 // create creates n credentials in ns with clients concurrent goroutines.
@@ -409,7 +482,6 @@ func (w *watcher) waitReady(ctx context.Context, m *proc.Proc, n int, timeout ti
 	}
 	return fmt.Errorf("%d of %d credentials Ready after %s", w.readyCount(), n, timeout)
 }
-
 
 // startProc runs bin with args as the user of kubeconfig, in the operator's namespace.
 func startProc(dir, name, bin, kubeconfig string, args ...string) (*proc.Proc, error) {
