@@ -131,7 +131,7 @@ func headerAlg(t *testing.T, tok string) string {
 func TestTokensOfEachAlgorithmVerify(t *testing.T) {
 	for _, alg := range signingkey.Algorithms {
 		t.Run(alg, func(t *testing.T) {
-			f := newFixture(t)
+			f := newFixture(t, func(o *tokenserver.Options) { o.FailureRate, o.FailureBurst = 1, 1<<20 })
 			f.useKeys(generate(t, alg, f.clock.Now()))
 			c := f.issue("alg-user", grants("platform-api:user"))
 			rs := f.issue("alg-rs", grants("profile-api:read-only"))
@@ -162,6 +162,21 @@ func TestTokensOfEachAlgorithmVerify(t *testing.T) {
 			}
 			if f.introspectActive(rs, bad) {
 				t.Fatalf("introspection accepted a damaged %s signature", alg)
+			}
+			// One spelling per token under every algorithm: the signature's trailing-bit
+			// twins and a padded signature are refused.
+			seg := strings.Split(tok, ".")
+			variants := []string{tok + "=", tok + "=="}
+			for _, twin := range trailingBitTwins(seg[2]) {
+				variants = append(variants, seg[0]+"."+seg[1]+"."+twin)
+			}
+			if len(variants) < 3 {
+				t.Fatalf("no trailing-bit twins of a %s signature", alg)
+			}
+			for _, v := range variants {
+				if code := f.authzStatus(v); code != 401 {
+					t.Errorf("another spelling of a %s token: /authz %d, want 401", alg, code)
+				}
 			}
 		})
 	}
