@@ -68,11 +68,11 @@ func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
 	}
 
 	h := w.Header()
-	h["X-Keysmith-Client-Id"] = c.headers.clientID
-	h["X-Keysmith-Credential"] = c.headers.credential
-	h["X-Keysmith-Permission"] = c.headers.permission[api]
-	h["X-Keysmith-Account"] = c.headers.account
-	h["X-Keysmith-Workspaces"] = c.headers.workspaces
+	h["X-Keysmith-Client-Id"] = c.header(hdrClientID)
+	h["X-Keysmith-Credential"] = c.header(hdrCredential)
+	h["X-Keysmith-Permission"] = c.permissionHeader(api)
+	h["X-Keysmith-Account"] = c.header(hdrAccount)
+	h["X-Keysmith-Workspaces"] = c.header(hdrWorkspaces)
 	w.WriteHeader(http.StatusOK)
 	if s.opts.Usage != nil {
 		s.opts.Usage.Record(c, addr, now)

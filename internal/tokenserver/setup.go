@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 )
 
@@ -25,11 +26,12 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options, usageInterval
 			return nil, err
 		}
 	}
-	if err := Watch(ctx, mgr.GetCache(), store, srv); err != nil {
+	handled, err := Watch(ctx, mgr.GetCache(), store, srv)
+	if err != nil {
 		return nil, err
 	}
-	err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
-		if !mgr.GetCache().WaitForCacheSync(ctx) {
+	err = mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if !mgr.GetCache().WaitForCacheSync(ctx) || !toolscache.WaitForCacheSync(ctx.Done(), handled) {
 			return nil
 		}
 		srv.SetReady()

@@ -19,29 +19,49 @@ type Credential struct {
 	// Key is namespace/name.
 	Key types.NamespacedName
 	// Name is Key as "namespace/name", as tokens and headers carry it.
-	Name      string
-	UID       types.UID
-	ClientID  string
-	Active    bool
-	ExpiresAt time.Time // zero: never
+	Name       string
+	UID        types.UID
+	ClientID   string
+	ExpiresAt  time.Time // zero: never
+	Account    string
+	Workspaces []string
+	Grants     []Grant
+	// secrets are the current hash first, then previous hashes within their grace period.
+	secrets []secretVersion
+	// headers are the forward-auth response header values, built once in one array
+	// (indexed by the hdr constants, then the permission of each grant in Grants' order)
+	// and handed out by header as one-element slices, ready to be put into a header map
+	// without allocating.
+	headers []string
+	Active  bool
 	// Terminating is set once the APICredential has a deletionTimestamp (a finalizer,
 	// foreground deletion, a GitOps prune in progress): it is refused like a deleted one
 	// (DESIGN §2 item 10), yet keeps its claim on the client ID until it is gone.
 	Terminating bool
-	Account     string
-	Workspaces  []string
-	Grants      []Grant
-	// secrets are the current hash first, then previous hashes within their grace period.
-	secrets []secretVersion
-	// headers are the forward-auth response header values, built once.
-	headers credentialHeaders
 }
 
-// credentialHeaders are the X-Keysmith-* values of a credential, ready to be put into a
-// header map without allocating.
-type credentialHeaders struct {
-	clientID, credential, account, workspaces []string
-	permission                                map[string][]string // by API
+// Indexes of Credential.headers.
+const (
+	hdrClientID = iota
+	hdrCredential
+	hdrAccount
+	hdrWorkspaces
+	hdrGrants // the first grant's permission
+)
+
+// header returns the header value i of the credential as a one-element slice whose
+// capacity ends there: appending to it never writes into the next value.
+func (c *Credential) header(i int) []string { return c.headers[i : i+1 : i+1] }
+
+// permissionHeader returns the X-Keysmith-Permission value for the credential's grant on
+// api (nil without one).
+func (c *Credential) permissionHeader(api string) []string {
+	for i := range c.Grants {
+		if c.Grants[i].API == api {
+			return c.header(hdrGrants + i)
+		}
+	}
+	return nil
 }
 
 // Grant is one API permission of a credential.
@@ -99,6 +119,8 @@ func (c *Credential) grant(api string) (Grant, bool) {
 func (c *Credential) hasWorkspace(ws string) bool { return slices.Contains(c.Workspaces, ws) }
 
 // credentialFrom converts an APICredential; ok is false while it has no issued secret.
+// The credential shares the object's strings (it copies none) and holds nothing else of
+// it: the informer keeps only the credential (see credentialObject).
 func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
 	st := &obj.Status
 	if st.ClientID == "" || st.SecretHash == "" {
@@ -106,7 +128,6 @@ func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
 	}
 	c := &Credential{
 		Key:         types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name},
-		Name:        obj.Namespace + "/" + obj.Name,
 		UID:         obj.UID,
 		ClientID:    st.ClientID,
 		Active:      obj.Spec.IsActive(),
@@ -118,16 +139,20 @@ func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
 	if obj.Spec.ExpiresAt != nil {
 		c.ExpiresAt = obj.Spec.ExpiresAt.Time
 	}
-	for _, g := range obj.Spec.APIs {
-		c.Grants = append(c.Grants, Grant{API: g.Name, Permission: g.Permission})
+	if len(obj.Spec.APIs) > 0 {
+		c.Grants = make([]Grant, len(obj.Spec.APIs))
+		for i, g := range obj.Spec.APIs {
+			c.Grants[i] = Grant{API: g.Name, Permission: g.Permission}
+		}
 	}
-	c.headers = credentialHeaders{
-		clientID: []string{c.ClientID}, credential: []string{c.Name}, account: []string{c.Account},
-		workspaces: []string{strings.Join(c.Workspaces, ",")}, permission: make(map[string][]string, len(c.Grants)),
+	c.headers = make([]string, hdrGrants+len(c.Grants))
+	c.headers[hdrClientID], c.headers[hdrAccount] = c.ClientID, c.Account
+	c.headers[hdrCredential] = obj.Namespace + "/" + obj.Name
+	c.headers[hdrWorkspaces] = strings.Join(c.Workspaces, ",")
+	for i, g := range c.Grants {
+		c.headers[hdrGrants+i] = g.Permission
 	}
-	for _, g := range c.Grants {
-		c.headers.permission[g.API] = []string{g.Permission}
-	}
+	c.Name = c.headers[hdrCredential]
 	c.secrets = append(c.secrets, secretVersion{hash: st.SecretHash, version: versionOf(st.SecretHash)})
 	for _, p := range st.PreviousSecrets {
 		c.secrets = append(c.secrets, secretVersion{hash: p.Hash, version: versionOf(p.Hash), expiresAt: p.ExpiresAt.Time})
@@ -160,33 +185,36 @@ func apiFrom(obj *iamv1alpha1.APIDefinition) *API {
 }
 
 // Store holds the credentials and APIs the token server knows, indexed by client ID and
-// by name. Reads take no lock (sync.Map, immutable entries); writes come from informer
-// event handlers and are serialised by mu.
+// by name. Entries are immutable; credential reads share mu (a read-locked map costs a
+// fraction of a sync.Map's memory per entry, and 10 000 credentials are the size it is
+// built for), writes come from informer event handlers. API reads take no lock.
 //
 // Two credentials that claim one client ID are both refused (fail closed) until one goes.
 type Store struct {
-	byClientID sync.Map // client ID -> *Credential (absent while claimed twice)
-	apis       sync.Map // API name -> *API
+	apis sync.Map // API name -> *API
 
-	mu       sync.Mutex
-	byKey    map[types.NamespacedName]*Credential
-	claimers map[string]map[types.NamespacedName]struct{} // client ID -> credentials claiming it
+	mu    sync.RWMutex
+	byKey map[types.NamespacedName]*Credential
+	// claimers are, by client ID, the credentials claiming it: almost always one. A
+	// client ID resolves only while exactly one does.
+	claimers map[string][]*Credential
 	// conflicts is called when a client ID is claimed twice (for logging).
 	onConflict func(clientID string, keys []types.NamespacedName)
 }
 
 // NewStore returns an empty store.
 func NewStore() *Store {
-	return &Store{byKey: map[types.NamespacedName]*Credential{}, claimers: map[string]map[types.NamespacedName]struct{}{}}
+	return &Store{byKey: map[types.NamespacedName]*Credential{}, claimers: map[string][]*Credential{}}
 }
 
 // Credential returns the credential with the given client ID.
 func (s *Store) Credential(clientID string) (*Credential, bool) {
-	v, ok := s.byClientID.Load(clientID)
-	if !ok {
-		return nil, false
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if claim := s.claimers[clientID]; len(claim) == 1 {
+		return claim[0], true
 	}
-	return v.(*Credential), true
+	return nil, false
 }
 
 // API returns the API with the given name.
@@ -200,16 +228,21 @@ func (s *Store) API(name string) (*API, bool) {
 
 // Len returns the number of credentials held.
 func (s *Store) Len() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	return len(s.byKey)
 }
 
 // SetCredential records an APICredential (add or update).
 func (s *Store) SetCredential(obj *iamv1alpha1.APICredential) {
-	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
-	c, ok := credentialFrom(obj)
-	if !ok {
+	c, _ := credentialFrom(obj)
+	s.set(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, c)
+}
+
+// set records the credential converted from the APICredential key (add or update); nil,
+// while it has no issued secret, forgets it.
+func (s *Store) set(key types.NamespacedName, c *Credential) {
+	if c == nil {
 		s.DeleteCredential(key)
 		return
 	}
@@ -220,12 +253,12 @@ func (s *Store) SetCredential(obj *iamv1alpha1.APICredential) {
 	}
 	s.byKey[key] = c
 	claim := s.claimers[c.ClientID]
-	if claim == nil {
-		claim = map[types.NamespacedName]struct{}{}
-		s.claimers[c.ClientID] = claim
+	if i := slices.IndexFunc(claim, func(o *Credential) bool { return o.Key == key }); i >= 0 {
+		claim[i] = c
+	} else {
+		s.claimers[c.ClientID] = append(claim, c)
 	}
-	claim[key] = struct{}{}
-	s.publish(c.ClientID)
+	s.checkConflict(c.ClientID)
 }
 
 // DeleteCredential forgets an APICredential.
@@ -241,33 +274,23 @@ func (s *Store) DeleteCredential(key types.NamespacedName) {
 }
 
 func (s *Store) unclaim(clientID string, key types.NamespacedName) {
-	claim := s.claimers[clientID]
-	delete(claim, key)
+	claim := slices.DeleteFunc(s.claimers[clientID], func(o *Credential) bool { return o.Key == key })
 	if len(claim) == 0 {
 		delete(s.claimers, clientID)
+	} else {
+		s.claimers[clientID] = claim
 	}
-	s.publish(clientID)
+	s.checkConflict(clientID)
 }
 
-// publish makes the client ID resolvable when exactly one credential claims it.
-func (s *Store) publish(clientID string) {
-	claim := s.claimers[clientID]
-	switch len(claim) {
-	case 0:
-		s.byClientID.Delete(clientID)
-	case 1:
-		for key := range claim {
-			s.byClientID.Store(clientID, s.byKey[key])
+// checkConflict reports a client ID claimed more than once, which resolves to nothing.
+func (s *Store) checkConflict(clientID string) {
+	if claim := s.claimers[clientID]; len(claim) > 1 && s.onConflict != nil {
+		keys := make([]types.NamespacedName, 0, len(claim))
+		for _, c := range claim {
+			keys = append(keys, c.Key)
 		}
-	default:
-		s.byClientID.Delete(clientID)
-		if s.onConflict != nil {
-			keys := make([]types.NamespacedName, 0, len(claim))
-			for k := range claim {
-				keys = append(keys, k)
-			}
-			s.onConflict(clientID, keys)
-		}
+		s.onConflict(clientID, keys)
 	}
 }
 

@@ -5,7 +5,11 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	apiruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -46,19 +50,81 @@ func CacheOptions(namespaces []string, signingNamespace, signingSecret string, v
 	return opts
 }
 
-// trimCredential keeps only the fields the token server reads. The rest of the object
-// metadata stays, deletionTimestamp above all: a terminating credential is refused
-// (DESIGN §2 item 10).
+// credentialObject is all the APICredential informer holds of a credential: the
+// metadata the informer itself reads (name and namespace for its key and namespace index,
+// uid, resourceVersion, deletionTimestamp) and the store's view, converted once from the
+// full object as it arrived (credentialFrom), which shares the object's strings and
+// nothing else of it. The rest of the object is garbage as soon as it is converted.
+type credentialObject struct {
+	credentialMeta
+	// cred is the store's view; nil while the credential has no issued secret.
+	cred *Credential
+}
+
+func (o *credentialObject) GetObjectKind() schema.ObjectKind { return schema.EmptyObjectKind }
+
+// DeepCopyObject copies the metadata; the credential is immutable and shared.
+func (o *credentialObject) DeepCopyObject() apiruntime.Object {
+	c := *o
+	c.deletionTimestamp = o.deletionTimestamp.DeepCopy()
+	return &c
+}
+
+// credentialMeta is the metav1.Object of a credentialObject: the five fields it keeps,
+// a quarter of a metav1.ObjectMeta. The others read as empty and are not kept when set.
+type credentialMeta struct {
+	name, namespace, resourceVersion string
+	uid                              types.UID
+	deletionTimestamp                *metav1.Time
+}
+
+var _ metav1.Object = &credentialMeta{}
+
+func (m *credentialMeta) GetNamespace() string                          { return m.namespace }
+func (m *credentialMeta) SetNamespace(v string)                         { m.namespace = v }
+func (m *credentialMeta) GetName() string                               { return m.name }
+func (m *credentialMeta) SetName(v string)                              { m.name = v }
+func (m *credentialMeta) GetUID() types.UID                             { return m.uid }
+func (m *credentialMeta) SetUID(v types.UID)                            { m.uid = v }
+func (m *credentialMeta) GetResourceVersion() string                    { return m.resourceVersion }
+func (m *credentialMeta) SetResourceVersion(v string)                   { m.resourceVersion = v }
+func (m *credentialMeta) GetDeletionTimestamp() *metav1.Time            { return m.deletionTimestamp }
+func (m *credentialMeta) SetDeletionTimestamp(v *metav1.Time)           { m.deletionTimestamp = v }
+func (m *credentialMeta) GetGenerateName() string                       { return "" }
+func (m *credentialMeta) SetGenerateName(string)                        {}
+func (m *credentialMeta) GetGeneration() int64                          { return 0 }
+func (m *credentialMeta) SetGeneration(int64)                           {}
+func (m *credentialMeta) GetSelfLink() string                           { return "" }
+func (m *credentialMeta) SetSelfLink(string)                            {}
+func (m *credentialMeta) GetCreationTimestamp() metav1.Time             { return metav1.Time{} }
+func (m *credentialMeta) SetCreationTimestamp(metav1.Time)              {}
+func (m *credentialMeta) GetDeletionGracePeriodSeconds() *int64         { return nil }
+func (m *credentialMeta) SetDeletionGracePeriodSeconds(*int64)          {}
+func (m *credentialMeta) GetLabels() map[string]string                  { return nil }
+func (m *credentialMeta) SetLabels(map[string]string)                   {}
+func (m *credentialMeta) GetAnnotations() map[string]string             { return nil }
+func (m *credentialMeta) SetAnnotations(map[string]string)              {}
+func (m *credentialMeta) GetFinalizers() []string                       { return nil }
+func (m *credentialMeta) SetFinalizers([]string)                        {}
+func (m *credentialMeta) GetOwnerReferences() []metav1.OwnerReference   { return nil }
+func (m *credentialMeta) SetOwnerReferences([]metav1.OwnerReference)    {}
+func (m *credentialMeta) GetManagedFields() []metav1.ManagedFieldsEntry { return nil }
+func (m *credentialMeta) SetManagedFields([]metav1.ManagedFieldsEntry)  {}
+
+// trimCredential turns an APICredential into its credentialObject. Everything the
+// token server decides by (DESIGN §2 item 10: a deletionTimestamp refuses it) is in the
+// credential, converted from the whole object; a credentialObject passes unchanged.
 func trimCredential(obj any) (any, error) {
 	c, ok := obj.(*iamv1alpha1.APICredential)
 	if !ok {
 		return obj, nil
 	}
-	c.ManagedFields, c.Annotations, c.Labels = nil, nil, nil
-	c.Spec.DisplayName, c.Spec.SecretTemplate, c.Spec.Rotation = "", iamv1alpha1.SecretTemplate{}, iamv1alpha1.Rotation{}
-	c.Status.Conditions, c.Status.SecretRef, c.Status.IssuedAt = nil, nil, nil
-	c.Status.LastUsedTime, c.Status.LastUsedAddress = nil, ""
-	return c, nil
+	o := &credentialObject{credentialMeta: credentialMeta{
+		name: c.Name, namespace: c.Namespace, uid: c.UID, resourceVersion: c.ResourceVersion,
+		deletionTimestamp: c.DeletionTimestamp,
+	}}
+	o.cred, _ = credentialFrom(c)
+	return o, nil
 }
 
 func trimDefinition(obj any) (any, error) {
@@ -75,25 +141,33 @@ func trimDefinition(obj any) (any, error) {
 }
 
 // Watch feeds the store and the server's signing keys from the cache's informers.
-func Watch(ctx context.Context, c cache.Cache, store *Store, srv *Server) error {
+// synced reports whether the handlers have been given every object of the informers'
+// initial lists: the cache's own sync does not wait for its handlers, so a server ready
+// at cache sync alone would, for a moment after a start, refuse credentials it has not
+// yet loaded.
+func Watch(ctx context.Context, c cache.Cache, store *Store, srv *Server) (synced func() bool, err error) {
+	var regs []toolscache.ResourceEventHandlerRegistration
+	synced = func() bool {
+		for _, r := range regs {
+			if !r.HasSynced() {
+				return false
+			}
+		}
+		return true
+	}
 	add := func(obj client.Object, h toolscache.ResourceEventHandlerFuncs) error {
 		inf, err := c.GetInformer(ctx, obj)
 		if err != nil {
 			return fmt.Errorf("informer for %T: %w", obj, err)
 		}
-		_, err = inf.AddEventHandler(h)
+		reg, err := inf.AddEventHandler(h)
+		if err == nil {
+			regs = append(regs, reg)
+		}
 		return err
 	}
-	if err := add(&iamv1alpha1.APICredential{}, toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(o any) { store.SetCredential(o.(*iamv1alpha1.APICredential)) },
-		UpdateFunc: func(_, o any) { store.SetCredential(o.(*iamv1alpha1.APICredential)) },
-		DeleteFunc: func(o any) {
-			if c, ok := deleted[*iamv1alpha1.APICredential](o); ok {
-				store.DeleteCredential(client.ObjectKeyFromObject(c))
-			}
-		},
-	}); err != nil {
-		return err
+	if err := add(&iamv1alpha1.APICredential{}, credentialHandlers(store)); err != nil {
+		return nil, err
 	}
 	if err := add(&iamv1alpha1.APIDefinition{}, toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    func(o any) { store.SetAPI(o.(*iamv1alpha1.APIDefinition)) },
@@ -104,7 +178,7 @@ func Watch(ctx context.Context, c cache.Cache, store *Store, srv *Server) error 
 			}
 		},
 	}); err != nil {
-		return err
+		return nil, err
 	}
 	setKeys := func(o any) {
 		var err error
@@ -122,10 +196,32 @@ func Watch(ctx context.Context, c cache.Cache, store *Store, srv *Server) error 
 	if srv.opts.VerifyOnly {
 		keysObj = &corev1.ConfigMap{}
 	}
-	return add(keysObj, toolscache.ResourceEventHandlerFuncs{
+	if err := add(keysObj, toolscache.ResourceEventHandlerFuncs{
 		AddFunc:    setKeys,
 		UpdateFunc: func(_, o any) { setKeys(o) },
-	})
+	}); err != nil {
+		return nil, err
+	}
+	return synced, nil
+}
+
+// credentialHandlers feed the store from the APICredential informer, whose objects are
+// credentialObjects (trimCredential).
+func credentialHandlers(store *Store) toolscache.ResourceEventHandlerFuncs {
+	set := func(o any) {
+		if c, ok := o.(*credentialObject); ok {
+			store.set(types.NamespacedName{Namespace: c.namespace, Name: c.name}, c.cred)
+		}
+	}
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    set,
+		UpdateFunc: func(_, o any) { set(o) },
+		DeleteFunc: func(o any) {
+			if c, ok := deleted[*credentialObject](o); ok {
+				store.DeleteCredential(types.NamespacedName{Namespace: c.namespace, Name: c.name})
+			}
+		},
+	}
 }
 
 // deleted unwraps the object of a delete event, which may be a tombstone.
