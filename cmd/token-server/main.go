@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -147,6 +149,7 @@ func run(ctx context.Context, cfg config) error {
 		TrustedProxies:      proxies,
 		KubernetesAudiences: kubeAudiences,
 		VerifyOnly:          cfg.verifyOnly,
+		Registry:            newRegistry(),
 		Log:                 ctrl.Log.WithName("token-server"),
 	}, cfg.usageInterval)
 	if err != nil {
@@ -187,6 +190,15 @@ func flagSet(name string) bool {
 	set := false
 	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
 	return set
+}
+
+// newRegistry returns the registry served on /metrics: the token server's metrics, which
+// tokenserver.New registers, and the Go runtime's and the process's (go_memstats_*,
+// go_gc_*, process_resident_memory_bytes...), by which heap and memory are watched.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
 }
 
 // serve runs the HTTP(S) server until the manager stops, then drains it. With certs it
