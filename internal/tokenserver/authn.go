@@ -13,9 +13,11 @@ import (
 
 // authenticate checks client credentials against the store: known client ID, a secret
 // in the right format that matches the current hash or a previous one within its grace
-// period (constant-time), an active and unexpired credential. It returns the credential
-// and the version of the secret that matched. Failures are rate-limited per client and
-// address; every failure answers the same invalid_client.
+// period (constant-time), an active and unexpired credential, and a client address addr
+// inside its spec.sourceRanges. It returns the credential and the version of the secret
+// that matched. Failures are rate-limited per client and address; every failure answers
+// the same invalid_client, so that an address outside the ranges cannot tell a right
+// secret from a wrong one (no oracle).
 func (s *Server) authenticate(ca clientAuth, addr string, now time.Time) (*Credential, string, *oauthError) {
 	// A client ID that is not well formed names no client: it counts against the
 	// address only, so that no budget is keyed by (and holds) an attacker's string of up
@@ -28,6 +30,9 @@ func (s *Server) authenticate(ca clientAuth, addr string, now time.Time) (*Crede
 		return nil, "", tooManyFailures(wait)
 	}
 	c, version := s.checkSecret(ca, now)
+	if c != nil && !c.policy.allows(addr) {
+		c = nil // outside spec.sourceRanges: the answer, and the cost, of a wrong secret
+	}
 	if c == nil {
 		s.limiter.fail(budget, addr, now)
 		s.metrics.authFailures.Inc()

@@ -14,7 +14,7 @@ import (
 // appends the original path to its path prefix and keeps the method).
 //
 // 200 with X-Keysmith-* headers when the caller's credential is known, active, unexpired,
-// grants the API with a permission whose methods cover the original method, and, if the
+// allows the client address (spec.sourceRanges, read on every request), grants the API with a permission whose methods cover the original method, and, if the
 // request names a workspace, has it in scope; 401 or 403 with a JSON error otherwise, and
 // 400 for an original request that could be read two ways (originalRequest).
 func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
@@ -41,6 +41,9 @@ func (s *Server) authz(w http.ResponseWriter, r *http.Request) int {
 	switch scheme {
 	case "bearer":
 		claims, c, oerr = s.verifyBearerFrom(value, addr, now) // failures count against addr
+		if oerr == nil && !c.policy.allows(addr) {
+			oerr = invalidToken(credentialsInvalid) // looked up live: narrowing revokes tokens out
+		}
 	case "basic":
 		id, secret, ok := parseBasic(value)
 		if !ok {

@@ -5,7 +5,10 @@ import "net/http"
 // introspect is token introspection (RFC 7662). The caller authenticates with its
 // own client credentials; a token that is invalid, expired or whose credential is
 // inactive, expired, deleted or rotated past its grace period is {"active":false}. Tokens
-// that fail verification count against the caller's address: past its budget, 429.
+// that fail verification count against the caller's address: past its budget, 429. The
+// token's spec.sourceRanges are not checked: the caller is the resource server, whose
+// address says nothing about the client's (the caller's own credential's are, by
+// authenticate).
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) int {
 	form, oerr := readForm(w, r, maxTokenBodyBytes)
 	if oerr != nil {

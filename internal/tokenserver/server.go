@@ -23,9 +23,9 @@ type Options struct {
 	Issuer string
 	// TokenLifetime is how long access tokens live. Default 10 minutes.
 	TokenLifetime time.Duration
-	// MaxTokenLifetime is the longest life (exp - iat) a token may claim to be accepted:
-	// the longest lifetime any token server sharing the keys issues. Default, and at
-	// least, TokenLifetime.
+	// MaxTokenLifetime is the longest life (exp - iat) a token may claim to be accepted,
+	// and the cap of a credential's spec.tokenPolicy.lifetime: the longest lifetime any
+	// token server sharing the keys issues. Default, and at least, TokenLifetime.
 	MaxTokenLifetime time.Duration
 	// WorkspaceHeader names the request header that carries the workspace a forward-auth
 	// request acts in. Default "X-Keysmith-Workspace".

@@ -117,3 +117,28 @@ func TestPolicyFrom(t *testing.T) {
 		t.Errorf("a lifetime alone must not restrict addresses: %+v", p)
 	}
 }
+
+// TestInformerKeepsPolicy: the APICredential informer's transform converts the whole
+// object, so the store's view has the ranges and the lifetime.
+func TestInformerKeepsPolicy(t *testing.T) {
+	obj := &iamv1alpha1.APICredential{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "ci"},
+		Spec: iamv1alpha1.APICredentialSpec{
+			APIs:         []iamv1alpha1.APIGrant{{Name: "platform-api", Permission: "user"}},
+			SourceRanges: []string{"10.0.0.0/8"},
+			TokenPolicy:  iamv1alpha1.TokenPolicy{Lifetime: &metav1.Duration{Duration: time.Minute}},
+		},
+		Status: iamv1alpha1.APICredentialStatus{ClientID: "ksc_x", SecretHash: "sha256:00"},
+	}
+	out, err := trimCredential(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, ok := out.(*credentialObject)
+	if !ok || o.cred == nil {
+		t.Fatalf("trimCredential = %T %+v", out, out)
+	}
+	if p := o.cred.policy; !p.restricted() || p.allows("11.0.0.1") || !p.allows("10.0.0.1") || p.lifetime() != time.Minute {
+		t.Errorf("the informer's credential lost its policy: %+v", p)
+	}
+}

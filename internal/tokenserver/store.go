@@ -33,7 +33,9 @@ type Credential struct {
 	// and handed out by header as one-element slices, ready to be put into a header map
 	// without allocating.
 	headers []string
-	Active  bool
+	// policy is spec.sourceRanges and spec.tokenPolicy; nil when it sets neither.
+	policy *credentialPolicy
+	Active bool
 	// Terminating is set once the APICredential has a deletionTimestamp (a finalizer,
 	// foreground deletion, a GitOps prune in progress): it is refused like a deleted one
 	// (DESIGN §2 item 10), yet keeps its claim on the client ID until it is gone.
@@ -139,6 +141,7 @@ func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
 	if obj.Spec.ExpiresAt != nil {
 		c.ExpiresAt = obj.Spec.ExpiresAt.Time
 	}
+	c.policy = policyFrom(&obj.Spec)
 	if len(obj.Spec.APIs) > 0 {
 		c.Grants = make([]Grant, len(obj.Spec.APIs))
 		for i, g := range obj.Spec.APIs {

@@ -68,6 +68,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 // 6749 §3.1) the token carries every grant whose API is in the catalog; a scope of only
 // whitespace names nothing and is invalid_scope, never a token without APIs. The token's
 // audiences are those of the APIs it carries (spec.audience, else the API's name), each once.
+// It lives min(spec.tokenPolicy.lifetime, MaxTokenLifetime), else TokenLifetime.
 func (s *Server) claimsFor(c *Credential, scope, version string, now time.Time) (*Claims, *oauthError) {
 	apis := make(map[string]string, len(c.Grants))
 	order := make([]string, 0, len(c.Grants))
@@ -122,7 +123,7 @@ func (s *Server) claimsFor(c *Credential, scope, version string, now time.Time) 
 		Subject:       c.ClientID,
 		Audience:      audience,
 		IssuedAt:      now.Unix(),
-		ExpiresAt:     now.Add(s.opts.TokenLifetime).Unix(),
+		ExpiresAt:     now.Add(s.opts.tokenLifetime(c.policy.lifetime())).Unix(),
 		ID:            base64.RawURLEncoding.EncodeToString(jti[:]),
 		ClientID:      c.ClientID,
 		Scope:         strings.Join(scopeItems, " "),

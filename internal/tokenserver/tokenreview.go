@@ -29,6 +29,9 @@ const (
 // keysmith:credential:<namespace>:<name> with UID the credential's UID, in the groups
 // keysmith:credentials, keysmith:account:<account> and keysmith:api:<api>:<permission>.
 //
+// A credential with spec.sourceRanges never authenticates here: the review comes from the
+// API server and says nothing about the client's address (DESIGN §3).
+//
 // Tokens are audience-bound (DESIGN §3): a token authenticates only when its aud
 // intersects the audiences asked for, the review's spec.audiences or, when it sends
 // none, Options.KubernetesAudiences (empty: nothing authenticates). status.audiences is
@@ -66,8 +69,8 @@ func (s *Server) review(token string, wanted []string, now time.Time) authnv1.To
 		return refused
 	}
 	c, oerr := s.credentialOf(claims, now)
-	if oerr != nil {
-		return refused
+	if oerr != nil || c.policy.restricted() {
+		return refused // a review carries no client address: source ranges fail closed
 	}
 	audiences, apiGroups := s.matchAudiences(claims, c, wanted)
 	if len(audiences) == 0 {
