@@ -322,6 +322,23 @@ type PreviousSecret struct {
 	ExpiresAt metav1.Time `json:"expiresAt"`
 }
 
+// MaxRevokedTokens bounds status.revokedTokens: the live revocations one credential holds.
+const MaxRevokedTokens = 256
+
+// RevokedToken is one revoked access token: its jti and when it expires anyway.
+type RevokedToken struct {
+	// jti is the token's "jti" claim.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	JTI string `json:"jti"`
+
+	// exp is the token's "exp" claim: after it the token is refused anyway and the entry
+	// is pruned.
+	// +required
+	Exp metav1.Time `json:"exp"`
+}
+
 // SecretReference names the Secret in the credential's namespace that holds its keys.
 type SecretReference struct {
 	// name of the Secret.
@@ -372,6 +389,15 @@ type APICredentialStatus struct {
 	// lastUsedAddress is the client address a token server last saw the credential from.
 	// +optional
 	LastUsedAddress string `json:"lastUsedAddress,omitempty"`
+
+	// revokedTokens are access tokens of this credential revoked before they expire
+	// (RFC 7009, POST /oauth2/revoke), written by token servers so that every replica
+	// refuses them; an entry is pruned once its token has expired.
+	// +optional
+	// +listType=map
+	// +listMapKey=jti
+	// +kubebuilder:validation:MaxItems=256
+	RevokedTokens []RevokedToken `json:"revokedTokens,omitempty"`
 
 	// conditions: Ready and Active (always), Reconciling and Stalled (only while true).
 	// Ready=True means the declared state is in effect (reason Issued, Inactive or
