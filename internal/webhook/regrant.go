@@ -89,9 +89,10 @@ func regrants(old, cred *iamv1alpha1.APICredential) []regrant {
 }
 
 // widensSourceRanges reports whether the source ranges now allow an address that was
-// allowed before: was restricted (non-empty) and now is empty, or now holds a range that
-// no range of was contains. A range that does not parse or has bits set after its prefix (the CRD refuses both) counts as
-// widening in now and as containing nothing in was: fail closed.
+// not allowed before: was restricted (non-empty) and now is empty, or now holds a range
+// that no range of was contains. A range that does not parse or has bits set after its
+// prefix (the CRD refuses both) counts as widening in now and as containing nothing in
+// was: fail closed.
 func widensSourceRanges(was, now []string) bool {
 	if len(was) == 0 {
 		return false // from any address, every list is narrower or the same
