@@ -228,6 +228,7 @@ var (
 		"--issuer=https://keysmith-token-server.keysmith-system.svc",
 		"--signing-key-secret=keysmith-signing-keys",
 		"--token-lifetime=10m",
+		"--max-token-lifetime=1h",
 		"--usage-interval=30s",
 		"--tls-cert-file=/etc/keysmith/tls/tls.crt",
 		"--tls-key-file=/etc/keysmith/tls/tls.key",

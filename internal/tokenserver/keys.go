@@ -27,7 +27,8 @@ func (s *Server) SetKeysFromSecret(secret *corev1.Secret) error {
 	return s.SetKeys(set)
 }
 
-// checkRetention logs an error when tokens live longer than the manager keeps a retired
+// checkRetention logs an error when tokens may live (--max-token-lifetime: a credential's
+// tokenPolicy.lifetime can reach it) longer than the manager keeps a retired
 // key published: a token signed just before a rotation would then fail verification
 // before its exp. It is reported, not fixed: the two settings belong to two binaries.
 func (s *Server) checkRetention(annotation string) {
@@ -35,9 +36,9 @@ func (s *Server) checkRetention(annotation string) {
 	if err != nil || retention <= 0 {
 		return
 	}
-	if s.opts.TokenLifetime >= retention {
-		s.opts.Log.Error(nil, "--token-lifetime is not shorter than the manager's --signing-key-retention: tokens signed just before a key rotation will be refused before they expire",
-			"tokenLifetime", s.opts.TokenLifetime.String(), "signingKeyRetention", retention.String())
+	if longest := max(s.opts.TokenLifetime, s.opts.MaxTokenLifetime); longest >= retention {
+		s.opts.Log.Error(nil, "--max-token-lifetime is not shorter than the manager's --signing-key-retention: tokens signed just before a key rotation will be refused before they expire",
+			"maxTokenLifetime", longest.String(), "signingKeyRetention", retention.String())
 	}
 }
 

@@ -34,6 +34,7 @@ var (
 		"--issuer=https://keysmith-token-server." + namespace + ".svc",
 		"--signing-key-secret=keysmith-signing-keys",
 		"--token-lifetime=10m",
+		"--max-token-lifetime=1h",
 		"--usage-interval=30s",
 		"--tls-cert-file=/etc/keysmith/tls/tls.crt",
 		"--tls-key-file=/etc/keysmith/tls/tls.key",
@@ -362,6 +363,8 @@ func TestRenderGuards(t *testing.T) {
 		{"manager: {leaderElection: {renewDeadline: 2400ms}}", "renewDeadline (2400ms) must be more than 1.2 × manager.leaderElection.retryPeriod (2s)"},
 		{"manager: {replicas: 1}", "manager.pdb.minAvailable (1) must be less than manager.replicas (1)"},
 		{"tokenServer: {replicas: 2, pdb: {minAvailable: 2}}", "tokenServer.pdb.minAvailable (2) must be less than tokenServer.replicas (2)"},
+		{"tokenServer: {tokenLifetime: 2h}", "tokenServer.maxTokenLifetime (1h) must be at least tokenServer.tokenLifetime (2h)"},
+		{"tokenServer: {maxTokenLifetime: 25h}", "tokenServer.maxTokenLifetime (25h) must be at most 24h"},
 	} {
 		wantRenderError(t, tc.values, tc.want)
 	}
@@ -371,6 +374,8 @@ func TestRenderGuards(t *testing.T) {
 		"manager: {replicas: 1, pdb: {enabled: false}}",
 		"manager: {replicas: 3, pdb: {minAvailable: 2}}",
 		"tokenServer: {enabled: false, replicas: 1}",
+		"tokenServer: {tokenLifetime: 1h, maxTokenLifetime: 1h}",
+		"tokenServer: {maxTokenLifetime: 24h}",
 	)
 }
 

@@ -118,6 +118,22 @@ exit at start, and the fail-closed webhook would refuse every APICredential writ
 {{- end }}
 
 {{/*
+Fails the render unless tokenLifetime <= maxTokenLifetime <= 24h, as the token server
+requires at start (every replica would exit otherwise).
+*/}}
+{{- define "keysmith.checkTokenLifetimes" -}}
+{{- $t := .Values.tokenServer }}
+{{- $life := include "keysmith.durationNanos" $t.tokenLifetime | atoi }}
+{{- $max := include "keysmith.durationNanos" $t.maxTokenLifetime | atoi }}
+{{- if lt $max $life }}
+{{- fail (printf "tokenServer.maxTokenLifetime (%s) must be at least tokenServer.tokenLifetime (%s)" $t.maxTokenLifetime $t.tokenLifetime) }}
+{{- end }}
+{{- if gt $max 86400000000000 }}
+{{- fail (printf "tokenServer.maxTokenLifetime (%s) must be at most 24h" $t.maxTokenLifetime) }}
+{{- end }}
+{{- end }}
+
+{{/*
 Fails the render when a component's PodDisruptionBudget would forbid every voluntary
 disruption (an integer minAvailable not below replicas: no node drain could ever evict
 one of its pods): (dict "name" "manager" "values" .Values.manager).
