@@ -37,6 +37,7 @@ type config struct {
 	workspaceHeader, workspacePath, tlsCert, tlsKey             string
 	trustedProxies, kubernetesAudiences                         string
 	tokenLifetime, maxTokenLifetime, usageInterval              time.Duration
+	revocationInterval                                          time.Duration
 	tokenCacheBytes                                             int64
 	verifyOnly                                                  bool
 }
@@ -52,6 +53,7 @@ func main() {
 	flag.DurationVar(&cfg.maxTokenLifetime, "max-token-lifetime", defaultMaxTokenLifetime, "longest lifetime of access tokens: credentials' spec.tokenPolicy.lifetime is capped at it, and tokens claiming a longer life are refused (at least --token-lifetime, at most 24h; default 1h, or --token-lifetime when that is longer and this flag is not given). Keep it the same on every token server sharing the signing keys, and below the manager's --signing-key-retention")
 	flag.Int64Var(&cfg.tokenCacheBytes, "token-cache-bytes", tokenserver.DefaultTokenCacheBytes, "bound, in bytes of heap (estimated per entry), of the cache of verified access tokens; keep it well under the container's memory limit")
 	flag.DurationVar(&cfg.usageInterval, "usage-interval", 30*time.Second, "how often usage (last used time and address) is written to status")
+	flag.DurationVar(&cfg.revocationInterval, "revocation-interval", 250*time.Millisecond, "how often tokens revoked here (POST /oauth2/revoke) are written to status.revokedTokens, from which every other replica refuses them")
 	flag.StringVar(&cfg.workspaceHeader, "workspace-header", "X-Keysmith-Workspace", "request header naming the workspace of a forward-auth request")
 	flag.StringVar(&cfg.workspacePath, "workspace-path", "", "regular expression whose first group extracts the workspace from the original path, e.g. ^/workspaces/([^/]+)")
 	flag.BoolVar(&cfg.verifyOnly, "verify-only", false, "serve everything but the token endpoint, from the public keys of the ConfigMap <signing-key-secret>-public: for sidecars, which then hold no private key and need no access to the signing key Secret")
@@ -149,6 +151,7 @@ func run(ctx context.Context, cfg config) error {
 		TrustedProxies:      proxies,
 		KubernetesAudiences: kubeAudiences,
 		VerifyOnly:          cfg.verifyOnly,
+		RevocationInterval:  cfg.revocationInterval,
 		Registry:            newRegistry(),
 		Log:                 ctrl.Log.WithName("token-server"),
 	}, cfg.usageInterval)

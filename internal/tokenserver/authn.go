@@ -187,5 +187,8 @@ func (s *Server) credentialOf(claims *Claims, now time.Time) (*Credential, *oaut
 	if !found || c.Name != claims.Credential || !c.usable(now) || !c.acceptsVersion(claims.SecretVersion, now) {
 		return nil, invalidToken(credentialsInvalid)
 	}
+	if s.revokedBy(c, claims.ID) { // RFC 7009 (revoke.go)
+		return nil, invalidToken(tokenInvalid)
+	}
 	return c, nil
 }

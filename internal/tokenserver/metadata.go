@@ -8,7 +8,7 @@ import (
 // buildMetadata renders the RFC 8414 authorization server metadata once.
 func (s *Server) buildMetadata() []byte {
 	auth := []string{"client_secret_basic", "client_secret_post"}
-	b, err := json.Marshal(map[string]any{
+	m := map[string]any{
 		"issuer":                                s.opts.Issuer,
 		"token_endpoint":                        s.opts.Issuer + "/oauth2/token",
 		"jwks_uri":                              s.opts.Issuer + "/.well-known/jwks.json",
@@ -18,7 +18,12 @@ func (s *Server) buildMetadata() []byte {
 		"token_endpoint_auth_methods_supported": auth,
 		"introspection_endpoint_auth_methods_supported":    auth,
 		"token_endpoint_auth_signing_alg_values_supported": []string{},
-	})
+	}
+	if !s.opts.VerifyOnly { // a verify-only sidecar cannot write status: clients revoke at the token server
+		m["revocation_endpoint"] = s.opts.Issuer + "/oauth2/revoke"
+		m["revocation_endpoint_auth_methods_supported"] = auth
+	}
+	b, err := json.Marshal(m)
 	if err != nil {
 		panic(err) // static types
 	}

@@ -14,6 +14,8 @@ import (
 	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 )
 
 // Options configure a Server.
@@ -51,6 +53,9 @@ type Options struct {
 	// for (an API server without --api-audiences). Empty: such reviews authenticate no
 	// one. Reviews that name audiences are decided for those.
 	KubernetesAudiences []string
+	// RevocationInterval is how often Setup's RevocationWriter copies revocations into
+	// status.revokedTokens, which is how other replicas learn them. Default 250ms.
+	RevocationInterval time.Duration
 	// Usage records that a credential was used; nil records nothing.
 	Usage UsageRecorder
 	// Clock is the time source. Default the real clock.
@@ -98,6 +103,8 @@ type Server struct {
 
 	// badTokens are tokens that failed verification at TokenReview.
 	badTokens *negativeCache
+	// revocations are the tokens this server revoked (RFC 7009), until they expire.
+	revocations *revocations
 }
 
 // deriveWorkspace defaults WorkspaceHeader and fills in what originalRequest derives from
@@ -127,6 +134,9 @@ func New(store *Store, opts Options) *Server {
 	if opts.TokenCacheBytes <= 0 {
 		opts.TokenCacheBytes = DefaultTokenCacheBytes
 	}
+	if opts.RevocationInterval <= 0 {
+		opts.RevocationInterval = 250 * time.Millisecond
+	}
 	if opts.FailureRate <= 0 {
 		opts.FailureRate, opts.FailureBurst = 1, 10
 	}
@@ -148,6 +158,7 @@ func New(store *Store, opts Options) *Server {
 		mux:     http.NewServeMux(),
 	}
 	s.badTokens = newNegativeCache(negativeCacheSize, negativeCacheTTL)
+	s.revocations = newRevocations(iamv1alpha1.MaxRevokedTokens)
 	store.onConflict = func(clientID string, keys []types.NamespacedName) {
 		opts.Log.Error(nil, "two APICredentials claim one client ID; refusing both", "clientID", clientID, "credentials", keys)
 	}
@@ -160,6 +171,7 @@ func (s *Server) routes() {
 	m := s.metrics
 	if !s.opts.VerifyOnly {
 		s.mux.HandleFunc("POST /oauth2/token", m.instrument("token", s.token))
+		s.mux.HandleFunc("POST /oauth2/revoke", m.instrument("revoke", s.revoke))
 	}
 	s.mux.HandleFunc("POST /oauth2/introspect", m.instrument("introspect", s.introspect))
 	s.mux.HandleFunc("GET /.well-known/jwks.json", s.handleJWKS)

@@ -10,7 +10,7 @@ import (
 
 // Setup wires a token server into a manager whose cache was built with CacheOptions:
 // the store fed by informers, the signing keys, the usage reporter (every usageInterval;
-// zero disables it) and readiness once the cache has synced. The caller serves
+// zero disables it), the revocation writer (unless VerifyOnly) and readiness once the cache has synced. The caller serves
 // Server.Handler.
 func Setup(ctx context.Context, mgr manager.Manager, opts Options, usageInterval time.Duration) (*Server, error) {
 	store := NewStore()
@@ -23,6 +23,11 @@ func Setup(ctx context.Context, mgr manager.Manager, opts Options, usageInterval
 	if usage != nil {
 		usage.metrics = srv.metrics
 		if err := mgr.Add(usage); err != nil {
+			return nil, err
+		}
+	}
+	if !opts.VerifyOnly { // revocations (revoke.go) are written to status by the token server
+		if err := mgr.Add(NewRevocationWriter(srv, mgr.GetClient(), mgr.GetAPIReader(), srv.opts.RevocationInterval)); err != nil {
 			return nil, err
 		}
 	}

@@ -33,6 +33,8 @@ type Credential struct {
 	// and handed out by header as one-element slices, ready to be put into a header map
 	// without allocating.
 	headers []string
+	// revoked are the revoked tokens of status.revokedTokens, jti -> exp (revoke.go).
+	revoked map[string]int64
 	// policy is spec.sourceRanges and spec.tokenPolicy; nil when it sets neither.
 	policy *credentialPolicy
 	Active bool
@@ -142,6 +144,7 @@ func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
 		c.ExpiresAt = obj.Spec.ExpiresAt.Time
 	}
 	c.policy = policyFrom(&obj.Spec)
+	c.revoked = revokedFrom(st)
 	if len(obj.Spec.APIs) > 0 {
 		c.Grants = make([]Grant, len(obj.Spec.APIs))
 		for i, g := range obj.Spec.APIs {
