@@ -531,11 +531,12 @@ func (r *APICredentialReconciler) patchStatus(ctx context.Context, before, cred 
 }
 
 // patchStatusOverUsage retries a status patch that lost the optimistic lock, but only when
-// what changed in between is a token server's usage write (lastUsedTime, lastUsedAddress):
-// the decision this reconcile wrote down rested on the spec, the annotations and the
-// operator's own status fields, and none of those moved. The token server's values are
-// kept. Any other change returns the conflict, and the next reconcile decides again from
-// the new state (which, after a Secret write, is an adoption: nothing is minted twice).
+// what changed in between is a token server's write (lastUsedTime, lastUsedAddress,
+// revokedTokens): the decision this reconcile wrote down rested on the spec, the
+// annotations and the operator's own status fields, and none of those moved. The token
+// server's values are kept. Any other change returns the conflict, and the next reconcile
+// decides again from the new state (which, after a Secret write, is an adoption: nothing
+// is minted twice).
 // Without it, every issue or rotation that raced a usage write was announced as an
 // adoption by the retry, and the rotation counter missed it.
 func (r *APICredentialReconciler) patchStatusOverUsage(ctx context.Context, before, cred *iamv1alpha1.APICredential) error {
@@ -552,12 +553,14 @@ func (r *APICredentialReconciler) patchStatusOverUsage(ctx context.Context, befo
 	base.ResourceVersion = live.ResourceVersion
 	for _, o := range []*iamv1alpha1.APICredential{base, cred} {
 		o.Status.LastUsedTime, o.Status.LastUsedAddress = live.Status.LastUsedTime, live.Status.LastUsedAddress
+		o.Status.RevokedTokens = live.Status.RevokedTokens
 	}
 	return r.Status().Patch(ctx, cred, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
 }
 
-// onlyUsageChanged reports whether live differs from before only in the usage fields of
-// status (and the resource version and managed fields that any write moves).
+// onlyUsageChanged reports whether live differs from before only in the fields token
+// servers write: the usage fields and revokedTokens of status (and the resource version
+// and managed fields that any write moves).
 func onlyUsageChanged(before, live *iamv1alpha1.APICredential) bool {
 	if live.Generation != before.Generation || live.UID != before.UID ||
 		!live.DeletionTimestamp.Equal(before.DeletionTimestamp) ||
@@ -567,8 +570,8 @@ func onlyUsageChanged(before, live *iamv1alpha1.APICredential) bool {
 		return false
 	}
 	a, b := before.Status.DeepCopy(), live.Status.DeepCopy()
-	a.LastUsedTime, a.LastUsedAddress = nil, ""
-	b.LastUsedTime, b.LastUsedAddress = nil, ""
+	a.LastUsedTime, a.LastUsedAddress, a.RevokedTokens = nil, "", nil
+	b.LastUsedTime, b.LastUsedAddress, b.RevokedTokens = nil, "", nil
 	return equality.Semantic.DeepEqual(a, b)
 }
 

@@ -107,7 +107,7 @@ var _ = Describe("APICredential status policy", func() {
 			Expect(err).To(MatchError(ContainSubstring("mallory may not")))
 
 			Expect(patchStatus(ctx, userClient(serviceAccount("keysmith-token-server")), move)).To(MatchError(Or(
-				ContainSubstring("may change only status.lastUsedTime and status.lastUsedAddress"),
+				ContainSubstring("may change only status.lastUsedTime, status.lastUsedAddress and status.revokedTokens"),
 				ContainSubstring("only the keysmith manager"))))
 
 			var after iamv1alpha1.APICredential
@@ -131,7 +131,7 @@ var _ = Describe("APICredential status policy", func() {
 			`{"status":{"conditions":[]}}`,
 		} {
 			Expect(patchStatus(ctx, c, body)).To(MatchError(Or(
-				ContainSubstring("may change only status.lastUsedTime and status.lastUsedAddress"),
+				ContainSubstring("may change only status.lastUsedTime, status.lastUsedAddress and status.revokedTokens"),
 				ContainSubstring("only the keysmith manager"))), body)
 		}
 	})
