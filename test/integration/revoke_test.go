@@ -151,6 +151,13 @@ var _ = Describe("issue 13 item 3: RFC 7009 revocation shared between token-serv
 		live := tokenFor(ctx, cc)
 		Expect(authzAt(b, live)).To(Equal(http.StatusOK), "an unrevoked token still works")
 
+		By("a verify-only sidecar, which writes no status, refuses them from its watch too")
+		Eventually(func() int { return authzAt(sidecarURL, live) }).Should(Equal(http.StatusOK))
+		for _, t := range []string{tok, t1, t2} {
+			Eventually(func() int { return authzAt(sidecarURL, t) }).WithTimeout(5 * time.Second).Should(Equal(http.StatusUnauthorized))
+		}
+		Expect(revokeAt(sidecarURL, cc, live)).To(Equal(http.StatusNotFound), "sidecars serve no revocation endpoint")
+
 		By("a status write of the manager (a rotation) keeps revokedTokens")
 		Expect(k8sClient.Get(ctx, key, cred)).To(Succeed())
 		hash := cred.Status.SecretHash
