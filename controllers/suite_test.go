@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"testing"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -28,6 +29,10 @@ var (
 
 func TestControllers(t *testing.T) {
 	RegisterFailHandler(Fail)
+	// Gomega's default of 1 s is one scheduler hiccup on a shared 2-core machine: an
+	// Eventually waits only as long as its condition is false, so a longer bound costs a
+	// passing test nothing and keeps a loaded machine from failing a correct one.
+	SetDefaultEventuallyTimeout(20 * time.Second)
 	RunSpecs(t, "Controllers Suite")
 }
 

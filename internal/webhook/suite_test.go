@@ -37,6 +37,7 @@ var (
 
 func TestWebhooks(t *testing.T) {
 	RegisterFailHandler(Fail)
+	SetDefaultEventuallyTimeout(20 * time.Second) // Gomega's 1 s is one hiccup of a shared machine (see controllers/suite_test.go)
 	RunSpecs(t, "Admission webhook Suite")
 }
 

@@ -56,6 +56,7 @@ var (
 
 func TestIntegration(t *testing.T) {
 	RegisterFailHandler(Fail)
+	SetDefaultEventuallyTimeout(20 * time.Second) // Gomega's 1 s is one hiccup of a shared machine (see controllers/suite_test.go)
 	RunSpecs(t, "Integration Suite")
 }
 
