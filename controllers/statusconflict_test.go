@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"strings"
+	"time"
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
@@ -116,6 +117,34 @@ var _ = Describe("A status write that races a token server's usage write", func(
 		evs := h.events()
 		Expect(countReason(evs, "Rotated")).To(Equal(1), "%v", evs)
 		Expect(countReason(evs, "Adopted")).To(Equal(0), "%v", evs)
+	})
+
+	It("records a rotation that races a token server's revocation write, keeping status.revokedTokens", func() {
+		cred := h.create(h.credential("racing-revoke", grant("platform-api", "admin")))
+		h.mustReconcile(cred)
+		h.events()
+		h.update("racing-revoke", func(c *iamv1alpha1.APICredential) { c.Spec.Rotation.KeyVersion = 1 })
+		revoked := []iamv1alpha1.RevokedToken{{JTI: "whJvKtS32lN9KW8ZpVI16w", Exp: metav1.NewTime(metav1.Now().Add(time.Hour).Truncate(time.Second))}}
+		racing.race = func(ctx context.Context, key client.ObjectKey) {
+			GinkgoHelper()
+			c := &iamv1alpha1.APICredential{}
+			Expect(k8sClient.Get(ctx, key, c)).To(Succeed())
+			base := c.DeepCopy()
+			c.Status.RevokedTokens = revoked
+			Expect(k8sClient.Status().Patch(ctx, c, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))).To(Succeed())
+		}
+		h.mustReconcile(cred)
+		Expect(racing.race).To(BeNil(), "the race ran")
+		rotated := h.fetch("racing-revoke")
+		Expect(rotated.Status.KeyVersion).To(Equal(int64(1)), "the rotation is recorded in the same reconcile")
+		Expect(rotated.Status.RevokedTokens).To(HaveLen(1))
+		Expect(rotated.Status.RevokedTokens[0].JTI).To(Equal(revoked[0].JTI), "the token server's revocations are kept")
+		Expect(countReason(h.events(), "Rotated")).To(Equal(1))
+
+		By("a later status write from a copy taken before the revocation keeps them too")
+		h.update("racing-revoke", func(c *iamv1alpha1.APICredential) { c.Spec.Rotation.KeyVersion = 2 })
+		h.mustReconcile(cred)
+		Expect(h.fetch("racing-revoke").Status.RevokedTokens).To(HaveLen(1))
 	})
 
 	It("does not write over any other change: the reconcile fails and the next one decides again", func() {
