@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -224,5 +225,49 @@ func TestRevocationMetadata(t *testing.T) {
 	if md["revocation_endpoint"] != f.ts.URL+"/oauth2/revoke" ||
 		!equalJSON(md["revocation_endpoint_auth_methods_supported"], []string{"client_secret_basic", "client_secret_post"}) {
 		t.Errorf("metadata: %v", md)
+	}
+}
+
+// TestRevokeOutsideSourceRanges: the revocation endpoint authenticates like the token
+// endpoint, source ranges included: from outside them 401 invalid_client and nothing is
+// revoked (a leaked secret used elsewhere cannot revoke the client's tokens); from
+// inside, through a trusted proxy's X-Forwarded-For, the token is revoked.
+func TestRevokeOutsideSourceRanges(t *testing.T) {
+	f := newFixture(t)
+	c := f.issue("ranged", grants("platform-api:user"), func(o *iamv1alpha1.APICredential) { o.Spec.SourceRanges = []string{"10.0.0.0/8"} })
+	revokeFrom := func(addr, tok string) (*http.Response, map[string]any) {
+		req, _ := http.NewRequest(http.MethodPost, f.ts.URL+"/oauth2/revoke", strings.NewReader(url.Values{"token": {tok}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("X-Forwarded-For", addr)
+		req.SetBasicAuth(c.id, c.secret)
+		return f.do(req)
+	}
+	tokReq, _ := http.NewRequest(http.MethodPost, f.ts.URL+"/oauth2/token", strings.NewReader("grant_type=client_credentials"))
+	tokReq.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	tokReq.Header.Set("X-Forwarded-For", "10.1.2.3")
+	tokReq.SetBasicAuth(c.id, c.secret)
+	_, body := f.do(tokReq)
+	tok, _ := body["access_token"].(string)
+	if tok == "" {
+		t.Fatalf("token from inside: %v", body)
+	}
+	if resp, body := revokeFrom("198.51.100.7", tok); resp.StatusCode != 401 || body["error"] != "invalid_client" {
+		t.Errorf("revocation from outside the ranges: %d %v", resp.StatusCode, body)
+	}
+	authzInside := func() int {
+		req, _ := http.NewRequest(http.MethodGet, f.ts.URL+"/authz/platform-api/v1/things", nil)
+		req.Header.Set("Authorization", bearer(tok))
+		req.Header.Set("X-Forwarded-For", "10.1.2.3")
+		resp, _ := f.do(req)
+		return resp.StatusCode
+	}
+	if got := authzInside(); got != 200 {
+		t.Errorf("the token after a revocation from outside: %d, want 200 (nothing revoked)", got)
+	}
+	if resp, _ := revokeFrom("10.1.2.3", tok); resp.StatusCode != 200 {
+		t.Errorf("revocation from inside: %d", resp.StatusCode)
+	}
+	if got := authzInside(); got != 401 {
+		t.Errorf("the token after a revocation from inside: %d, want 401", got)
 	}
 }
