@@ -163,7 +163,7 @@ func TestRevokeBound(t *testing.T) {
 	extra := f.token(c)
 	resp, body := f.revoke(c, extra)
 	retry, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
-	if resp.StatusCode != 503 || body["error"] != "temporarily_unavailable" || retry < 1 || retry > int((9 * time.Minute).Seconds()) {
+	if resp.StatusCode != 503 || body["error"] != "temporarily_unavailable" || retry < 1 || retry > int((9*time.Minute).Seconds()) {
 		t.Fatalf("revocation past the bound: %d %v Retry-After %q", resp.StatusCode, body, resp.Header.Get("Retry-After"))
 	}
 	t.Logf("past the bound: %d %s (Retry-After %ds)", resp.StatusCode, body["error_description"], retry)
