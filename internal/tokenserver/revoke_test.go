@@ -13,8 +13,8 @@ import (
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 )
 
-// revoke posts an RFC 7009 revocation with Basic client authentication and returns the
-// status and the raw body length.
+// revoke posts an RFC 7009 revocation of tok with Basic client authentication (extra:
+// more form parameters, name then value) and returns the response and its JSON body.
 func (f *fixture) revoke(c *client, tok string, extra ...string) (*http.Response, map[string]any) {
 	f.t.Helper()
 	form := url.Values{"token": {tok}}
