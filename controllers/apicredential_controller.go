@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -93,35 +94,59 @@ type ownWrites struct {
 // ownWrite is one write: in flight until its response, then awaiting its echo.
 type ownWrite struct {
 	inFlight bool
-	rv       string   // the version written, once the response arrived
-	heldBack []string // versions of events held back while in flight
+	owner    string      // the name of the credential whose reconcile writes
+	rv       string      // the version written, once the response arrived
+	heldBack []heldEvent // events held back while in flight
 }
 
-// begin records that a write of the Secret key is about to be sent.
-func (o *ownWrites) begin(key types.NamespacedName) {
+// heldEvent is an event held back while a write was in flight: its resourceVersion and
+// the credentials its Secret names as controller (before and after), which the watch of
+// owned Secrets would have woken.
+type heldEvent struct {
+	rv     string
+	owners []string
+}
+
+// begin records that owner's write of the Secret key is about to be sent. Two
+// credentials can name one Secret (spec.secretTemplate.name): a write begun while
+// another credential's is in flight keeps the events held back for that one, which
+// then wake whoever the Secret names, never nobody.
+func (o *ownWrites) begin(key types.NamespacedName, owner client.Object) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.writes == nil {
 		o.writes = map[types.NamespacedName]*ownWrite{}
 	}
-	o.writes[key] = &ownWrite{inFlight: true}
+	w := &ownWrite{inFlight: true, owner: owner.GetName()}
+	if prev := o.writes[key]; prev != nil && prev.inFlight {
+		w.heldBack = prev.heldBack
+	}
+	o.writes[key] = w
 }
 
-// done records the response of the write begun for key: written is the Secret as written,
-// nil when the write failed. Events held back that were not this write wake owner.
+// done records the response of owner's write begun for key: written is the Secret as
+// written, nil when the write failed. Events held back that were not this write wake
+// owner and every credential the Secret named as controller in them. A write whose entry
+// another credential's write replaced records nothing: its echo wakes it, which costs a
+// reconcile and loses nothing.
 func (o *ownWrites) done(ctx context.Context, key types.NamespacedName, written client.Object, owner client.Object) {
 	o.mu.Lock()
 	w := o.writes[key]
-	if w == nil || !w.inFlight {
+	if w == nil || !w.inFlight || w.owner != owner.GetName() {
 		o.mu.Unlock()
 		return
 	}
-	missed, echoed := false, false
-	for _, rv := range w.heldBack {
-		if written != nil && rv == written.GetResourceVersion() {
+	var wakes []string
+	echoed := false
+	for _, e := range w.heldBack {
+		if written != nil && e.rv == written.GetResourceVersion() {
 			echoed = true
-		} else {
-			missed = true
+			continue
+		}
+		for _, name := range append([]string{owner.GetName()}, e.owners...) {
+			if !slices.Contains(wakes, name) {
+				wakes = append(wakes, name)
+			}
 		}
 	}
 	if written == nil || echoed {
@@ -131,19 +156,23 @@ func (o *ownWrites) done(ctx context.Context, key types.NamespacedName, written 
 	}
 	wake := o.wake
 	o.mu.Unlock()
-	if missed && wake != nil {
+	if wake == nil {
+		return
+	}
+	for _, name := range wakes {
 		select {
 		case wake <- event.GenericEvent{Object: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
-			Namespace: owner.GetNamespace(), Name: owner.GetName()}}}:
+			Namespace: key.Namespace, Name: name}}}:
 		case <-ctx.Done():
+			return
 		}
 	}
 }
 
-// echo reports whether the event of obj is to be held back: the echo of this
-// reconciler's last write to it, or an event while that write is in flight. Any event
-// after the write's response ends the wait for the echo.
-func (o *ownWrites) echo(obj client.Object) bool {
+// echo reports whether the event of obj (old: the object before an update, or nil) is to
+// be held back: the echo of this reconciler's last write to it, or an event while that
+// write is in flight. Any event after the write's response ends the wait for the echo.
+func (o *ownWrites) echo(obj, old client.Object) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	key := client.ObjectKeyFromObject(obj)
@@ -152,7 +181,16 @@ func (o *ownWrites) echo(obj client.Object) bool {
 	case !ok:
 		return false
 	case w.inFlight:
-		w.heldBack = append(w.heldBack, obj.GetResourceVersion())
+		e := heldEvent{rv: obj.GetResourceVersion()}
+		for _, x := range []client.Object{obj, old} {
+			if x == nil {
+				continue
+			}
+			if ref := metav1.GetControllerOf(x); ref != nil && ref.Kind == "APICredential" && !slices.Contains(e.owners, ref.Name) {
+				e.owners = append(e.owners, ref.Name)
+			}
+		}
+		w.heldBack = append(w.heldBack, e)
 		return true
 	default:
 		delete(o.writes, key)
@@ -171,8 +209,8 @@ func (o *ownWrites) awaiting() int {
 // reconciler's own write to it. A deletion always passes.
 func (r *APICredentialReconciler) notOwnEcho() predicate.Predicate {
 	return predicate.Funcs{
-		CreateFunc: func(e event.CreateEvent) bool { return !r.echoes.echo(e.Object) },
-		UpdateFunc: func(e event.UpdateEvent) bool { return !r.echoes.echo(e.ObjectNew) },
+		CreateFunc: func(e event.CreateEvent) bool { return !r.echoes.echo(e.Object, nil) },
+		UpdateFunc: func(e event.UpdateEvent) bool { return !r.echoes.echo(e.ObjectNew, e.ObjectOld) },
 		DeleteFunc: func(event.DeleteEvent) bool { return true },
 	}
 }

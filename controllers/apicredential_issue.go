@@ -96,7 +96,7 @@ func (r *APICredentialReconciler) rotate(ctx context.Context, cred *iamv1alpha1.
 // Secrets that the echo of this write is not to wake the credential (ownWrites).
 func (r *APICredentialReconciler) writeSecret(ctx context.Context, cred *iamv1alpha1.APICredential, secret *corev1.Secret, create bool) error {
 	key := client.ObjectKeyFromObject(secret)
-	r.echoes.begin(key)
+	r.echoes.begin(key, cred)
 	var err error
 	if create {
 		err = r.Create(ctx, secret)

@@ -132,36 +132,36 @@ var _ = Describe("API round trips per issue (issue 11)", func() {
 		at := func(rv string) *corev1.Secret { c := s.DeepCopy(); c.ResourceVersion = rv; return c }
 
 		By("the echo after the write's response")
-		r.echoes.begin(key)
+		r.echoes.begin(key, owner)
 		r.echoes.done(ctx, key, s, owner)
 		Expect(p.Create(event.CreateEvent{Object: s})).To(BeFalse(), "the echo of its own Create")
 		Expect(p.Create(event.CreateEvent{Object: s})).To(BeTrue(), "seen once, forgotten")
 
 		By("someone else's write after the response")
-		r.echoes.begin(key)
+		r.echoes.begin(key, owner)
 		r.echoes.done(ctx, key, s, owner)
 		Expect(p.Update(event.UpdateEvent{ObjectOld: s, ObjectNew: at("6")})).To(BeTrue(), "someone else's write passes")
 		Expect(r.echoes.awaiting()).To(BeZero(), "and ends the wait for the echo")
 
 		By("the echo before the write's response")
-		r.echoes.begin(key)
+		r.echoes.begin(key, owner)
 		Expect(p.Create(event.CreateEvent{Object: at("7")})).To(BeFalse(), "held back while in flight")
 		r.echoes.done(ctx, key, at("7"), owner)
 		Expect(wake).To(BeEmpty(), "it was the echo")
 		Expect(r.echoes.awaiting()).To(BeZero())
 
 		By("someone else's write while the write is in flight")
-		r.echoes.begin(key)
+		r.echoes.begin(key, owner)
 		Expect(p.Update(event.UpdateEvent{ObjectOld: s, ObjectNew: at("8")})).To(BeFalse(), "held back while in flight")
 		r.echoes.done(ctx, key, at("9"), owner)
 		Expect(wake).To(Receive(HaveField("Object.GetName()", "a")), "not the echo: it wakes the credential")
 		Expect(p.Update(event.UpdateEvent{ObjectOld: s, ObjectNew: at("9")})).To(BeFalse(), "the echo itself")
 
 		By("a failed write, and a deletion")
-		r.echoes.begin(key)
+		r.echoes.begin(key, owner)
 		r.echoes.done(ctx, key, nil, owner)
 		Expect(r.echoes.awaiting()).To(BeZero())
-		r.echoes.begin(key)
+		r.echoes.begin(key, owner)
 		Expect(p.Delete(event.DeleteEvent{Object: s})).To(BeTrue(), "a deletion always passes")
 	})
 
