@@ -61,9 +61,9 @@ func (s *Server) checkSecret(ca clientAuth, now time.Time) (*Credential, string)
 // clientAddr returns the address of the client a request comes from: the TCP peer,
 // unless the peer is a trusted proxy (Options.TrustedProxies), in which case the
 // X-Forwarded-For chain is walked from the right, past every trusted proxy, to the first
-// address no trusted proxy vouches for. A client cannot choose its address by sending
-// the header itself, and failures behind an ingress are counted per real client, not
-// per ingress.
+// address no trusted proxy vouches for ("" when a trusted hop names something that is not
+// an address). A client cannot choose its address by sending the header itself, and
+// failures behind an ingress are counted per real client, not per ingress.
 func (s *Server) clientAddr(r *http.Request) string {
 	peer := r.RemoteAddr
 	if host, _, err := net.SplitHostPort(peer); err == nil {
@@ -78,7 +78,10 @@ func (s *Server) clientAddr(r *http.Request) string {
 		for i := len(hops) - 1; i >= 0; i-- {
 			hop := strings.TrimSpace(hops[i])
 			if _, err := netip.ParseAddr(hop); err != nil {
-				return addr // garbage: stop at the last address we could vouch for
+				// A trusted proxy says the request came from something that is not an
+				// address (ip:port, [ipv6], "unknown", garbage): the client is unknown,
+				// not the proxy. "" is inside no spec.sourceRanges: fail closed.
+				return ""
 			}
 			addr = hop
 			if !s.trusted(hop) {

@@ -21,7 +21,7 @@ func TestClientAddr(t *testing.T) {
 		{"a chain of trusted proxies", "127.0.0.1:80", []string{"198.51.100.1, 10.9.9.9"}, "198.51.100.1"},
 		{"a spoofed leftmost entry is ignored", "10.1.2.3:80", []string{"6.6.6.6, 198.51.100.1"}, "198.51.100.1"},
 		{"several headers read as one list", "10.1.2.3:80", []string{"6.6.6.6", "198.51.100.1, 10.0.0.2"}, "198.51.100.1"},
-		{"garbage stops the walk", "10.1.2.3:80", []string{"198.51.100.1, not-an-ip"}, "10.1.2.3"},
+		{"garbage stops the walk: no address", "10.1.2.3:80", []string{"198.51.100.1, not-an-ip"}, ""},
 		{"all hops trusted", "10.1.2.3:80", []string{"10.0.0.9"}, "10.0.0.9"},
 		{"IPv6 peer", "[2001:db8::1]:443", []string{"198.51.100.1"}, "2001:db8::1"},
 	} {
