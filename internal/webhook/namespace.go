@@ -31,7 +31,7 @@ import (
 // The objectSelector keeps every Namespace without the workspace label away from the
 // webhook. On UPDATE the API server matches it against the old and the new object, so a
 // change that removes the label reaches the webhook too (and is admitted).
-// +kubebuilder:webhook:path=/validate--v1-namespace,mutating=false,failurePolicy=fail,sideEffects=None,groups="",resources=namespaces,verbs=create;update,versions=v1,name=namespaces.iam.keysmith.dev,admissionReviewVersions=v1,timeoutSeconds=10,patch=`{"objectSelector":{"matchExpressions":[{"key":"iam.keysmith.dev/workspace","operator":"Exists"}]}}`
+// +kubebuilder:webhook:path=/validate--v1-namespace,mutating=false,failurePolicy=fail,sideEffects=None,groups="",resources=namespaces;namespaces/status;namespaces/finalize,verbs=create;update,versions=v1,name=namespaces.iam.keysmith.dev,admissionReviewVersions=v1,timeoutSeconds=10,patch=`{"objectSelector":{"matchExpressions":[{"key":"iam.keysmith.dev/workspace","operator":"Exists"}]}}`
 
 // NamespaceValidator admits a workspace Namespace's default-apis annotation only from
 // whoever may grant every permission it lists in that namespace: the same
