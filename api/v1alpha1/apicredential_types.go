@@ -214,10 +214,33 @@ type TokenPolicy struct {
 	Lifetime *metav1.Duration `json:"lifetime,omitempty"`
 }
 
+// WorkloadIdentity names the ServiceAccounts whose pods may exchange their projected
+// ServiceAccount token for an access token of the credential (RFC 7523 §2.1, the
+// JWT-bearer grant), with no client secret.
+type WorkloadIdentity struct {
+	// serviceAccounts are names of ServiceAccounts in the credential's namespace, at most
+	// 32. A pod running as one of them exchanges a projected ServiceAccount token whose
+	// audience is the token server's issuer: grant_type
+	// urn:ietf:params:oauth:grant-type:jwt-bearer, assertion=<the token>,
+	// client_id=<status.clientID>. Adding one needs the same grants as creating the
+	// credential; removing one refuses its pods' next exchange and, once the list is
+	// empty, every token issued through this grant.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	ServiceAccounts []string `json:"serviceAccounts"`
+}
+
 // APICredentialSpec is what a platform team declares: which APIs the credential may call,
 // with which permission, in which account and workspaces, and whether it is active.
 // +kubebuilder:validation:XValidation:rule="(has(self.secretTemplate) && has(self.secretTemplate.name)) == (has(oldSelf.secretTemplate) && has(oldSelf.secretTemplate.name)) && (!has(self.secretTemplate) || !has(self.secretTemplate.name) || self.secretTemplate.name == oldSelf.secretTemplate.name)",message="spec.secretTemplate.name is immutable; create a new APICredential to use another Secret"
 // +kubebuilder:validation:XValidation:rule="(has(self.rotation) && has(self.rotation.keyVersion) ? self.rotation.keyVersion : 0) >= (has(oldSelf.rotation) && has(oldSelf.rotation.keyVersion) ? oldSelf.rotation.keyVersion : 0)",message="spec.rotation.keyVersion cannot decrease"
+// +kubebuilder:validation:XValidation:rule="(!has(self.issueSecret) || self.issueSecret) == (!has(oldSelf.issueSecret) || oldSelf.issueSecret)",message="spec.issueSecret is immutable; create a new APICredential to change it"
+// +kubebuilder:validation:XValidation:rule="!has(self.issueSecret) || self.issueSecret || has(self.workloadIdentity)",message="spec.issueSecret: false needs spec.workloadIdentity: without a secret the credential is used only through its ServiceAccounts"
 type APICredentialSpec struct {
 	// displayName is the human name of the credential. Renaming never changes the client ID.
 	// +optional
@@ -283,6 +306,30 @@ type APICredentialSpec struct {
 	// tokenPolicy shapes the access tokens issued for the credential.
 	// +optional
 	TokenPolicy TokenPolicy `json:"tokenPolicy,omitzero"`
+
+	// workloadIdentity, when set, lets pods of the named ServiceAccounts exchange their
+	// projected ServiceAccount token for an access token of the credential, with no
+	// client secret (RFC 7523 §2.1).
+	// +optional
+	WorkloadIdentity *WorkloadIdentity `json:"workloadIdentity,omitempty"`
+
+	// issueSecret, default true, issues a client secret and writes it to the Secret.
+	// false (immutable, only with workloadIdentity) issues a client ID and no secret and
+	// writes no Secret: the credential is used only through workloadIdentity.
+	// +optional
+	// +kubebuilder:default=true
+	IssueSecret *bool `json:"issueSecret,omitempty"`
+}
+
+// IssuesSecret reports whether spec.issueSecret is true (the default when unset).
+func (s *APICredentialSpec) IssuesSecret() bool { return s.IssueSecret == nil || *s.IssueSecret }
+
+// WorkloadServiceAccounts returns spec.workloadIdentity.serviceAccounts (nil when unset).
+func (s *APICredentialSpec) WorkloadServiceAccounts() []string {
+	if s.WorkloadIdentity == nil {
+		return nil
+	}
+	return s.WorkloadIdentity.ServiceAccounts
 }
 
 // IsActive reports whether spec.active is true (the default when unset).

@@ -40,6 +40,7 @@ type config struct {
 	revocationInterval                                          time.Duration
 	tokenCacheBytes                                             int64
 	verifyOnly                                                  bool
+	workloadIdentity                                            bool
 }
 
 func main() {
@@ -59,6 +60,7 @@ func main() {
 	flag.BoolVar(&cfg.verifyOnly, "verify-only", false, "serve everything but the token endpoint, from the public keys of the ConfigMap <signing-key-secret>-public: for sidecars, which then hold no private key and need no access to the signing key Secret")
 	flag.StringVar(&cfg.trustedProxies, "trusted-proxies", "127.0.0.0/8,::1/128", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed (nginx beside the server, your ingress); the client address drives rate limiting and lastUsedAddress")
 	flag.StringVar(&cfg.kubernetesAudiences, "kubernetes-audiences", "", "comma-separated audiences for TokenReviews that name none (an API server without --api-audiences); empty: such reviews authenticate no one. Reviews that name audiences are decided for those")
+	flag.BoolVar(&cfg.workloadIdentity, "workload-identity", true, "serve the JWT-bearer grant (RFC 7523 §2.1) for credentials with spec.workloadIdentity: projected ServiceAccount tokens are verified against the API server's service-account issuer keys (/.well-known/openid-configuration, /openid/v1/jwks), read at start and refreshed")
 	flag.StringVar(&cfg.tlsCert, "tls-cert-file", "", "serve HTTPS with this certificate (with --tls-key-file)")
 	flag.StringVar(&cfg.tlsKey, "tls-key-file", "", "private key of --tls-cert-file")
 	opts := zap.Options{}
@@ -133,7 +135,20 @@ func run(ctx context.Context, cfg config) error {
 	if err := iamv1alpha1.AddToScheme(scheme); err != nil {
 		return err
 	}
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	restCfg := ctrl.GetConfigOrDie()
+	var saIssuer *tokenserver.ServiceAccountIssuer
+	if cfg.workloadIdentity && !cfg.verifyOnly { // a verify-only sidecar has no token endpoint
+		var err error
+		if saIssuer, err = tokenserver.NewServiceAccountIssuer(restCfg, nil); err != nil {
+			return fmt.Errorf("--workload-identity: %w", err)
+		}
+		log := ctrl.Log.WithName("token-server").WithName("service-account-issuer")
+		if err := saIssuer.Refresh(ctx); err != nil {
+			log.Error(err, "reading the service-account issuer keys; the jwt-bearer grant refuses assertions until a refresh succeeds")
+		}
+		go saIssuer.Run(ctx, func(err error) { log.Error(err, "refreshing the service-account issuer keys") })
+	}
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"}, // served on --listen
 		Cache:   tokenserver.CacheOptions(namespaces, cfg.signingNamespace, cfg.signingSecret, cfg.verifyOnly),
@@ -152,6 +167,7 @@ func run(ctx context.Context, cfg config) error {
 		KubernetesAudiences: kubeAudiences,
 		VerifyOnly:          cfg.verifyOnly,
 		RevocationInterval:  cfg.revocationInterval,
+		WorkloadIdentity:    saIssuer,
 		Registry:            newRegistry(),
 		Log:                 ctrl.Log.WithName("token-server"),
 	}, cfg.usageInterval)

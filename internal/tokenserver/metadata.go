@@ -19,6 +19,9 @@ func (s *Server) buildMetadata() []byte {
 		"introspection_endpoint_auth_methods_supported":    auth,
 		"token_endpoint_auth_signing_alg_values_supported": []string{},
 	}
+	if s.opts.WorkloadIdentity != nil {
+		m["grant_types_supported"] = []string{"client_credentials", grantJWTBearer}
+	}
 	if !s.opts.VerifyOnly { // a verify-only sidecar cannot write status: clients revoke at the token server
 		m["revocation_endpoint"] = s.opts.Issuer + "/oauth2/revoke"
 		m["revocation_endpoint_auth_methods_supported"] = auth

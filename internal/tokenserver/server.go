@@ -56,6 +56,9 @@ type Options struct {
 	// RevocationInterval is how often Setup's RevocationWriter copies revocations into
 	// status.revokedTokens, which is how other replicas learn them. Default 250ms.
 	RevocationInterval time.Duration
+	// WorkloadIdentity verifies the ServiceAccount tokens of the JWT-bearer grant (RFC
+	// 7523 §2.1, spec.workloadIdentity); nil: the grant is unsupported.
+	WorkloadIdentity *ServiceAccountIssuer
 	// Usage records that a credential was used; nil records nothing.
 	Usage UsageRecorder
 	// Clock is the time source. Default the real clock.

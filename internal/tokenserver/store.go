@@ -37,7 +37,10 @@ type Credential struct {
 	revoked map[string]int64
 	// policy is spec.sourceRanges and spec.tokenPolicy; nil when it sets neither.
 	policy *credentialPolicy
-	Active bool
+	// serviceAccounts are spec.workloadIdentity.serviceAccounts: the ServiceAccounts of
+	// the credential's namespace whose tokens the JWT-bearer grant accepts (jwtbearer.go).
+	serviceAccounts []string
+	Active          bool
 	// Terminating is set once the APICredential has a deletionTimestamp (a finalizer,
 	// foreground deletion, a GitOps prune in progress): it is refused like a deleted one
 	// (DESIGN §2 item 10), yet keeps its claim on the client ID until it is gone.
@@ -101,6 +104,9 @@ func (v *secretVersion) live(now time.Time) bool {
 
 // acceptsVersion reports whether tokens issued under the secret version v are still valid.
 func (c *Credential) acceptsVersion(v string, now time.Time) bool {
+	if v == workloadVersion {
+		return len(c.serviceAccounts) > 0 // removing workloadIdentity revokes its tokens
+	}
 	for i := range c.secrets {
 		if c.secrets[i].version == v {
 			return c.secrets[i].live(now)
@@ -127,7 +133,8 @@ func (c *Credential) hasWorkspace(ws string) bool { return slices.Contains(c.Wor
 // it: the informer keeps only the credential (see credentialObject).
 func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
 	st := &obj.Status
-	if st.ClientID == "" || st.SecretHash == "" {
+	sas := obj.Spec.WorkloadServiceAccounts()
+	if st.ClientID == "" || (st.SecretHash == "" && len(sas) == 0) {
 		return nil, false
 	}
 	c := &Credential{
@@ -139,6 +146,9 @@ func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
 		Account:     st.Account,
 		Workspaces:  obj.Spec.Scope.Workspaces,
 		secrets:     make([]secretVersion, 0, 1+len(st.PreviousSecrets)),
+		// serviceAccounts: spec.workloadIdentity; a credential without a secret hash has
+		// no secret version at all, so no client secret ("" included) authenticates it.
+		serviceAccounts: sas,
 	}
 	if obj.Spec.ExpiresAt != nil {
 		c.ExpiresAt = obj.Spec.ExpiresAt.Time
@@ -159,7 +169,9 @@ func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
 		c.headers[hdrGrants+i] = g.Permission
 	}
 	c.Name = c.headers[hdrCredential]
-	c.secrets = append(c.secrets, secretVersion{hash: st.SecretHash, version: versionOf(st.SecretHash)})
+	if st.SecretHash != "" {
+		c.secrets = append(c.secrets, secretVersion{hash: st.SecretHash, version: versionOf(st.SecretHash)})
+	}
 	for _, p := range st.PreviousSecrets {
 		c.secrets = append(c.secrets, secretVersion{hash: p.Hash, version: versionOf(p.Hash), expiresAt: p.ExpiresAt.Time})
 	}

@@ -10,11 +10,15 @@ import (
 	"time"
 )
 
-// token is the token endpoint: the client credentials grant of RFC 6749 §4.4.
+// token is the token endpoint: the client credentials grant of RFC 6749 §4.4, and the
+// JWT-bearer grant of RFC 7523 §2.1 when Options.WorkloadIdentity is set.
 func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 	form, oerr := readForm(w, r, maxBodyBytes)
 	if oerr != nil {
 		return writeErr(w, oerr)
+	}
+	if form.Get("grant_type") == grantJWTBearer { // RFC 7523 §2.1: no client secret (jwtbearer.go)
+		return s.tokenJWTBearer(w, r, form)
 	}
 	ca, oerr := clientAuthFrom(r, form)
 	if oerr != nil {
@@ -33,7 +37,12 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 	default:
 		return writeErr(w, unsupportedGrantType())
 	}
-	claims, oerr := s.claimsFor(c, form.Get("scope"), version, now)
+	return s.issue(w, c, form.Get("scope"), version, addr, now)
+}
+
+// issue answers a granted token request of the credential with an access token for scope.
+func (s *Server) issue(w http.ResponseWriter, c *Credential, scope, version, addr string, now time.Time) int {
+	claims, oerr := s.claimsFor(c, scope, version, now)
 	if oerr != nil {
 		return writeErr(w, oerr)
 	}

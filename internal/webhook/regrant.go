@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"net/netip"
+	"slices"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -68,6 +69,12 @@ func regrants(old, cred *iamv1alpha1.APICredential) []regrant {
 			out = append(out, regrant{spec.Child("expiresAt"), "removing it lets the credential live forever"})
 		case now.After(was.Time):
 			out = append(out, regrant{spec.Child("expiresAt"), "moving it later extends the credential's life"})
+		}
+	}
+	for _, sa := range cred.Spec.WorkloadServiceAccounts() {
+		if !slices.Contains(old.Spec.WorkloadServiceAccounts(), sa) {
+			out = append(out, regrant{spec.Child("workloadIdentity", "serviceAccounts"), "a new ServiceAccount lets more workloads obtain the credential's tokens"})
+			break
 		}
 	}
 	if widensSourceRanges(old.Spec.SourceRanges, cred.Spec.SourceRanges) {

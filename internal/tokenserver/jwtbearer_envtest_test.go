@@ -1,0 +1,280 @@
+package tokenserver_test
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
+
+	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
+	"github.com/keysmith-dev/keysmith/internal/tokenserver"
+)
+
+// startAPIServer runs envtest's kube-apiserver (with the CRDs), which serves the
+// service-account issuer discovery and signs TokenRequest tokens.
+func startAPIServer(t *testing.T) *rest.Config {
+	t.Helper()
+	env, err := testenv.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	return cfg
+}
+
+// TestJWTBearerWithTokenRequest exchanges a projected ServiceAccount token minted by the
+// real API server's TokenRequest (audience = the token server's issuer) for an access
+// token, with no client secret anywhere, and refuses every other case with one
+// invalid_grant.
+func TestJWTBearerWithTokenRequest(t *testing.T) {
+	ctx := context.Background()
+	cfg := startAPIServer(t)
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	for _, ns := range []string{"team-a", "team-b"} {
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, sa := range []struct{ ns, name string }{{"team-a", "worker"}, {"team-a", "other"}, {"team-b", "worker"}} {
+		if _, err := cs.CoreV1().ServiceAccounts(sa.ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa.name}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mint := func(ns, name, audience string) (string, time.Time) {
+		t.Helper()
+		tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
+			Spec: authenticationv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: ptr.To[int64](600)},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr.Status.Token, tr.Status.ExpirationTimestamp.Time
+	}
+
+	issuer, err := tokenserver.NewServiceAccountIssuer(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := issuer.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("service-account issuer of the API server: %s", issuer.Issuer())
+	f := newFixture(t, func(o *tokenserver.Options) {
+		o.WorkloadIdentity = issuer
+		o.FailureRate, o.FailureBurst = 1, 100 // the refusals below are one client's; the limiter is checked last
+	})
+	// A credential used only by its workloads: a client ID and no secret (spec.issueSecret: false).
+	wi := f.issue("wi", grants("profile-api:read-only"), func(o *iamv1alpha1.APICredential) {
+		o.Spec.IssueSecret = ptr.To(false)
+		o.Spec.WorkloadIdentity = &iamv1alpha1.WorkloadIdentity{ServiceAccounts: []string{"worker"}}
+		o.Status.SecretHash = ""
+	})
+	rs := f.issue("rs", grants("platform-api:user"))
+
+	exchange := func(clientID, assertion string) (int, map[string]any) {
+		t.Helper()
+		resp, body := f.post("/oauth2/token", url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:jwt-bearer"},
+			"client_id": {clientID}, "assertion": {assertion}}, "", "")
+		return resp.StatusCode, body
+	}
+	refused := func(what string, code int, body map[string]any) {
+		t.Helper()
+		if code != 400 || body["error"] != "invalid_grant" || body["access_token"] != nil {
+			t.Errorf("%s: %d %v, want 400 invalid_grant", what, code, body)
+		}
+	}
+
+	podToken, exp := mint("team-a", "worker", f.ts.URL)
+	code, body := exchange(wi.id, podToken)
+	if code != 200 || body["access_token"] == nil {
+		t.Fatalf("exchange of worker's projected token: %d %v", code, body)
+	}
+	access := body["access_token"].(string)
+	_, intro := f.post("/oauth2/introspect", url.Values{"token": {access}}, rs.id, rs.secret)
+	if intro["active"] != true || intro["client_id"] != wi.id {
+		t.Errorf("introspection of the exchanged token: %v", intro)
+	}
+
+	// No client secret authenticates a credential without one, the empty one included.
+	for _, secret := range []string{"", "x", rs.secret} {
+		resp, body := f.post("/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {wi.id}, "client_secret": {secret}}, "", "")
+		if resp.StatusCode != 401 || body["error"] != "invalid_client" {
+			t.Errorf("client_credentials with a %d-byte secret for a secretless credential: %d %v", len(secret), resp.StatusCode, body)
+		}
+	}
+	// The JWT-bearer grant takes no secret besides the assertion.
+	resp, body := f.post("/oauth2/token", url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:jwt-bearer"},
+		"client_id": {wi.id}, "assertion": {podToken}}, rs.id, rs.secret)
+	if resp.StatusCode != 400 || body["error"] != "invalid_request" {
+		t.Errorf("jwt-bearer with Basic credentials: %d %v", resp.StatusCode, body)
+	}
+
+	other, _ := mint("team-a", "other", f.ts.URL)
+	code, body = exchange(wi.id, other)
+	refused("another ServiceAccount of the namespace", code, body)
+
+	otherNS, _ := mint("team-b", "worker", f.ts.URL)
+	code, body = exchange(wi.id, otherNS)
+	refused("a ServiceAccount of the same name in another namespace", code, body)
+
+	otherAud, _ := mint("team-a", "worker", "https://api.example.com")
+	code, body = exchange(wi.id, otherAud)
+	refused("another audience", code, body)
+
+	code, body = exchange(rs.id, podToken)
+	refused("a credential without workloadIdentity", code, body)
+
+	code, body = exchange(wi.id, podToken[:len(podToken)-4]+"AAAA")
+	refused("a tampered signature", code, body)
+
+	code, body = exchange(wi.id, strings.Repeat("x", 100))
+	refused("garbage", code, body)
+
+	// Removing the ServiceAccount refuses the next exchange and the tokens already out.
+	f.update(wi, func(o *iamv1alpha1.APICredential) { o.Spec.WorkloadIdentity = nil })
+	code, body = exchange(wi.id, podToken)
+	refused("after workloadIdentity was removed", code, body)
+	if _, intro := f.post("/oauth2/introspect", url.Values{"token": {access}}, rs.id, rs.secret); intro["active"] != false {
+		t.Errorf("a token of the removed workload identity is still active: %v", intro)
+	}
+	f.update(wi, func(o *iamv1alpha1.APICredential) {
+		o.Spec.WorkloadIdentity = &iamv1alpha1.WorkloadIdentity{ServiceAccounts: []string{"worker"}}
+	})
+	if code, body = exchange(wi.id, podToken); code != 200 {
+		t.Errorf("after workloadIdentity was restored: %d %v", code, body)
+	}
+
+	// Expired: TokenRequest issues no token shorter than 10 minutes, so the token server's
+	// clock moves past exp and the leeway.
+	f.clock.SetTime(exp.Add(31 * time.Second))
+	code, body = exchange(wi.id, podToken)
+	refused("an expired token", code, body)
+	// And back before iat (minus the leeway): not yet valid.
+	f.clock.SetTime(exp.Add(-20 * time.Minute))
+	code, body = exchange(wi.id, podToken)
+	refused("a token used before its iat", code, body)
+
+	// Failures are counted by the failure limiter like wrong secrets: past the burst, 429.
+	f.clock.SetTime(exp.Add(-9 * time.Minute))
+	var last int
+	for range 120 {
+		last, _ = exchange(wi.id, other)
+	}
+	if last != 429 {
+		t.Errorf("after 120 refused assertions of one client and address: %d, want 429", last)
+	}
+
+	// The metadata lists the grant.
+	resp, meta := f.do(httpGet(t, f.ts.URL+"/.well-known/oauth-authorization-server"))
+	if resp.StatusCode != 200 || !strings.Contains(strings.Join(toStrings(meta["grant_types_supported"]), " "), "urn:ietf:params:oauth:grant-type:jwt-bearer") {
+		t.Errorf("metadata grant_types_supported: %v", meta["grant_types_supported"])
+	}
+}
+
+// TestWorkloadIdentityCEL checks the CRD's rules on spec.issueSecret against the API server.
+func TestWorkloadIdentityCEL(t *testing.T) {
+	ctx := context.Background()
+	cfg := startAPIServer(t)
+	c, err := ctrlclient.New(cfg, ctrlclient.Options{Scheme: testenv.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}); err != nil {
+		t.Fatal(err)
+	}
+	cred := func(name string, mutate func(*iamv1alpha1.APICredentialSpec)) *iamv1alpha1.APICredential {
+		o := &iamv1alpha1.APICredential{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: name},
+			Spec: iamv1alpha1.APICredentialSpec{APIs: grants("profile-api:read-only")}}
+		mutate(&o.Spec)
+		return o
+	}
+	wantInvalid := func(what string, err error, msg string) {
+		t.Helper()
+		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), msg) {
+			t.Errorf("%s: %v, want Invalid with %q", what, err, msg)
+		}
+	}
+	err = c.Create(ctx, cred("nosecret", func(s *iamv1alpha1.APICredentialSpec) { s.IssueSecret = ptr.To(false) }))
+	wantInvalid("issueSecret false without workloadIdentity", err, "spec.issueSecret: false needs spec.workloadIdentity")
+
+	err = c.Create(ctx, cred("badsa", func(s *iamv1alpha1.APICredentialSpec) {
+		s.WorkloadIdentity = &iamv1alpha1.WorkloadIdentity{ServiceAccounts: []string{"Not_A_Name"}}
+	}))
+	wantInvalid("a ServiceAccount name that is not DNS-1123", err, "serviceAccounts")
+
+	err = c.Create(ctx, cred("dup", func(s *iamv1alpha1.APICredentialSpec) {
+		s.WorkloadIdentity = &iamv1alpha1.WorkloadIdentity{ServiceAccounts: []string{"a", "a"}}
+	}))
+	if !apierrors.IsInvalid(err) {
+		t.Errorf("a repeated ServiceAccount: %v, want Invalid (list-type set)", err)
+	}
+	many := make([]string, 33)
+	for i := range many {
+		many[i] = "sa-" + strings.Repeat("a", i+1)
+	}
+	err = c.Create(ctx, cred("many", func(s *iamv1alpha1.APICredentialSpec) {
+		s.WorkloadIdentity = &iamv1alpha1.WorkloadIdentity{ServiceAccounts: many}
+	}))
+	wantInvalid("33 ServiceAccounts", err, "33")
+
+	wi := cred("wi", func(s *iamv1alpha1.APICredentialSpec) {
+		s.IssueSecret = ptr.To(false)
+		s.WorkloadIdentity = &iamv1alpha1.WorkloadIdentity{ServiceAccounts: []string{"worker"}}
+	})
+	if err := c.Create(ctx, wi); err != nil {
+		t.Fatalf("issueSecret false with workloadIdentity: %v", err)
+	}
+	wi.Spec.IssueSecret = ptr.To(true)
+	wantInvalid("issueSecret false -> true", c.Update(ctx, wi), "spec.issueSecret is immutable")
+	wi.Spec.IssueSecret = ptr.To(false)
+	wi.Spec.WorkloadIdentity = nil
+	wantInvalid("removing workloadIdentity of a secretless credential", c.Update(ctx, wi), "needs spec.workloadIdentity")
+
+	plain := cred("plain", func(*iamv1alpha1.APICredentialSpec) {})
+	if err := c.Create(ctx, plain); err != nil {
+		t.Fatal(err)
+	}
+	if plain.Spec.IssueSecret == nil || !*plain.Spec.IssueSecret {
+		t.Errorf("spec.issueSecret default: %v, want true", plain.Spec.IssueSecret)
+	}
+	plain.Spec.IssueSecret = ptr.To(false)
+	plain.Spec.WorkloadIdentity = &iamv1alpha1.WorkloadIdentity{ServiceAccounts: []string{"worker"}}
+	wantInvalid("issueSecret true -> false", c.Update(ctx, plain), "spec.issueSecret is immutable")
+}
+
+func toStrings(v any) []string {
+	var out []string
+	if l, ok := v.([]any); ok {
+		for _, e := range l {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+func httpGet(t *testing.T, target string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
