@@ -65,6 +65,9 @@ type options struct {
 	changeEvery    time.Duration
 	rate           float64
 	keep           bool
+	// managerArgs are appended to the manager's arguments, e.g.
+	// --pprof-bind-address=127.0.0.1:6060 to take heap profiles while it runs.
+	managerArgs []string
 }
 
 func main() {
@@ -76,7 +79,9 @@ func main() {
 	flag.DurationVar(&o.changeEvery, "change-every", 500*time.Millisecond, "how often a lifecycle change (rotate, deactivate, delete) starts")
 	flag.Float64Var(&o.rate, "rate", 200, "token exchanges per second, and as many /authz requests (a steady load, not a benchmark)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run's directory (the processes' logs)")
+	mArgs := flag.String("manager-args", "", "space-separated extra arguments of the manager, e.g. --pprof-bind-address=127.0.0.1:6060")
 	flag.Parse()
+	o.managerArgs = strings.Fields(*mArgs)
 	ok, err := run(o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
@@ -183,10 +188,10 @@ func run(o options) (bool, error) {
 	}
 	probeAddr, metricsAddr, tokenAddr := addrs[0], addrs[1], addrs[2]
 	mgr, err := startProc(dir, "manager", testenv.Binary(dir, "./cmd/manager"), kubeconfigs[managerUser],
-		"--enable-webhooks=false",
-		"--signing-key-namespace="+systemNamespace,
-		"--health-probe-bind-address="+probeAddr,
-		"--metrics-bind-address="+metricsAddr)
+		append([]string{"--enable-webhooks=false",
+			"--signing-key-namespace=" + systemNamespace,
+			"--health-probe-bind-address=" + probeAddr,
+			"--metrics-bind-address=" + metricsAddr}, o.managerArgs...)...)
 	if err != nil {
 		return false, err
 	}
