@@ -178,6 +178,9 @@ func withoutDefaults(spec iamv1alpha1.APICredentialSpec) iamv1alpha1.APICredenti
 	if spec.Active != nil && *spec.Active {
 		spec.Active = nil
 	}
+	if spec.IssueSecret != nil && *spec.IssueSecret {
+		spec.IssueSecret = nil
+	}
 	if g := spec.Rotation.GracePeriod; g != nil && g.Duration == time.Hour {
 		spec.Rotation.GracePeriod = nil
 	}

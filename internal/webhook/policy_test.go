@@ -61,7 +61,8 @@ func TestRegrantsSourceRangesAndLifetime(t *testing.T) {
 			now: iamv1alpha1.APICredentialSpec{SourceRanges: []string{"10.0.0.0/8"}}, want: []string{"spec.sourceRanges"}},
 		{name: "remove the ranges", was: iamv1alpha1.APICredentialSpec{SourceRanges: []string{"10.1.0.0/16"}},
 			want: []string{"spec.sourceRanges"}},
-		{name: "set a lifetime where there was none", now: iamv1alpha1.APICredentialSpec{TokenPolicy: iamv1alpha1.TokenPolicy{Lifetime: life(24 * time.Hour)}}},
+		{name: "set a lifetime where there was none (the server's default may be shorter)", now: iamv1alpha1.APICredentialSpec{TokenPolicy: iamv1alpha1.TokenPolicy{Lifetime: life(24 * time.Hour)}},
+			want: []string{"spec.tokenPolicy.lifetime"}},
 		{name: "shorten the lifetime", was: iamv1alpha1.APICredentialSpec{TokenPolicy: iamv1alpha1.TokenPolicy{Lifetime: life(time.Hour)}},
 			now: iamv1alpha1.APICredentialSpec{TokenPolicy: iamv1alpha1.TokenPolicy{Lifetime: life(time.Minute)}}},
 		{name: "the same lifetime written differently", was: iamv1alpha1.APICredentialSpec{TokenPolicy: iamv1alpha1.TokenPolicy{Lifetime: life(time.Hour)}},
@@ -176,4 +177,18 @@ func manyRanges(n int) string {
 		s += `"10.0.` + strconv.Itoa(i) + `.0/24"`
 	}
 	return s
+}
+
+// TestRegrantsNewLifetimeCanLengthenTokens: a credential without spec.tokenPolicy.lifetime
+// gets tokens of the token server's --token-lifetime (10m by default); setting 1h makes
+// them six times longer-lived, so it needs every grant like lengthening a set lifetime.
+func TestRegrantsNewLifetimeCanLengthenTokens(t *testing.T) {
+	old := &iamv1alpha1.APICredential{}
+	cred := &iamv1alpha1.APICredential{Spec: iamv1alpha1.APICredentialSpec{
+		TokenPolicy: iamv1alpha1.TokenPolicy{Lifetime: &metav1.Duration{Duration: time.Hour}}}}
+	var got []string
+	for _, r := range regrants(old, cred) {
+		got = append(got, r.field.String())
+	}
+	NewWithT(t).Expect(got).To(ContainElement("spec.tokenPolicy.lifetime"))
 }

@@ -30,14 +30,15 @@ var rebindPath = field.NewPath("metadata", "annotations").Key(iamv1alpha1.Rebind
 //   - spec.expiresAt is removed or moved later;
 //   - spec.sourceRanges widen: a range is added that no previous range contains, or the
 //     ranges are removed altogether (empty means any address);
-//   - spec.tokenPolicy.lifetime gets longer or is removed: unset means the token
-//     server's --token-lifetime, which admission cannot know and which may be as long as
-//     any lifetime (24h), so removing it counts as lengthening and setting one where none
-//     was counts as shortening, whatever the token servers run with;
+//   - spec.tokenPolicy.lifetime gets longer, is removed or is set where there was none:
+//     unset means the token server's --token-lifetime, which admission cannot know and
+//     which may be as long or as short as any lifetime, so both removing it and setting
+//     one where none was count as lengthening (fail closed: a 1h lifetime over the 10m
+//     default is six times longer tokens);
 //   - the rebind annotation is added or changed, on create too: the operator then adopts
 //     the Secret the credential names (DESIGN §2 item 9).
 //
-// Deactivating, shortening the expiry or the token lifetime, narrowing or first setting
+// Deactivating, shortening the expiry or a set token lifetime, narrowing or first setting
 // source ranges, rotating, renaming and removing the annotation make a credential no more
 // powerful and need nothing. A create needs every grant anyway;
 // regrants names the rebind annotation then so that a refusal says why it matters.
@@ -84,8 +85,11 @@ func regrants(old, cred *iamv1alpha1.APICredential) []regrant {
 		}
 		out = append(out, regrant{spec.Child("sourceRanges"), what})
 	}
-	if was := old.Spec.TokenPolicy.Lifetime; was != nil {
-		switch now := cred.Spec.TokenPolicy.Lifetime; {
+	switch was, now := old.Spec.TokenPolicy.Lifetime, cred.Spec.TokenPolicy.Lifetime; {
+	case was == nil && now != nil:
+		out = append(out, regrant{spec.Child("tokenPolicy", "lifetime"), "setting it where there was none may lengthen tokens past the token server's default (--token-lifetime, 10m unless set), which admission cannot know"})
+	case was != nil:
+		switch {
 		case now == nil:
 			out = append(out, regrant{spec.Child("tokenPolicy", "lifetime"), "removing it lets tokens live as long as the token server's default, which may be longer"})
 		case now.Duration > was.Duration:
