@@ -246,7 +246,11 @@ func (r *APICredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	}
 	if out.facts.invalidSpec = grants.invalid; grants.invalid == nil {
 		cred.Status.Account = grants.account
-		if err := r.reconcileSecret(ctx, cred, grants.tokenURL, now, out); err != nil {
+		if !cred.Spec.IssuesSecret() { // spec.issueSecret: false: a client ID, no secret, no Secret
+			if err := r.reconcileSecretless(ctx, cred, now, out); err != nil {
+				return ctrl.Result{}, err
+			}
+		} else if err := r.reconcileSecret(ctx, cred, grants.tokenURL, now, out); err != nil {
 			return ctrl.Result{}, err
 		}
 	}

@@ -94,7 +94,7 @@ func computeReadiness(cred *iamv1alpha1.APICredential, f readinessFacts, now tim
 		return mustAct(iamv1alpha1.ReasonSecretMissing,
 			fmt.Sprintf("Secret %q was deleted: clients that hold the secret keep working; "+
 				"increase spec.rotation.keyVersion to issue new keys", f.secretName))
-	case cred.Status.SecretHash == "":
+	case !issued(cred):
 		return inFlight(iamv1alpha1.ReasonProgressing, "issuing the secret")
 	case !cred.Spec.IsActive():
 		rd.ready = verdict{metav1.ConditionTrue, iamv1alpha1.ReasonInactive,
@@ -103,6 +103,9 @@ func computeReadiness(cred *iamv1alpha1.APICredential, f readinessFacts, now tim
 		rd.ready = verdict{metav1.ConditionTrue, iamv1alpha1.ReasonExpired,
 			fmt.Sprintf("expired as declared (spec.expiresAt %s has passed): token servers refuse this credential",
 				cred.Spec.ExpiresAt.UTC().Format(time.RFC3339))}
+	case !cred.Spec.IssuesSecret():
+		rd.ready = verdict{metav1.ConditionTrue, iamv1alpha1.ReasonIssued,
+			"client ID issued, with no secret and no Secret (spec.issueSecret is false): workloads exchange their ServiceAccount tokens (spec.workloadIdentity)"}
 	default:
 		rd.ready = verdict{metav1.ConditionTrue, iamv1alpha1.ReasonIssued,
 			fmt.Sprintf("client secret issued into Secret %q", f.secretName)}
@@ -121,7 +124,7 @@ func computeActive(cred *iamv1alpha1.APICredential, now time.Time) verdict {
 		return verdict{metav1.ConditionFalse, iamv1alpha1.ReasonExpired,
 			fmt.Sprintf("spec.expiresAt (%s) has passed: token servers refuse this credential",
 				cred.Spec.ExpiresAt.UTC().Format(time.RFC3339))}
-	case cred.Status.SecretHash == "":
+	case !issued(cred):
 		return verdict{metav1.ConditionFalse, iamv1alpha1.ReasonProgressing, "no secret issued yet: token servers refuse this credential"}
 	default:
 		return verdict{metav1.ConditionTrue, iamv1alpha1.ReasonIssued, "token servers accept this credential"}

@@ -45,7 +45,7 @@ func invalidScope(desc string) *oauthError {
 // unsupportedGrantType answers a token request for any grant but client_credentials.
 func unsupportedGrantType() *oauthError {
 	return &oauthError{status: http.StatusBadRequest, code: "unsupported_grant_type",
-		description: "only the client_credentials grant is supported"}
+		description: "the grant type is not supported; see grant_types_supported in the metadata"}
 }
 
 func unauthenticated() *oauthError {
