@@ -3,7 +3,10 @@ package webhook
 import (
 	"testing"
 
+	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 )
@@ -36,3 +39,48 @@ func TestRegrantsWorkloadIdentity(t *testing.T) {
 		})
 	}
 }
+
+var _ = Describe("issue 13 item 5: adding workload ServiceAccounts needs the grants", func() {
+	var ns string
+	BeforeEach(func(ctx SpecContext) {
+		ns = newNamespace(ctx)
+		By("an admin creating a credential with one workload ServiceAccount")
+		c := credential(ns, "wi", grant("platform-api", "admin"))
+		c.Spec.WorkloadIdentity = &iamv1alpha1.WorkloadIdentity{ServiceAccounts: []string{"worker"}}
+		Expect(k8sClient.Create(ctx, c)).To(Succeed())
+	})
+	serviceAccounts := func(ctx SpecContext) []string {
+		var c iamv1alpha1.APICredential
+		ExpectWithOffset(1, k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "wi"}, &c)).To(Succeed())
+		return c.Spec.WorkloadServiceAccounts()
+	}
+
+	It("refuses a user without the grants when adding a ServiceAccount, admits her when removing one", func(ctx SpecContext) {
+		hana, _ := userClient("hana")
+		allow(ctx, ns, "hana", manageCredentials)
+		Eventually(func() error {
+			return patchCred(ctx, hana, ns, "wi", `{"spec":{"displayName":"WI"}}`)
+		}).Should(Succeed())
+		for _, body := range []string{
+			`{"spec":{"workloadIdentity":{"serviceAccounts":["worker","batch"]}}}`,
+			`{"spec":{"workloadIdentity":{"serviceAccounts":["batch"]}}}`,
+		} {
+			err := patchCred(ctx, hana, ns, "wi", body)
+			Expect(apierrors.IsForbidden(err)).To(BeTrue(), "%s: %v", body, err)
+			Expect(err).To(MatchError(ContainSubstring(`spec.workloadIdentity.serviceAccounts: Forbidden: `)))
+			Expect(err).To(MatchError(ContainSubstring(`hana may not grant apidefinitions/admin "platform-api"`)))
+		}
+		Expect(serviceAccounts(ctx)).To(Equal([]string{"worker"}))
+		Expect(patchCred(ctx, hana, ns, "wi", `{"spec":{"workloadIdentity":null}}`)).To(Succeed())
+		Expect(serviceAccounts(ctx)).To(BeEmpty())
+	})
+
+	It("admits adding a ServiceAccount from a user who holds the grants", func(ctx SpecContext) {
+		ivan, _ := userClient("ivan")
+		allow(ctx, ns, "ivan", manageCredentials, grantRule("platform-api", "admin"))
+		Eventually(func() error {
+			return patchCred(ctx, ivan, ns, "wi", `{"spec":{"workloadIdentity":{"serviceAccounts":["worker","batch"]}}}`)
+		}).Should(Succeed())
+		Expect(serviceAccounts(ctx)).To(ConsistOf("worker", "batch"))
+	})
+})
