@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
@@ -26,6 +27,12 @@ import (
 // service-account issuer discovery and signs TokenRequest tokens.
 func startAPIServer(t *testing.T) *rest.Config {
 	t.Helper()
+	cfg, _ := startAPIServerEnv(t)
+	return cfg
+}
+
+func startAPIServerEnv(t *testing.T) (*rest.Config, *envtest.Environment) {
+	t.Helper()
 	env, err := testenv.New()
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +42,7 @@ func startAPIServer(t *testing.T) *rest.Config {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Stop() })
-	return cfg
+	return cfg, env
 }
 
 // TestJWTBearerWithTokenRequest exchanges a projected ServiceAccount token minted by the
@@ -44,7 +51,7 @@ func startAPIServer(t *testing.T) *rest.Config {
 // invalid_grant.
 func TestJWTBearerWithTokenRequest(t *testing.T) {
 	ctx := context.Background()
-	cfg := startAPIServer(t)
+	cfg, env := startAPIServerEnv(t)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	for _, ns := range []string{"team-a", "team-b"} {
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
@@ -67,7 +74,15 @@ func TestJWTBearerWithTokenRequest(t *testing.T) {
 		return tr.Status.Token, tr.Status.ExpirationTimestamp.Time
 	}
 
-	issuer, err := tokenserver.NewServiceAccountIssuer(cfg, nil)
+	// The token server reads the issuer's keys as its own ServiceAccount, with no role of
+	// its own: Kubernetes' default ClusterRoleBinding system:service-account-issuer-discovery
+	// lets every ServiceAccount read them.
+	tsUser, err := env.ControlPlane.AddUser(envtest.User{Name: "system:serviceaccount:keysmith-system:keysmith-token-server",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:keysmith-system", "system:authenticated"}}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuer, err := tokenserver.NewServiceAccountIssuer(tsUser.Config(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
