@@ -149,9 +149,9 @@ func issuedPair(t *testing.T) (*iamv1alpha1.APICredential, *corev1.Secret) {
 	cred.Labels = nil
 	cred.ManagedFields = []metav1.ManagedFieldsEntry{
 		{Manager: "scale", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "iam.keysmith.dev/v1alpha1", FieldsType: "FieldsV1",
-			FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{".":{},"f:apis":{}}}`)}},
+			FieldsV1: metav1.NewFieldsV1(`{"f:spec":{".":{},"f:apis":{}}}`)},
 		{Manager: "manager", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "iam.keysmith.dev/v1alpha1", FieldsType: "FieldsV1", Subresource: "status",
-			FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{".":{},"f:account":{},"f:clientID":{},"f:conditions":{".":{},"k:{\"type\":\"Active\"}":{},"k:{\"type\":\"Ready\"}":{}},"f:issuedAt":{},"f:observedGeneration":{},"f:secretHash":{},"f:secretRef":{}}}`)}},
+			FieldsV1: metav1.NewFieldsV1(`{"f:status":{".":{},"f:account":{},"f:clientID":{},"f:conditions":{".":{},"k:{\"type\":\"Active\"}":{},"k:{\"type\":\"Ready\"}":{}},"f:issuedAt":{},"f:observedGeneration":{},"f:secretHash":{},"f:secretRef":{}}}`)},
 	}
 	cred.Status.Account = cred.Namespace
 	cred.Status.SecretRef.Name = cred.Name
@@ -172,7 +172,7 @@ func issuedPair(t *testing.T) (*iamv1alpha1.APICredential, *corev1.Secret) {
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: iamv1alpha1.GroupVersion.String(), Kind: "APICredential", Name: cred.Name,
 				UID: cred.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
 			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "manager", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "v1", FieldsType: "FieldsV1",
-				FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:data":{".":{},"f:clientID":{},"f:clientSecret":{},"f:tokenURL":{}},"f:metadata":{"f:annotations":{},"f:labels":{},"f:ownerReferences":{}},"f:type":{}}`)}}},
+				FieldsV1: metav1.NewFieldsV1(`{"f:data":{".":{},"f:clientID":{},"f:clientSecret":{},"f:tokenURL":{}},"f:metadata":{"f:annotations":{},"f:labels":{},"f:ownerReferences":{}},"f:type":{}}`)}},
 		},
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{

@@ -29,10 +29,6 @@ import (
 	"github.com/keysmith-dev/keysmith/internal/tokenserver"
 )
 
-var joseAlg = map[string]jose.SignatureAlgorithm{
-	signingkey.ES256: jose.ES256, signingkey.RS256: jose.RS256, signingkey.EdDSA: jose.EdDSA,
-}
-
 // useKeys makes the fixture's key set the given keys, the last one signing at now and
 // every other published and retired.
 func (f *fixture) useKeys(keys ...signingkey.Key) {
@@ -93,7 +89,7 @@ func joseVerify(t *testing.T, jwks jose.JSONWebKeySet, tok string) map[string]an
 	if keys[0].Algorithm != header.Alg || header.Typ != "at+jwt" {
 		t.Fatalf("token header %+v, JWKS key alg %s", header, keys[0].Algorithm)
 	}
-	jws, err := jose.ParseSigned(tok, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(keys[0].Algorithm)})
+	jws, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.SignatureAlgorithm(keys[0].Algorithm)})
 	if err != nil {
 		t.Fatalf("go-jose parse: %v", err)
 	}

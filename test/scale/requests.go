@@ -89,9 +89,9 @@ func parseLabels(s string) map[string]string {
 }
 
 // minus returns a − b per key, without the keys that did not move.
-func (a sample) minus(b sample) sample {
+func (s sample) minus(b sample) sample {
 	out := sample{}
-	for k, v := range a {
+	for k, v := range s {
 		if d := v - b[k]; d != 0 {
 			out[k] = d
 		}
