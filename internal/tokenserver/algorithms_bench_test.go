@@ -2,11 +2,10 @@ package tokenserver_test
 
 import (
 	"net/http"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/keysmith-dev/keysmith/internal/signingkey"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 // BenchmarkHandlerTokenAlgorithm is BenchmarkHandlerToken once per signing algorithm
@@ -20,7 +19,7 @@ func BenchmarkHandlerTokenAlgorithm(b *testing.B) {
 			c := f.issue("bench", grants("platform-api:user"))
 			h := f.srv.Handler()
 			b.ReportAllocs()
-			done := cpuPerOp(b)
+			done := testenv.CPUPerOp(b)
 			for b.Loop() {
 				req := httpRequest(http.MethodPost, "/oauth2/token", "grant_type=client_credentials")
 				req.SetBasicAuth(c.id, c.secret)
@@ -33,18 +32,3 @@ func BenchmarkHandlerTokenAlgorithm(b *testing.B) {
 	}
 }
 
-// cpuPerOp reports the process's CPU time (user and system) per operation beside ns/op:
-// on a machine shared with other work, wall time per operation inflates, CPU time much
-// less. Call it before the loop; call the returned func after it.
-func cpuPerOp(b *testing.B) func() {
-	start := processCPU()
-	return func() { b.ReportMetric(float64(processCPU()-start)/float64(b.N), "cpu-ns/op") }
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}

@@ -1,6 +1,9 @@
 package tokenserver
 
-import "net/http"
+import (
+	"net/http"
+	"time"
+)
 
 // introspect is token introspection (RFC 7662). The caller authenticates with its
 // own client credentials; a token that is invalid, expired or whose credential is
@@ -10,21 +13,9 @@ import "net/http"
 // address says nothing about the client's (the caller's own credential's are, by
 // authenticate).
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) int {
-	form, oerr := readForm(w, r, maxTokenBodyBytes)
+	_, token, now, addr, oerr := s.tokenFormOfClient(w, r)
 	if oerr != nil {
 		return writeErr(w, oerr)
-	}
-	ca, oerr := clientAuthFrom(r, form)
-	if oerr != nil {
-		return writeErr(w, oerr)
-	}
-	now, addr := s.opts.Clock.Now(), s.clientAddr(r)
-	if _, _, oerr := s.authenticate(ca, addr, now); oerr != nil {
-		return writeErr(w, oerr)
-	}
-	token := form.Get("token")
-	if token == "" {
-		return writeErr(w, invalidRequest("token is required"))
 	}
 	resp := map[string]any{"active": false}
 	claims, c, oerr := s.verifyBearerFrom(token, addr, now)
@@ -40,4 +31,30 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) int {
 		}
 	}
 	return writeJSON(w, http.StatusOK, cacheNoStore, resp)
+}
+
+// tokenFormOfClient reads the form of a client-authenticated request about a token
+// (RFC 7662 introspection, RFC 7009 revocation): it authenticates the caller exactly as
+// the token endpoint does (Basic or client_secret_post, the failure limits, the caller's
+// source ranges) and returns its credential, the form's token (required), the time and
+// the client address.
+func (s *Server) tokenFormOfClient(w http.ResponseWriter, r *http.Request) (*Credential, string, time.Time, string, *oauthError) {
+	form, oerr := readForm(w, r, maxTokenBodyBytes)
+	if oerr != nil {
+		return nil, "", time.Time{}, "", oerr
+	}
+	ca, oerr := clientAuthFrom(r, form)
+	if oerr != nil {
+		return nil, "", time.Time{}, "", oerr
+	}
+	now, addr := s.opts.Clock.Now(), s.clientAddr(r)
+	c, _, oerr := s.authenticate(ca, addr, now)
+	if oerr != nil {
+		return nil, "", time.Time{}, "", oerr
+	}
+	token := form.Get("token")
+	if token == "" {
+		return nil, "", time.Time{}, "", invalidRequest("token is required")
+	}
+	return c, token, now, addr, nil
 }

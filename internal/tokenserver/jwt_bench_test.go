@@ -1,11 +1,11 @@
 package tokenserver
 
 import (
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/keysmith-dev/keysmith/internal/signingkey"
+	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 func benchKeys(b *testing.B) (*Server, *Claims) { return benchKeysFor(b, signingkey.ES256) }
@@ -62,7 +62,7 @@ func BenchmarkSignTokenAlgorithm(b *testing.B) {
 		b.Run(alg, func(b *testing.B) {
 			s, c := benchKeysFor(b, alg)
 			b.ReportAllocs()
-			done := cpuPerOp(b)
+			done := testenv.CPUPerOp(b)
 			for b.Loop() {
 				if _, err := s.keys.sign(c); err != nil {
 					b.Fatal(err)
@@ -82,7 +82,7 @@ func BenchmarkVerifyTokenAlgorithm(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.ReportAllocs()
-			done := cpuPerOp(b)
+			done := testenv.CPUPerOp(b)
 			for b.Loop() {
 				if _, _, err := s.keys.verify(tok); err != nil {
 					b.Fatal(err)
@@ -93,18 +93,3 @@ func BenchmarkVerifyTokenAlgorithm(b *testing.B) {
 	}
 }
 
-// cpuPerOp reports the process's CPU time (user and system) per operation beside ns/op:
-// on a machine shared with other work, wall time per operation inflates, CPU time much
-// less. Call it before the loop; call the returned func after it.
-func cpuPerOp(b *testing.B) func() {
-	start := processCPU()
-	return func() { b.ReportMetric(float64(processCPU()-start)/float64(b.N), "cpu-ns/op") }
-}
-
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}

@@ -41,22 +41,9 @@ import (
 // the endpoint tells nothing about tokens. token_type_hint is accepted and ignored: access
 // tokens are the only tokens there are.
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request) int {
-	form, oerr := readForm(w, r, maxTokenBodyBytes)
+	c, token, now, addr, oerr := s.tokenFormOfClient(w, r)
 	if oerr != nil {
 		return writeErr(w, oerr)
-	}
-	ca, oerr := clientAuthFrom(r, form)
-	if oerr != nil {
-		return writeErr(w, oerr)
-	}
-	now, addr := s.opts.Clock.Now(), s.clientAddr(r)
-	c, _, oerr := s.authenticate(ca, addr, now)
-	if oerr != nil {
-		return writeErr(w, oerr)
-	}
-	token := form.Get("token")
-	if token == "" {
-		return writeErr(w, invalidRequest("token is required"))
 	}
 	claims, oerr := s.verifyTokenFrom(token, addr, now)
 	if oerr != nil && oerr.status == http.StatusTooManyRequests {
