@@ -4,12 +4,14 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/yaml"
-
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 )
 
 // InstallShipped creates what the processes of a test need to run as their service
@@ -48,4 +50,20 @@ func InstallShipped(ctx context.Context, c client.Client, system string, namespa
 		}
 	}
 	return nil
+}
+
+// UserKubeconfig adds the user name to env's control plane and writes its kubeconfig to
+// dir/<the name's last ':' segment>.kubeconfig (mode 0600), for a process that runs as
+// that user (a service account's name: system:serviceaccount:<ns>:<name>).
+func UserKubeconfig(env *envtest.Environment, cfg *rest.Config, name, dir string) (string, *envtest.AuthenticatedUser, error) {
+	u, err := env.ControlPlane.AddUser(envtest.User{Name: name}, cfg)
+	if err != nil {
+		return "", nil, err
+	}
+	kc, err := u.KubeConfig()
+	if err != nil {
+		return "", nil, err
+	}
+	path := filepath.Join(dir, name[strings.LastIndex(name, ":")+1:]+".kubeconfig")
+	return path, u, os.WriteFile(path, kc, 0o600)
 }

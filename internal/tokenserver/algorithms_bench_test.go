@@ -31,4 +31,3 @@ func BenchmarkHandlerTokenAlgorithm(b *testing.B) {
 		})
 	}
 }
-

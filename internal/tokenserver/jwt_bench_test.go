@@ -92,4 +92,3 @@ func BenchmarkVerifyTokenAlgorithm(b *testing.B) {
 		})
 	}
 }
-

@@ -133,12 +133,9 @@ func outage(t *testing.T, f fault) {
 	g.Expect(testenv.InstallShipped(ctx, c, systemNamespace, tenantNamespace)).To(Succeed())
 	kubeconfigs := map[string]string{}
 	for _, user := range []string{managerUser, tokenServerUser} {
-		u, err := env.ControlPlane.AddUser(envtest.User{Name: user}, cfg)
+		path, _, err := testenv.UserKubeconfig(env, cfg, user, dir)
 		g.Expect(err).NotTo(HaveOccurred())
-		kc, err := u.KubeConfig()
-		g.Expect(err).NotTo(HaveOccurred())
-		kubeconfigs[user] = filepath.Join(dir, user[strings.LastIndex(user, ":")+1:]+".kubeconfig")
-		g.Expect(os.WriteFile(kubeconfigs[user], kc, 0o600)).To(Succeed())
+		kubeconfigs[user] = path
 	}
 	g.Expect(<-build).To(Succeed())
 

@@ -43,7 +43,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/credential"
@@ -101,12 +100,8 @@ func TestKill9(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(testenv.InstallShipped(ctx, c, systemNamespace, tenantNamespace)).To(Succeed())
 
-	kubeconfig := filepath.Join(dir, "keysmith-manager.kubeconfig")
-	u, err := env.ControlPlane.AddUser(envtest.User{Name: managerUser}, cfg)
+	kubeconfig, _, err := testenv.UserKubeconfig(env, cfg, managerUser, dir)
 	g.Expect(err).NotTo(HaveOccurred())
-	kc, err := u.KubeConfig()
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(os.WriteFile(kubeconfig, kc, 0o600)).To(Succeed())
 	g.Expect(<-build).To(Succeed())
 	bin := testenv.Binary(dir, "./cmd/manager")
 	t.Logf("%6.2fs control plane up, manager built", time.Since(started).Seconds())
@@ -479,7 +474,6 @@ func newCredential(name string) *iamv1alpha1.APICredential {
 		},
 	}
 }
-
 
 // managerProc is one manager process (one incarnation).
 type managerProc struct {

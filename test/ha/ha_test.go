@@ -8,7 +8,6 @@ package ha
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -23,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/credential"
@@ -94,12 +92,8 @@ func TestFailover(t *testing.T) {
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(testenv.InstallShipped(ctx, c, systemNamespace, tenantNamespace)).To(Succeed())
 
-	managerKubeconfig := filepath.Join(dir, "keysmith-manager.kubeconfig")
-	u, err := env.ControlPlane.AddUser(envtest.User{Name: managerUser}, cfg)
+	managerKubeconfig, _, err := testenv.UserKubeconfig(env, cfg, managerUser, dir)
 	g.Expect(err).NotTo(HaveOccurred())
-	kc, err := u.KubeConfig()
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(os.WriteFile(managerKubeconfig, kc, 0o600)).To(Succeed())
 
 	ca, err := newTestCA()
 	g.Expect(err).NotTo(HaveOccurred())
@@ -262,7 +256,6 @@ func TestFailover(t *testing.T) {
 		firstReady.Sub(killedAt).Seconds(), probesFailed, probes, windowProbes-windowFailed, createsFailed, creates, windowCreates-windowCreatesFailed,
 		credentials, allReady.Sub(killedAt).Seconds(), setupDone.Sub(started).Seconds(), time.Since(started).Seconds())
 }
-
 
 // installWebhook creates the webhook configuration of config/webhook/manifests.yaml,
 // named as the installs name it, with each webhook's clientConfig pointed at the load

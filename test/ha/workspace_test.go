@@ -2,7 +2,6 @@ package ha
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,7 +11,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
@@ -44,12 +42,8 @@ func TestWorkspaceDefault(t *testing.T) {
 	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme()})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(testenv.InstallShipped(ctx, c, systemNamespace)).To(Succeed())
-	kubeconfig := filepath.Join(dir, "keysmith-manager.kubeconfig")
-	u, err := env.ControlPlane.AddUser(envtest.User{Name: managerUser}, cfg)
+	kubeconfig, _, err := testenv.UserKubeconfig(env, cfg, managerUser, dir)
 	g.Expect(err).NotTo(HaveOccurred())
-	kc, err := u.KubeConfig()
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(os.WriteFile(kubeconfig, kc, 0o600)).To(Succeed())
 	ca, err := newTestCA()
 	g.Expect(err).NotTo(HaveOccurred())
 	certDir := filepath.Join(dir, "webhook-certs")

@@ -17,7 +17,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -30,7 +29,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
@@ -123,24 +121,17 @@ func run(o options) error {
 	kubeconfigs := map[string]string{}
 	var managerClient client.Client
 	for _, user := range []string{managerUser, tokenServerUser} {
-		u, err := env.ControlPlane.AddUser(envtest.User{Name: user}, cfg)
+		path, u, err := testenv.UserKubeconfig(env, cfg, user, dir)
 		if err != nil {
 			return err
 		}
+		kubeconfigs[user] = path
 		if user == managerUser {
 			mc := u.Config()
 			mc.QPS = -1
 			if managerClient, err = client.New(mc, client.Options{Scheme: testenv.Scheme()}); err != nil {
 				return err
 			}
-		}
-		kc, err := u.KubeConfig()
-		if err != nil {
-			return err
-		}
-		kubeconfigs[user] = filepath.Join(dir, user[strings.LastIndex(user, ":")+1:]+".kubeconfig")
-		if err := os.WriteFile(kubeconfigs[user], kc, 0o600); err != nil {
-			return err
 		}
 	}
 	if err := <-built; err != nil {

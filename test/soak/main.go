@@ -23,7 +23,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"sort"
@@ -39,7 +38,6 @@ import (
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
@@ -166,18 +164,11 @@ func run(o options) (bool, error) {
 	}
 	kubeconfigs := map[string]string{}
 	for _, user := range []string{managerUser, tokenServerUser} {
-		u, err := env.ControlPlane.AddUser(envtest.User{Name: user}, cfg)
+		path, _, err := testenv.UserKubeconfig(env, cfg, user, dir)
 		if err != nil {
 			return false, err
 		}
-		kc, err := u.KubeConfig()
-		if err != nil {
-			return false, err
-		}
-		kubeconfigs[user] = filepath.Join(dir, user[strings.LastIndex(user, ":")+1:]+".kubeconfig")
-		if err := os.WriteFile(kubeconfigs[user], kc, 0o600); err != nil {
-			return false, err
-		}
+		kubeconfigs[user] = path
 	}
 	if err := <-built; err != nil {
 		return false, err
@@ -935,7 +926,6 @@ func (h *heapSampler) take() map[string]float64 {
 	h.min = map[string]float64{}
 	return m
 }
-
 
 // startProc runs bin with args as the user of kubeconfig, in the operator's namespace.
 func startProc(dir, name, bin, kubeconfig string, args ...string) (*proc.Proc, error) {
