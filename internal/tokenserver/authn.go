@@ -19,13 +19,7 @@ import (
 // the same invalid_client, so that an address outside the ranges cannot tell a right
 // secret from a wrong one (no oracle).
 func (s *Server) authenticate(ca clientAuth, addr string, now time.Time) (*Credential, string, *oauthError) {
-	// A client ID that is not well formed names no client: it counts against the
-	// address only, so that no budget is keyed by (and holds) an attacker's string of up
-	// to the header limit.
-	budget := ca.id
-	if !credential.ValidClientID(budget) {
-		budget = ""
-	}
+	budget := failureBudget(ca.id)
 	if wait := s.limiter.blocked(budget, addr, now); wait > 0 {
 		return nil, "", tooManyFailures(wait)
 	}
@@ -34,11 +28,27 @@ func (s *Server) authenticate(ca clientAuth, addr string, now time.Time) (*Crede
 		c = nil // outside spec.sourceRanges: the answer, and the cost, of a wrong secret
 	}
 	if c == nil {
-		s.limiter.fail(budget, addr, now)
-		s.metrics.authFailures.Inc()
+		s.authFailed(budget, addr, now)
 		return nil, "", invalidClient(credentialsInvalid)
 	}
 	return c, version, nil
+}
+
+// failureBudget is the client ID whose failure budget an attempt naming clientID spends:
+// a client ID that is not well formed names no client and counts against the address
+// only (""), so that no budget is keyed by (and holds) an attacker's string of up to the
+// header limit.
+func failureBudget(clientID string) string {
+	if !credential.ValidClientID(clientID) {
+		return ""
+	}
+	return clientID
+}
+
+// authFailed counts a refused authentication against budget and addr, and in the metrics.
+func (s *Server) authFailed(budget, addr string, now time.Time) {
+	s.limiter.fail(budget, addr, now)
+	s.metrics.authFailures.Inc()
 }
 
 func (s *Server) checkSecret(ca clientAuth, now time.Time) (*Credential, string) {

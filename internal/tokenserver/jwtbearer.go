@@ -18,8 +18,6 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
-
-	"github.com/keysmith-dev/keysmith/internal/credential"
 )
 
 // grantJWTBearer is the grant type of RFC 7523 §2.1.
@@ -276,10 +274,7 @@ func (s *Server) tokenJWTBearer(w http.ResponseWriter, r *http.Request, form url
 	}
 	now := s.opts.Clock.Now()
 	addr := s.clientAddr(r)
-	budget := clientID
-	if !credential.ValidClientID(budget) {
-		budget = ""
-	}
+	budget := failureBudget(clientID)
 	if wait := s.limiter.blocked(budget, addr, now); wait > 0 {
 		return writeErr(w, tooManyFailures(wait))
 	}
@@ -287,8 +282,7 @@ func (s *Server) tokenJWTBearer(w http.ResponseWriter, r *http.Request, form url
 	c, found := s.store.Credential(clientID)
 	if err != nil || !found || !c.usable(now) || !c.policy.allows(addr) ||
 		ns != c.Key.Namespace || !slices.Contains(c.serviceAccounts, name) {
-		s.limiter.fail(budget, addr, now)
-		s.metrics.authFailures.Inc()
+		s.authFailed(budget, addr, now)
 		return writeErr(w, invalidGrant())
 	}
 	return s.issue(w, c, form.Get("scope"), workloadVersion, addr, now)
