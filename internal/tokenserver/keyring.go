@@ -22,11 +22,10 @@ import (
 	"github.com/keysmith-dev/keysmith/internal/signingkey"
 )
 
-// signingKey is a private key with its precomputed JWS header segment. Exactly one of
-// ec, rsa and ed is set, as alg says.
+// signingKey is a private key with its precomputed JWS header segment (which names its
+// algorithm). Exactly one of ec, rsa and ed is set.
 type signingKey struct {
 	kid    string
-	alg    string
 	header string // base64url of {"alg":…,"kid":…,"typ":"at+jwt"}
 	ec     *ecdsa.PrivateKey
 	rsa    *rsa.PrivateKey

@@ -58,7 +58,8 @@ func (s *Server) SetKeys(set *signingkey.Set) error {
 		ring.verify[headerFor(k.Algorithm, k.ID)] = v
 	}
 	if k, ok := set.Signing(now); ok {
-		sk := &signingKey{kid: k.ID, alg: k.Algorithm, header: headerFor(k.Algorithm, k.ID), sigLen: ring.verify[headerFor(k.Algorithm, k.ID)].sigLen}
+		h := headerFor(k.Algorithm, k.ID)
+		sk := &signingKey{kid: k.ID, header: h, sigLen: ring.verify[h].sigLen}
 		switch priv := k.Private.(type) {
 		case *ecdsa.PrivateKey:
 			sk.ec = priv
