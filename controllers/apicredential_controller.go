@@ -593,10 +593,8 @@ func (r *APICredentialReconciler) patchStatusOverUsage(ctx context.Context, befo
 	}
 	base := before.DeepCopy()
 	base.ResourceVersion = live.ResourceVersion
-	for _, o := range []*iamv1alpha1.APICredential{base, cred} {
-		o.Status.LastUsedTime, o.Status.LastUsedAddress = live.Status.LastUsedTime, live.Status.LastUsedAddress
-		o.Status.RevokedTokens = live.Status.RevokedTokens
-	}
+	takeTokenServerFields(&base.Status, &live.Status)
+	takeTokenServerFields(&cred.Status, &live.Status)
 	return r.Status().Patch(ctx, cred, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
 }
 
@@ -611,10 +609,15 @@ func onlyUsageChanged(before, live *iamv1alpha1.APICredential) bool {
 		!equality.Semantic.DeepEqual(live.Finalizers, before.Finalizers) {
 		return false
 	}
-	a, b := before.Status.DeepCopy(), live.Status.DeepCopy()
-	a.LastUsedTime, a.LastUsedAddress, a.RevokedTokens = nil, "", nil
-	b.LastUsedTime, b.LastUsedAddress, b.RevokedTokens = nil, "", nil
-	return equality.Semantic.DeepEqual(a, b)
+	b := live.Status.DeepCopy()
+	takeTokenServerFields(b, &before.Status)
+	return equality.Semantic.DeepEqual(&before.Status, b)
+}
+
+// takeTokenServerFields sets in dst the status fields that token servers write, and only
+// they (lastUsedTime, lastUsedAddress, revokedTokens), to src's: the one list of them.
+func takeTokenServerFields(dst, src *iamv1alpha1.APICredentialStatus) {
+	dst.LastUsedTime, dst.LastUsedAddress, dst.RevokedTokens = src.LastUsedTime, src.LastUsedAddress, src.RevokedTokens
 }
 
 // event records an event about the credential. Notes never carry a secret or a hash.
