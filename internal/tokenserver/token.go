@@ -17,7 +17,8 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 	if oerr != nil {
 		return writeErr(w, oerr)
 	}
-	if form.Get("grant_type") == grantJWTBearer { // RFC 7523 §2.1: no client secret (jwtbearer.go)
+	gt := form.Get("grant_type")
+	if gt == grantJWTBearer { // RFC 7523 §2.1: no client secret (jwtbearer.go)
 		return s.tokenJWTBearer(w, r, form)
 	}
 	ca, oerr := clientAuthFrom(r, form)
@@ -30,7 +31,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 	if oerr != nil {
 		return writeErr(w, oerr)
 	}
-	switch gt := form.Get("grant_type"); gt {
+	switch gt {
 	case "client_credentials":
 	case "":
 		return writeErr(w, invalidRequest("grant_type is required"))
