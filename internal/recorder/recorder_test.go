@@ -22,15 +22,7 @@ import (
 // the events.k8s.io/v1 validation requires is set, a note longer than the API's 1 KiB is
 // cut, and an event recorded before Start is written once Start runs.
 func TestWritesEventsTheAPIServerAccepts(t *testing.T) {
-	env, err := testenv.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	_, cfg := testenv.StartT(t)
 	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme()})
 	if err != nil {
 		t.Fatal(err)

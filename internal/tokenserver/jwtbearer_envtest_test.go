@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrlclient "sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -23,35 +22,15 @@ import (
 	"github.com/keysmith-dev/keysmith/internal/tokenserver"
 )
 
-// startAPIServer runs envtest's kube-apiserver (with the CRDs), which serves the
-// service-account issuer discovery and signs TokenRequest tokens.
-func startAPIServer(t *testing.T) *rest.Config {
-	t.Helper()
-	cfg, _ := startAPIServerEnv(t)
-	return cfg
-}
-
-func startAPIServerEnv(t *testing.T) (*rest.Config, *envtest.Environment) {
-	t.Helper()
-	env, err := testenv.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
-	return cfg, env
-}
-
 // TestJWTBearerWithTokenRequest exchanges a projected ServiceAccount token minted by the
 // real API server's TokenRequest (audience = the token server's issuer) for an access
 // token, with no client secret anywhere, and refuses every other case with one
 // invalid_grant.
 func TestJWTBearerWithTokenRequest(t *testing.T) {
 	ctx := context.Background()
-	cfg, env := startAPIServerEnv(t)
+	// envtest's kube-apiserver serves the service-account issuer discovery and signs
+	// TokenRequest tokens.
+	env, cfg := testenv.StartT(t)
 	cs := kubernetes.NewForConfigOrDie(cfg)
 	for _, ns := range []string{"team-a", "team-b"} {
 		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
@@ -205,7 +184,7 @@ func TestJWTBearerWithTokenRequest(t *testing.T) {
 // TestWorkloadIdentityCEL checks the CRD's rules on spec.issueSecret against the API server.
 func TestWorkloadIdentityCEL(t *testing.T) {
 	ctx := context.Background()
-	cfg := startAPIServer(t)
+	_, cfg := testenv.StartT(t)
 	c, err := ctrlclient.New(cfg, ctrlclient.Options{Scheme: testenv.Scheme()})
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
+	"github.com/keysmith-dev/keysmith/internal/testenv/proc"
 )
 
 var (
@@ -118,15 +119,7 @@ func outage(t *testing.T, f fault) {
 
 	build := make(chan error, 1)
 	go func() { build <- testenv.Build(ctx, dir, "./cmd/manager", "./cmd/token-server") }()
-	env, err := testenv.New()
-	g.Expect(err).NotTo(HaveOccurred())
-	cfg, err := env.Start()
-	g.Expect(err).NotTo(HaveOccurred())
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
+	env, cfg := testenv.StartT(t)
 	cfg.QPS = -1
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme()})
 	g.Expect(err).NotTo(HaveOccurred())
@@ -150,7 +143,7 @@ func outage(t *testing.T, f fault) {
 	g.Expect(err).NotTo(HaveOccurred())
 	probes := map[string]string{"manager": "http://" + addrs[0] + "/readyz", "token server": "http://" + tokenAddr + "/readyz"}
 	g.Eventually(func() bool {
-		return mgr.running() && ts.running() && status(ctx, probes["manager"]) == 200 && status(ctx, probes["token server"]) == 200
+		return mgr.Running() && ts.Running() && status(ctx, probes["manager"]) == 200 && status(ctx, probes["token server"]) == 200
 	}).WithTimeout(60*time.Second).WithPolling(100*time.Millisecond).Should(BeTrue(), "both processes ready")
 
 	const n = 20
@@ -233,8 +226,8 @@ func outage(t *testing.T, f fault) {
 	}()
 	select {
 	case <-time.After(time.Until(stopped.Add(f.hold))):
-	case <-mgr.exited:
-	case <-ts.exited:
+	case <-mgr.Exited:
+	case <-ts.Exited:
 	}
 	g.Expect(f.heal(t, env)).To(Succeed())
 	// Phase 1 lasts until the API server answers again.
@@ -243,8 +236,8 @@ func outage(t *testing.T, f fault) {
 	}).WithTimeout(60*time.Second).WithPolling(100*time.Millisecond).Should(Succeed(), "the API server answers again")
 	phase.Store(2)
 	t.Logf("%6.2fs %s: over after %.1fs", time.Since(started).Seconds(), f.name, time.Since(stopped).Seconds())
-	g.Expect(mgr.running()).To(BeTrue(), "the manager runs through the fault: %v", mgr.waitErr)
-	g.Expect(ts.running()).To(BeTrue(), "the token server runs through the fault: %v", ts.waitErr)
+	g.Expect(mgr.Running()).To(BeTrue(), "the manager runs through the fault: %v", mgr.WaitErr)
+	g.Expect(ts.Running()).To(BeTrue(), "the token server runs through the fault: %v", ts.WaitErr)
 
 	// After: a new credential is issued and served.
 	g.Eventually(func() error { return c.Create(ctx, newCredential("etcd-after")) }).WithTimeout(30 * time.Second).WithPolling(200 * time.Millisecond).Should(Succeed())
@@ -264,8 +257,8 @@ func outage(t *testing.T, f fault) {
 	load.Wait()
 
 	for _, p := range []*managerProc{mgr, ts} {
-		g.Expect(p.running()).To(BeTrue())
-		g.Expect(strings.Contains(string(p.log()), "panic")).To(BeFalse(), "%s logged no panic", p.logPath)
+		g.Expect(p.Running()).To(BeTrue())
+		g.Expect(strings.Contains(string(p.log()), "panic")).To(BeFalse(), "%s logged no panic", p.LogPath)
 	}
 	mu.Lock()
 	defer mu.Unlock()
@@ -307,16 +300,7 @@ func (cc clientCreds) token(ctx context.Context, addr string) int {
 func status(ctx context.Context, u string) int {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return 0
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0
-	}
-	resp.Body.Close()
-	return resp.StatusCode
+	return proc.Status(ctx, u)
 }
 
 func sum(m map[int]int) int {

@@ -26,8 +26,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,6 +45,7 @@ import (
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/credential"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
+	"github.com/keysmith-dev/keysmith/internal/testenv/proc"
 )
 
 var (
@@ -86,15 +85,7 @@ func TestKill9(t *testing.T) {
 
 	build := make(chan error, 1)
 	go func() { build <- testenv.Build(ctx, dir, "./cmd/manager") }()
-	env, err := testenv.New()
-	g.Expect(err).NotTo(HaveOccurred())
-	cfg, err := env.Start()
-	g.Expect(err).NotTo(HaveOccurred())
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
+	env, cfg := testenv.StartT(t)
 	cfg.QPS = -1
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme()})
 	g.Expect(err).NotTo(HaveOccurred())
@@ -121,7 +112,7 @@ func TestKill9(t *testing.T) {
 		m, err := startManager(t, bin, dir, len(procs), kubeconfig, addrs)
 		g.Expect(err).NotTo(HaveOccurred())
 		procs = append(procs, m)
-		starts = append(starts, m.started)
+		starts = append(starts, m.Started)
 		return m
 	}
 	m := startOne()
@@ -200,15 +191,15 @@ func TestKill9(t *testing.T) {
 	for k := range nKills {
 		uptime := *minUptime + time.Duration(rng.Int64N(int64(*maxUptime-*minUptime)+1))
 		select {
-		case <-time.After(time.Until(m.started.Add(uptime))):
-		case <-m.exited:
-			t.Fatalf("manager %d exited by itself: %v\n%s", m.n, m.waitErr, tail(m.log(), 60))
+		case <-time.After(time.Until(m.Started.Add(uptime))):
+		case <-m.Exited:
+			t.Fatalf("manager %d exited by itself: %v\n%s", m.n, m.WaitErr, tail(m.log(), 60))
 		}
 		m.kill()
 		kills = append(kills, m.killedAt)
 		st := rec.snapshot()
 		t.Logf("%6.2fs kill %2d: manager %d (pid %d) after %4dms; %d created, %d Ready, %d rotated so far",
-			time.Since(started).Seconds(), k+1, m.n, m.cmd.Process.Pid, uptime.Milliseconds(), st.created, st.ready, st.rotatedReady)
+			time.Since(started).Seconds(), k+1, m.n, m.Pid(), uptime.Milliseconds(), st.created, st.ready, st.rotatedReady)
 		m = startOne()
 	}
 	load.Wait()
@@ -219,8 +210,8 @@ func TestKill9(t *testing.T) {
 	// Settling: every credential Ready at its spec's key version, its Secret's data seen
 	// by the watch.
 	g.Eventually(func(g Gomega) {
-		if !m.running() {
-			StopTrying(fmt.Sprintf("manager %d exited: %v", m.n, m.waitErr)).Now()
+		if !m.Running() {
+			StopTrying(fmt.Sprintf("manager %d exited: %v", m.n, m.WaitErr)).Now()
 		}
 		g.Expect(pending(ctx, c, rec, rotated)).To(BeEmpty())
 	}).WithContext(ctx).WithTimeout(60*time.Second).WithPolling(100*time.Millisecond).Should(Succeed(), "every credential Ready, rotations recorded")
@@ -272,9 +263,9 @@ func TestKill9(t *testing.T) {
 
 	// A restart with no kill before it: the last manager is stopped with SIGTERM and a new
 	// one reconciles every credential once; it may issue, rotate and adopt nothing.
-	g.Expect(m.cmd.Process.Signal(syscall.SIGTERM)).To(Succeed())
+	g.Expect(m.Signal(syscall.SIGTERM)).To(Succeed())
 	select {
-	case <-m.exited:
+	case <-m.Exited:
 	case <-time.After(30 * time.Second):
 		t.Fatalf("manager %d did not stop on SIGTERM", m.n)
 	}
@@ -282,8 +273,8 @@ func TestKill9(t *testing.T) {
 	cleanStart := time.Now()
 	var reconciled, cleanIssued, cleanRotated, cleanAdopted float64
 	g.Eventually(func(g Gomega) {
-		if !clean.running() {
-			StopTrying(fmt.Sprintf("manager %d exited: %v", clean.n, clean.waitErr)).Now()
+		if !clean.Running() {
+			StopTrying(fmt.Sprintf("manager %d exited: %v", clean.n, clean.WaitErr)).Now()
 		}
 		text, err := scrape(ctx, addrs[1])
 		g.Expect(err).NotTo(HaveOccurred())
@@ -477,13 +468,9 @@ func newCredential(name string) *iamv1alpha1.APICredential {
 
 // managerProc is one manager process (one incarnation).
 type managerProc struct {
+	*proc.Proc
 	n        int
-	logPath  string
-	cmd      *exec.Cmd
-	started  time.Time
 	killedAt time.Time
-	exited   chan struct{}
-	waitErr  error
 }
 
 // startManager runs the manager binary as keysmith-manager without leader election and
@@ -508,27 +495,15 @@ func startManager(t *testing.T, bin, dir string, n int, kubeconfig string, addrs
 // in dir/name.log. The process is killed when the test ends, and its log's tail printed if
 // the test failed.
 func startProc(t *testing.T, dir, name string, n int, bin string, args ...string) (*managerProc, error) {
-	m := &managerProc{n: n, logPath: filepath.Join(dir, name+".log"), exited: make(chan struct{})}
-	logFile, err := os.Create(m.logPath)
+	p, err := proc.Start(dir, name, bin, []string{"POD_NAMESPACE=" + systemNamespace}, args...)
 	if err != nil {
 		return nil, err
 	}
-	defer logFile.Close()
-	m.cmd = exec.Command(bin, args...)
-	m.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+systemNamespace)
-	m.cmd.Stdout, m.cmd.Stderr = logFile, logFile
-	m.started = time.Now()
-	if err := m.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() {
-		m.waitErr = m.cmd.Wait()
-		close(m.exited)
-	}()
+	m := &managerProc{Proc: p, n: n}
 	t.Cleanup(func() {
 		m.kill()
 		if t.Failed() {
-			t.Logf("--- %s (%s), pid %d, %v:\n%s", name, m.logPath, m.cmd.Process.Pid, m.waitErr, tail(m.log(), 40))
+			t.Logf("--- %s (%s), pid %d, %v:\n%s", name, m.LogPath, m.Pid(), m.WaitErr, tail(m.log(), 40))
 		}
 	})
 	return m, nil
@@ -540,21 +515,11 @@ func (m *managerProc) kill() {
 	if m.killedAt.IsZero() {
 		m.killedAt = time.Now()
 	}
-	_ = m.cmd.Process.Kill()
-	<-m.exited
-}
-
-func (m *managerProc) running() bool {
-	select {
-	case <-m.exited:
-		return false
-	default:
-		return true
-	}
+	m.Kill()
 }
 
 func (m *managerProc) log() []byte {
-	data, _ := os.ReadFile(m.logPath)
+	data, _ := os.ReadFile(m.LogPath)
 	return data
 }
 

@@ -77,15 +77,7 @@ func TestFailover(t *testing.T) {
 		build <- built{testenv.Binary(dir, "./cmd/manager"), err, time.Since(started)}
 	}()
 
-	env, err := testenv.New()
-	g.Expect(err).NotTo(HaveOccurred())
-	cfg, err := env.Start()
-	g.Expect(err).NotTo(HaveOccurred())
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
+	env, cfg := testenv.StartT(t)
 	t.Logf("%6.2fs control plane up", time.Since(started).Seconds())
 	cfg.QPS = -1 // no client-side rate limit: the creators are the load
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: testenv.Scheme()})

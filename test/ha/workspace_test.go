@@ -30,15 +30,7 @@ func TestWorkspaceDefault(t *testing.T) {
 	build := make(chan error, 1)
 	go func() { build <- testenv.Build(ctx, dir, "./cmd/manager") }()
 
-	env, err := testenv.New()
-	g.Expect(err).NotTo(HaveOccurred())
-	cfg, err := env.Start()
-	g.Expect(err).NotTo(HaveOccurred())
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
+	env, cfg := testenv.StartT(t)
 	c, err := client.New(cfg, client.Options{Scheme: testenv.Scheme()})
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(testenv.InstallShipped(ctx, c, systemNamespace)).To(Succeed())

@@ -74,17 +74,6 @@ var _ = Describe("issue 13 item 3: RFC 7009 revocation shared between token-serv
 			TokenURL: string(secret.Data["TOKEN_URL"]),
 		}
 	}
-	tokenFor := func(ctx context.Context, cc *clientcredentials.Config) string {
-		var token string
-		EventuallyWithOffset(1, func() error {
-			tok, err := cc.Token(ctx)
-			if err == nil {
-				token = tok.AccessToken
-			}
-			return err
-		}).Should(Succeed())
-		return token
-	}
 	authzAt := func(base, token string) int {
 		req, _ := http.NewRequest(http.MethodGet, base+"/authz/platform-api/v1/things", nil)
 		req.Header.Set("Authorization", "Bearer "+token)

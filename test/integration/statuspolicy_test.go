@@ -6,7 +6,6 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -40,30 +39,13 @@ var _ = Describe("APICredential status policy", func() {
 		}).ShouldNot(BeEmpty(), "the manager, as its own service account, writes the hash")
 	})
 
-	// clientAs returns a client for a user who may update and patch apicredentials/status.
-	clientAs := func(ctx context.Context, username string) client.Client {
-		role := &rbacv1.ClusterRole{
-			ObjectMeta: metav1.ObjectMeta{GenerateName: "status-writer-"},
-			Rules: []rbacv1.PolicyRule{{
-				APIGroups: []string{iamv1alpha1.GroupVersion.Group}, Resources: []string{"apicredentials/status"},
-				Verbs: []string{"get", "update", "patch"},
-			}},
-		}
-		Expect(k8sClient.Create(ctx, role)).To(Succeed())
-		Expect(k8sClient.Create(ctx, &rbacv1.RoleBinding{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: role.Name},
-			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
-			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: username}},
-		})).To(Succeed())
-		return userClient(username)
-	}
 	patchStatus := func(ctx context.Context, c client.Client, body string, opts ...client.SubResourcePatchOption) error {
 		obj := &iamv1alpha1.APICredential{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: cred.Name}}
 		return c.Status().Patch(ctx, obj, client.RawPatch(types.MergePatchType, []byte(body)), opts...)
 	}
 
 	It("refuses identity and hash changes from a user with RBAC on apicredentials/status", func(ctx SpecContext) {
-		mallory := clientAs(ctx, "mallory")
+		mallory := statusWriter(ctx, ns, "mallory")
 		// The API server loads policies and bindings asynchronously: wait with a dry run,
 		// which changes nothing either way, until the policy answers.
 		Eventually(func() error {
@@ -98,7 +80,7 @@ var _ = Describe("APICredential status policy", func() {
 			Expect(cred.Status.Account).NotTo(BeEmpty())
 			before := cred.Status.Account
 
-			mallory := clientAs(ctx, "mallory")
+			mallory := statusWriter(ctx, ns, "mallory")
 			Eventually(func() error { return patchStatus(ctx, mallory, move, client.DryRunAll) }).
 				Should(MatchError(ContainSubstring("only the keysmith manager")))
 			err := patchStatus(ctx, mallory, move)

@@ -49,18 +49,6 @@ var _ = Describe("The token server beside the operator", func() {
 			TokenURL: string(secret.Data["TOKEN_URL"]),
 		}
 	}
-	// tokenFor waits until the token server has seen the credential, then gets a token.
-	tokenFor := func(ctx context.Context, cc *clientcredentials.Config) string {
-		var token string
-		EventuallyWithOffset(1, func() error {
-			tok, err := cc.Token(ctx)
-			if err == nil {
-				token = tok.AccessToken
-			}
-			return err
-		}).Should(Succeed())
-		return token
-	}
 	authz := func(ctx context.Context, token, api, method string) (int, string) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, tokenServerURL+"/authz/"+api, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -274,4 +262,17 @@ func catalogueKubernetes(ctx context.Context) string {
 		ExpectWithOffset(1, err).NotTo(HaveOccurred())
 	}
 	return issuer
+}
+
+// tokenFor waits until the token server has seen the credential, then gets a token.
+func tokenFor(ctx context.Context, cc *clientcredentials.Config) string {
+	var token string
+	EventuallyWithOffset(1, func() error {
+		tok, err := cc.Token(ctx)
+		if err == nil {
+			token = tok.AccessToken
+		}
+		return err
+	}).Should(Succeed())
+	return token
 }

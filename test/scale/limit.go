@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -95,7 +96,7 @@ func timed(ctx context.Context, n, clients int, do func(int) error) (float64, er
 			for i := range next {
 				if err := do(i); err != nil {
 					mu.Lock()
-					first = cmpErr(first, err)
+					first = cmp.Or(first, err)
 					mu.Unlock()
 				}
 			}

@@ -13,6 +13,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -352,7 +353,7 @@ func create(ctx context.Context, c client.Client, ns string, n, clients int) err
 				}
 				if err := c.Create(ctx, cred); err != nil {
 					mu.Lock()
-					first = cmpErr(first, err)
+					first = cmp.Or(first, err)
 					mu.Unlock()
 				}
 			}
@@ -364,13 +365,6 @@ func create(ctx context.Context, c client.Client, ns string, n, clients int) err
 	close(names)
 	wg.Wait()
 	return first
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // watcher follows the credentials and their Secrets in every namespace: which are Ready

@@ -14,6 +14,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -698,7 +699,7 @@ func (s *soak) recreate(ctx context.Context, cr *cred) {
 			break
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {
-			s.failed(ctx, "delete", time.Since(began), cmpErr(ctx.Err(), fmt.Errorf("%s not gone within a minute", cr.name)))
+			s.failed(ctx, "delete", time.Since(began), cmp.Or(ctx.Err(), fmt.Errorf("%s not gone within a minute", cr.name)))
 			return
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -750,13 +751,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-time.After(d):
 		return true
 	}
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // stats counts requests, errors and latencies by kind, per report interval and in total.

@@ -1,5 +1,5 @@
 // Package proc runs the manager and token server binaries as processes of their own for the
-// load programs (test/scale, test/soak): output in a log file, stop, kill, resident memory,
+// load programs and fault tests (test/scale, test/soak, test/faults): output in a log file, stop, kill, resident memory,
 // readiness and Prometheus metrics.
 package proc
 
@@ -29,6 +29,8 @@ type Proc struct {
 	Exited chan struct{}
 	// Started is when it was started.
 	Started time.Time
+	// WaitErr is what waiting for the process returned; read it once Exited is closed.
+	WaitErr error
 	cmd     *exec.Cmd
 }
 
@@ -47,8 +49,24 @@ func Start(dir, name, bin string, env []string, args ...string) (*Proc, error) {
 	if err := p.cmd.Start(); err != nil {
 		return nil, err
 	}
-	go func() { _ = p.cmd.Wait(); close(p.Exited) }()
+	go func() { p.WaitErr = p.cmd.Wait(); close(p.Exited) }()
 	return p, nil
+}
+
+// Pid is the process's ID.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Signal sends sig to the process.
+func (p *Proc) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Running reports whether the process has not exited yet.
+func (p *Proc) Running() bool {
+	select {
+	case <-p.Exited:
+		return false
+	default:
+		return true
+	}
 }
 
 // Stop sends SIGTERM and waits for the process, SIGKILL after 15 s.
@@ -91,7 +109,7 @@ func (p *Proc) WaitOK(ctx context.Context, url string, timeout time.Duration) er
 			return fmt.Errorf("%s exited; its log: %s", p.Name, p.LogPath)
 		default:
 		}
-		if status(ctx, url) == http.StatusOK {
+		if Status(ctx, url) == http.StatusOK {
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -99,7 +117,8 @@ func (p *Proc) WaitOK(ctx context.Context, url string, timeout time.Duration) er
 	return fmt.Errorf("%s: %s not 200 within %s; its log: %s", p.Name, url, timeout, p.LogPath)
 }
 
-func status(ctx context.Context, url string) int {
+// Status GETs url and returns the response's status code, 0 when there was none.
+func Status(ctx context.Context, url string) int {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0
