@@ -98,7 +98,7 @@ func (r *SigningKeyReconciler) Reconcile(ctx context.Context, _ ctrl.Request) (c
 			// with backoff and the next attempt plans from what it wrote.
 			return ctrl.Result{}, err
 		}
-		logger.Info("signing keys updated", "keys", len(next.Keys), "algorithm", cmpOrDefault(r.Policy.Algorithm))
+		logger.Info("signing keys updated", "keys", len(next.Keys), "algorithm", r.Policy.KeyAlgorithm())
 		r.event(secret, corev1.EventTypeNormal, "SigningKeysUpdated", describe(current, next))
 	}
 	if err := r.publish(ctx, next); err != nil {
@@ -169,14 +169,6 @@ func describe(before, after *signingkey.Set) string {
 		}
 	}
 	return fmt.Sprintf("signing keys: %d added, %d pruned, %d published%s", added, removed, len(after.Keys), mix)
-}
-
-// cmpOrDefault is the policy's algorithm, defaulted, for logs.
-func cmpOrDefault(alg string) string {
-	if alg == "" {
-		return signingkey.DefaultAlgorithm
-	}
-	return alg
 }
 
 func (r *SigningKeyReconciler) event(obj *corev1.Secret, typ, reason, msg string) {

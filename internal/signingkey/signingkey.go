@@ -123,8 +123,8 @@ type Policy struct {
 	Algorithm string
 }
 
-// algorithm returns the policy's algorithm, defaulted.
-func (p Policy) algorithm() string {
+// KeyAlgorithm returns the policy's algorithm, defaulted.
+func (p Policy) KeyAlgorithm() string {
 	if p.Algorithm == "" {
 		return DefaultAlgorithm
 	}
@@ -143,7 +143,7 @@ func (p Policy) Validate() error {
 	if p.Retention <= 0 {
 		errs = append(errs, errors.New("retention must be positive"))
 	}
-	if err := ValidAlgorithm(p.algorithm()); err != nil {
+	if err := ValidAlgorithm(p.KeyAlgorithm()); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -340,7 +340,7 @@ func Plan(set *Set, now time.Time, policy Policy) (*Set, bool, error) {
 		return nil, false, err
 	}
 	if set == nil || len(set.Keys) == 0 {
-		k, err := GenerateAlgorithm(policy.algorithm(), now, now)
+		k, err := GenerateAlgorithm(policy.KeyAlgorithm(), now, now)
 		if err != nil {
 			return nil, false, err
 		}
@@ -351,14 +351,14 @@ func Plan(set *Set, now time.Time, policy Policy) (*Set, bool, error) {
 
 	newest := &next.Keys[len(next.Keys)-1]
 	switch {
-	case newest.Algorithm != policy.algorithm():
+	case newest.Algorithm != policy.KeyAlgorithm():
 		// A change of algorithm does not wait for the rotation: the successor is
 		// published now and signs after the usual pre-publication.
 		activates := now.Add(policy.PrePublish)
 		if activates.Before(newest.ActivatesAt) {
 			activates = newest.ActivatesAt
 		}
-		k, err := GenerateAlgorithm(policy.algorithm(), now, activates)
+		k, err := GenerateAlgorithm(policy.KeyAlgorithm(), now, activates)
 		if err != nil {
 			return nil, false, err
 		}
@@ -369,7 +369,7 @@ func Plan(set *Set, now time.Time, policy Policy) (*Set, bool, error) {
 		if end := newest.ActivatesAt.Add(policy.RotationPeriod); activates.Before(end) {
 			activates = end
 		}
-		k, err := GenerateAlgorithm(policy.algorithm(), now, activates)
+		k, err := GenerateAlgorithm(policy.KeyAlgorithm(), now, activates)
 		if err != nil {
 			return nil, false, err
 		}
