@@ -34,6 +34,19 @@ type result struct {
 	throughput float64
 	// cpu is the CPU time per request of the client and the server process.
 	cpu cpuTimes
+	// mem is what the server process allocated and collected during the load, in all;
+	// perRequest divides it.
+	mem serverMem
+}
+
+// perRequest returns the server's heap bytes and objects allocated and GC CPU time per
+// request, and the requests per GC cycle (0: no cycle).
+func (r result) perRequest() (bytes, objects float64, gc time.Duration, perCycle float64) {
+	n := float64(max(r.requests, 1))
+	if r.mem.Cycles > 0 {
+		perCycle = n / float64(r.mem.Cycles)
+	}
+	return float64(r.mem.Bytes) / n, float64(r.mem.Objects) / n, time.Duration(r.mem.GCSeconds / n * 1e9), perCycle
 }
 
 type options struct {
@@ -41,6 +54,8 @@ type options struct {
 	rounds, workers, n int
 	only, cpuprofile   string
 	clientProfile      string
+	// algorithms are the signing algorithms whose token endpoints are loaded.
+	algorithms []string
 }
 
 func main() {
@@ -52,8 +67,16 @@ func main() {
 	flag.StringVar(&o.only, "only", "", "load only the targets whose name contains this (and the baselines)")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "write the server process's CPU profile, over the whole run, to this file")
 	flag.StringVar(&o.clientProfile, "client-cpuprofile", "", "write the load generator's own CPU profile to this file")
+	algs := flag.String("algorithms", strings.Join(algorithms, ","), "the signing algorithms whose token endpoints are loaded, comma-separated (a profile of one endpoint: -only token -algorithms ES256)")
 	serveMode := flag.Bool("serve", false, "be the server process (started by the load generator itself)")
 	flag.Parse()
+	o.algorithms = strings.Split(*algs, ",")
+	for _, a := range o.algorithms {
+		if !slices.Contains(algorithms, a) {
+			fmt.Fprintf(os.Stderr, "load: -algorithms: %q is not one of %v\n", a, algorithms)
+			os.Exit(2)
+		}
+	}
 	var err error
 	if *serveMode {
 		err = serveMain(o.n, o.cpuprofile)
@@ -107,7 +130,7 @@ func run(o options) error {
 	}
 	// One standard-library signer per algorithm, sized like that algorithm's token.
 	signers := map[string]*signer{}
-	for _, alg := range algorithms {
+	for _, alg := range o.algorithms {
 		tok, err := fetchToken(p.TokenBases[alg], p.ClientID, p.Secret)
 		if err != nil {
 			return fmt.Errorf("%s: %w", alg, err)
@@ -148,7 +171,7 @@ func run(o options) error {
 	}
 	var targets []target
 	for _, t := range all {
-		if t.baseline || strings.Contains(t.name, o.only) {
+		if t.baseline || strings.Contains(t.name, o.only) && (t.alg == "" || slices.Contains(o.algorithms, t.alg)) {
 			targets = append(targets, t)
 		}
 	}
@@ -170,7 +193,7 @@ func run(o options) error {
 	for range o.rounds {
 		var round []result
 		for i, t := range targets {
-			r := load(t.name, t.req, o.duration, o.workers, p.cmd.Process.Pid)
+			r := load(t.name, t.req, o.duration, o.workers, p.cmd.Process.Pid, p.Trivial+memStatsPath)
 			round = append(round, r)
 			perTarget[i] = append(perTarget[i], r)
 		}
@@ -204,6 +227,11 @@ func run(o options) error {
 		if e := totalErrors(perTarget[i]); e > 0 {
 			failed = append(failed, fmt.Sprintf("%s: %d errors", t.name, e))
 		}
+	}
+	fmt.Printf("\n%-24s %12s %12s %14s %16s\n", "server, per request", "heap bytes", "objects", "GC CPU", "requests/GC")
+	for i, t := range targets {
+		b, n, gc, pc := median(perTarget[i]).perRequest()
+		fmt.Printf("%-24s %12.0f %12.1f %14s %16.0f\n", t.name, b, n, fmtDur(gc), pc)
 	}
 	fmt.Println()
 	for i, t := range targets {
@@ -294,7 +322,9 @@ func totalErrors(rs []result) int64 {
 	return n
 }
 
-func load(name string, newReq func() *http.Request, d time.Duration, workers, serverPID int) result {
+// load runs workers clients against newReq's target for d. memURL answers the server
+// process's serverMem, read before and after.
+func load(name string, newReq func() *http.Request, d time.Duration, workers, serverPID int, memURL string) result {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: workers, MaxIdleConns: workers}}
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
@@ -305,6 +335,7 @@ func load(name string, newReq func() *http.Request, d time.Duration, workers, se
 		requests  atomic.Int64
 		errs      atomic.Int64
 	)
+	mem0 := fetchMem(memURL)
 	cpu0 := cpuNow(serverPID)
 	start := time.Now()
 	for range workers {
@@ -335,6 +366,7 @@ func load(name string, newReq func() *http.Request, d time.Duration, workers, se
 	wg.Wait()
 	elapsed := time.Since(start)
 	cpu := cpuNow(serverPID).sub(cpu0)
+	mem := fetchMem(memURL).sub(mem0)
 	client.CloseIdleConnections()
 	slices.Sort(latencies)
 	pct := func(p float64) time.Duration {
@@ -346,7 +378,24 @@ func load(name string, newReq func() *http.Request, d time.Duration, workers, se
 	n := max(requests.Load(), 1)
 	return result{name: name, requests: requests.Load(), errors: errs.Load(), elapsed: elapsed,
 		p50: pct(0.50), p99: pct(0.99), throughput: float64(requests.Load()) / elapsed.Seconds(),
-		cpu: cpuTimes{cpu.client / time.Duration(n), cpu.server / time.Duration(n)}}
+		cpu: cpuTimes{cpu.client / time.Duration(n), cpu.server / time.Duration(n)}, mem: mem}
+}
+
+// fetchMem reads the server process's serverMem; zero when it cannot (the figures then
+// read as zero, the load's own are unaffected).
+func fetchMem(u string) serverMem {
+	var m serverMem
+	resp, err := http.Get(u)
+	if err != nil {
+		return m
+	}
+	defer resp.Body.Close()
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return m
+}
+
+func (m serverMem) sub(o serverMem) serverMem {
+	return serverMem{Bytes: m.Bytes - o.Bytes, Objects: m.Objects - o.Objects, Cycles: m.Cycles - o.Cycles, GCSeconds: m.GCSeconds - o.GCSeconds}
 }
 
 func fetchToken(base, id, secret string) (string, error) {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strings"
 	"time"
@@ -102,6 +103,10 @@ func serveMain(n int, cpuprofile string) error {
 	// token endpoint's round trip can be told from its work.
 	tokenShaped := []byte(`{"access_token":"` + strings.Repeat("a", 700) + `","token_type":"Bearer","expires_in":600,"scope":"platform-api:user"}`)
 	trivial, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == memStatsPath {
+			_ = json.NewEncoder(w).Encode(readMemStats())
+			return
+		}
 		if r.URL.Path == "/token-shaped" {
 			_, _ = io.Copy(io.Discard, r.Body)
 			h := w.Header()
@@ -186,6 +191,35 @@ func serve(h http.Handler) (string, error) {
 	}
 	go func() { _ = tokenserver.NewHTTPServer("", h).Serve(ln) }()
 	return "http://" + ln.Addr().String(), nil
+}
+
+// memStatsPath is where the server process's trivial listener answers its serverMem, so
+// that the load generator can tell each target's allocations and GC time on the server
+// from their sums (read between the targets, not during a load).
+const memStatsPath = "/memstats"
+
+// serverMem are the server process's cumulative allocation and garbage collection figures.
+type serverMem struct {
+	// Bytes and Objects are the heap bytes and objects allocated so far; Cycles the
+	// completed GC cycles.
+	Bytes, Objects uint64
+	Cycles         uint32
+	// GCSeconds is the CPU time the GC has spent so far (runtime/metrics'
+	// /cpu/classes/gc/total: background marking, assists and pauses, an estimate
+	// the runtime keeps), so that GC shows per request beside the process's CPU time.
+	GCSeconds float64
+}
+
+func readMemStats() serverMem {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	s := []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}}
+	metrics.Read(s)
+	var gc float64
+	if s[0].Value.Kind() == metrics.KindFloat64 {
+		gc = s[0].Value.Float64()
+	}
+	return serverMem{Bytes: m.TotalAlloc, Objects: m.Mallocs, Cycles: m.NumGC, GCSeconds: gc}
 }
 
 // heapAlloc returns the live heap after a full collection.
