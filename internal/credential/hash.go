@@ -56,6 +56,19 @@ func Verify(secret, hash string) bool {
 	return subtle.ConstantTimeCompare(got[:], want[:]) == 1
 }
 
+// ParseHash decodes a hash as produced by [Hash] into its SHA-256 digest; ok is
+// false, as [Verify] would refuse every secret, when it is not well formed (see
+// [ValidHash]). For callers that hold many hashes: 32 bytes instead of a 71-byte string.
+func ParseHash(hash string) (digest [sha256.Size]byte, ok bool) { return parseHash(hash) }
+
+// VerifyDigest reports whether digest, as returned by [ParseHash], is the digest of
+// secret, comparing in constant time; it does not allocate for secrets of up to 128
+// bytes, like [Verify].
+func VerifyDigest(secret string, digest *[sha256.Size]byte) bool {
+	got := sum256(secret)
+	return subtle.ConstantTimeCompare(got[:], digest[:]) == 1
+}
+
 // ValidHash reports whether hash is a well-formed stored hash: exactly
 // "sha256:" followed by 64 lowercase hex digits. Uppercase hex is rejected so
 // that every secret has exactly one valid hash string, the one [Hash]

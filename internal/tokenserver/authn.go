@@ -61,7 +61,7 @@ func (s *Server) checkSecret(ca clientAuth, now time.Time) (*Credential, string)
 	}
 	for i := range c.secrets {
 		v := &c.secrets[i]
-		if v.live(now) && credential.Verify(ca.secret, v.hash) {
+		if v.live(now) && v.verify(ca.secret) {
 			return c, v.version
 		}
 	}

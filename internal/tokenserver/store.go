@@ -3,51 +3,76 @@ package tokenserver
 import (
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"time"
+	"weak"
 
 	"k8s.io/apimachinery/pkg/types"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/credential"
 )
 
 // Credential is the token server's immutable view of an APICredential: identity, secret
 // hashes, grants and state, nothing else. Entries are replaced, never mutated.
+//
+// It is laid out for 10 000 of them (issue 11): what many credentials have alike (account,
+// workspaces, grants, workload ServiceAccounts and their header values) is one shared
+// credentialScope; the strings only this credential has (its name, the current secret's
+// version, its UID) are one allocation; the current secret version is held inline.
 type Credential struct {
 	// Key is namespace/name.
 	Key types.NamespacedName
 	// Name is Key as "namespace/name", as tokens and headers carry it.
-	Name       string
-	UID        types.UID
-	ClientID   string
-	ExpiresAt  time.Time // zero: never
-	Account    string
-	Workspaces []string
-	Grants     []Grant
+	Name      string
+	UID       types.UID
+	ClientID  string
+	ExpiresAt time.Time // zero: never
+	// credentialScope gives Account, Workspaces and Grants, shared with every credential
+	// that has the same ones (internScope).
+	*credentialScope
 	// secrets are the current hash first, then previous hashes within their grace period.
+	// Without previous ones they are current's one element, not a slice of their own.
 	secrets []secretVersion
-	// headers are the forward-auth response header values, built once in one array
-	// (indexed by the hdr constants, then the permission of each grant in Grants' order)
-	// and handed out by header as one-element slices, ready to be put into a header map
-	// without allocating.
-	headers []string
+	current [1]secretVersion
+	// ids are the forward-auth header values of the credential itself (client ID, name);
+	// the rest are its scope's (see header).
+	ids [2]string
 	// revoked are the revoked tokens of status.revokedTokens, jti -> exp (revoke.go).
 	revoked map[string]int64
 	// policy is spec.sourceRanges and spec.tokenPolicy; nil when it sets neither.
 	policy *credentialPolicy
-	// serviceAccounts are spec.workloadIdentity.serviceAccounts: the ServiceAccounts of
-	// the credential's namespace whose tokens the JWT-bearer grant accepts (jwtbearer.go).
-	serviceAccounts []string
-	Active          bool
+	Active bool
 	// Terminating is set once the APICredential has a deletionTimestamp (a finalizer,
 	// foreground deletion, a GitOps prune in progress): it is refused like a deleted one
 	// (DESIGN §2 item 10), yet keeps its claim on the client ID until it is gone.
 	Terminating bool
 }
 
-// Indexes of Credential.headers.
+// credentialScope is what a credential may do and where, as the token server serves it,
+// with its forward-auth header values built once. It is immutable, and credentials whose
+// scopes are equal share one: 10 000 credentials made from a few templates hold a few
+// scopes, not 10 000 copies of the same grants.
+type credentialScope struct {
+	// Account is status.account.
+	Account string
+	// Workspaces are spec.scope.workspaces.
+	Workspaces []string
+	// Grants are spec.apis, in order.
+	Grants []Grant
+	// serviceAccounts are spec.workloadIdentity.serviceAccounts: the ServiceAccounts of
+	// the credential's namespace whose tokens the JWT-bearer grant accepts (jwtbearer.go).
+	serviceAccounts []string
+	// headers are the header values from hdrAccount on (the account, the workspaces
+	// joined by ",", then the permission of each grant in Grants' order), in one array.
+	headers []string
+}
+
+// Indexes of the forward-auth header values (Credential.header).
 const (
 	hdrClientID = iota
 	hdrCredential
@@ -57,8 +82,15 @@ const (
 )
 
 // header returns the header value i of the credential as a one-element slice whose
-// capacity ends there: appending to it never writes into the next value.
-func (c *Credential) header(i int) []string { return c.headers[i : i+1 : i+1] }
+// capacity ends there: appending to it never writes into the next value, and handing it
+// out allocates nothing.
+func (c *Credential) header(i int) []string {
+	if i < hdrAccount {
+		return c.ids[i : i+1 : i+1]
+	}
+	i -= hdrAccount
+	return c.headers[i : i+1 : i+1]
+}
 
 // permissionHeader returns the X-Keysmith-Permission value for the credential's grant on
 // api (nil without one).
@@ -77,19 +109,49 @@ type Grant struct {
 	Permission string
 }
 
-// secretVersion is one secret a credential accepts: its stored hash, an opaque version
-// identifier carried in the tokens issued under it, and when it stops being accepted.
+// secretVersion is one secret a credential accepts: the SHA-256 digest of its stored
+// hash, an opaque version identifier carried in the tokens issued under it, and when it
+// stops being accepted.
 type secretVersion struct {
-	hash      string
-	version   string
-	expiresAt time.Time // zero: current secret
+	// digest is the stored "sha256:<hex>" hash decoded once, 32 bytes instead of a 71-byte
+	// string; wellFormed is false when the stored hash was not one (credential.ParseHash),
+	// and then no secret verifies against it, as credential.Verify would refuse them all.
+	digest  [sha256.Size]byte
+	version string
+	// expiresSec and expiresNsec are when it stops being accepted, as Unix seconds and
+	// nanoseconds (8 + 4 bytes instead of a time.Time's 24: 64 bytes in all, so that the
+	// Credential holding the current one inline fits 256).
+	expiresSec  int64
+	expiresNsec int32
+	expires     bool // false: the current secret, accepted until rotated
+	wellFormed  bool
+}
+
+// verify reports whether secret is the version's secret, in constant time.
+func (v *secretVersion) verify(secret string) bool {
+	return v.wellFormed && credential.VerifyDigest(secret, &v.digest)
 }
 
 // versionOf derives the identifier of a secret version from its hash. Tokens carry it so
 // that a rotation past the grace period revokes them; it is not a prefix of the hash.
 func versionOf(hash string) string {
+	return base64.RawURLEncoding.EncodeToString(versionSum(hash))
+}
+
+// versionLen is the length of versionOf's identifiers.
+const versionLen = 12
+
+func versionSum(hash string) []byte {
 	sum := sha256.Sum256([]byte("keysmith secret version\x00" + hash))
-	return base64.RawURLEncoding.EncodeToString(sum[:9])
+	return sum[:9]
+}
+
+// newSecretVersion is the secret version of a stored hash, its version identifier given.
+func newSecretVersion(hash, version string, expiresAt time.Time) secretVersion {
+	v := secretVersion{version: version, expires: !expiresAt.IsZero(),
+		expiresSec: expiresAt.Unix(), expiresNsec: int32(expiresAt.Nanosecond())}
+	v.digest, v.wellFormed = credential.ParseHash(hash)
+	return v
 }
 
 // usable reports whether the credential is active, unexpired at now and not being deleted.
@@ -99,7 +161,7 @@ func (c *Credential) usable(now time.Time) bool {
 
 // live reports whether the secret version is still accepted at now.
 func (v *secretVersion) live(now time.Time) bool {
-	return v.expiresAt.IsZero() || now.Before(v.expiresAt)
+	return !v.expires || now.Before(time.Unix(v.expiresSec, int64(v.expiresNsec)))
 }
 
 // acceptsVersion reports whether tokens issued under the secret version v are still valid.
@@ -129,8 +191,10 @@ func (c *Credential) grant(api string) (Grant, bool) {
 func (c *Credential) hasWorkspace(ws string) bool { return slices.Contains(c.Workspaces, ws) }
 
 // credentialFrom converts an APICredential; ok is false while it has no issued secret.
-// The credential shares the object's strings (it copies none) and holds nothing else of
-// it: the informer keeps only the credential (see credentialObject).
+// The credential holds nothing of the object: its name, current secret version, UID and
+// client ID are copied into one string of its own (so the informer's small object can share them
+// too, and the decoded object is garbage as soon as it is converted), its scope is
+// shared with equal ones (internScope).
 func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
 	st := &obj.Status
 	sas := obj.Spec.WorkloadServiceAccounts()
@@ -138,44 +202,147 @@ func credentialFrom(obj *iamv1alpha1.APICredential) (*Credential, bool) {
 		return nil, false
 	}
 	c := &Credential{
-		Key:         types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name},
-		UID:         obj.UID,
-		ClientID:    st.ClientID,
 		Active:      obj.Spec.IsActive(),
 		Terminating: obj.DeletionTimestamp != nil,
-		Account:     st.Account,
-		Workspaces:  obj.Spec.Scope.Workspaces,
-		secrets:     make([]secretVersion, 0, 1+len(st.PreviousSecrets)),
 		// serviceAccounts: spec.workloadIdentity; a credential without a secret hash has
 		// no secret version at all, so no client secret ("" included) authenticates it.
-		serviceAccounts: sas,
+		credentialScope: internScope(st.Account, obj.Spec.Scope.Workspaces, obj.Spec.APIs, sas),
 	}
+	// One string: "namespace/name", the current secret's version, the UID, the client ID.
+	b := make([]byte, 0, len(obj.Namespace)+1+len(obj.Name)+versionLen+len(obj.UID)+len(st.ClientID))
+	b = append(append(append(b, obj.Namespace...), '/'), obj.Name...)
+	nameEnd := len(b)
+	if st.SecretHash != "" {
+		b = base64.RawURLEncoding.AppendEncode(b, versionSum(st.SecretHash))
+	}
+	versionEnd := len(b)
+	b = append(b, obj.UID...)
+	uidEnd := len(b)
+	b = append(b, st.ClientID...)
+	own := string(b)
+	c.Name = own[:nameEnd]
+	c.Key = types.NamespacedName{Namespace: intern(obj.Namespace), Name: own[len(obj.Namespace)+1 : nameEnd]}
+	c.UID = types.UID(own[versionEnd:uidEnd])
+	c.ClientID = own[uidEnd:]
+	c.ids = [2]string{c.ClientID, c.Name}
 	if obj.Spec.ExpiresAt != nil {
 		c.ExpiresAt = obj.Spec.ExpiresAt.Time
 	}
 	c.policy = policyFrom(&obj.Spec)
 	c.revoked = revokedFrom(st)
-	if len(obj.Spec.APIs) > 0 {
-		c.Grants = make([]Grant, len(obj.Spec.APIs))
-		for i, g := range obj.Spec.APIs {
-			c.Grants[i] = Grant{API: g.Name, Permission: g.Permission}
+	if st.SecretHash != "" {
+		c.current[0] = newSecretVersion(st.SecretHash, own[nameEnd:versionEnd], time.Time{})
+		c.secrets = c.current[:]
+	}
+	if len(st.PreviousSecrets) > 0 {
+		c.secrets = append(make([]secretVersion, 0, len(c.secrets)+len(st.PreviousSecrets)), c.secrets...)
+		for _, p := range st.PreviousSecrets {
+			c.secrets = append(c.secrets, newSecretVersion(p.Hash, versionOf(p.Hash), p.ExpiresAt.Time))
 		}
 	}
-	c.headers = make([]string, hdrGrants+len(c.Grants))
-	c.headers[hdrClientID], c.headers[hdrAccount] = c.ClientID, c.Account
-	c.headers[hdrCredential] = obj.Namespace + "/" + obj.Name
-	c.headers[hdrWorkspaces] = strings.Join(c.Workspaces, ",")
-	for i, g := range c.Grants {
-		c.headers[hdrGrants+i] = g.Permission
-	}
-	c.Name = c.headers[hdrCredential]
-	if st.SecretHash != "" {
-		c.secrets = append(c.secrets, secretVersion{hash: st.SecretHash, version: versionOf(st.SecretHash)})
-	}
-	for _, p := range st.PreviousSecrets {
-		c.secrets = append(c.secrets, secretVersion{hash: p.Hash, version: versionOf(p.Hash), expiresAt: p.ExpiresAt.Time})
-	}
 	return c, true
+}
+
+// scopes are the credentialScopes in use, by their exact content (scopeKey), held weakly:
+// a scope no credential holds any more is collected, and its entry goes with it.
+var scopes = struct {
+	mu sync.Mutex
+	m  map[string]weak.Pointer[credentialScope]
+}{m: map[string]weak.Pointer[credentialScope]{}}
+
+// internScope returns the one credentialScope of these account, workspaces, grants and
+// ServiceAccounts: an existing one with exactly the same content, else a new one.
+func internScope(account string, workspaces []string, apis []iamv1alpha1.APIGrant, sas []string) *credentialScope {
+	key := scopeKey(account, workspaces, apis, sas)
+	scopes.mu.Lock()
+	defer scopes.mu.Unlock()
+	if s := scopes.m[key].Value(); s != nil {
+		return s
+	}
+	s := newScope(account, workspaces, apis, sas)
+	scopes.m[key] = weak.Make(s)
+	runtime.AddCleanup(s, forgetScope, key)
+	return s
+}
+
+// forgetScope drops the entry of a collected scope, unless key has a live one again.
+func forgetScope(key string) {
+	scopes.mu.Lock()
+	defer scopes.mu.Unlock()
+	if w, ok := scopes.m[key]; ok && w.Value() == nil {
+		delete(scopes.m, key)
+	}
+}
+
+// scopeKey encodes a scope's content without ambiguity: each list is its length, then
+// each string as its length and its bytes, so that no two different scopes (workspaces
+// ["a,b"] and ["a", "b"], a grant named "x:y") have the same key.
+func scopeKey(account string, workspaces []string, apis []iamv1alpha1.APIGrant, sas []string) string {
+	n := 8 + len(account)
+	for _, w := range workspaces {
+		n += 4 + len(w)
+	}
+	for _, g := range apis {
+		n += 8 + len(g.Name) + len(g.Permission)
+	}
+	for _, sa := range sas {
+		n += 4 + len(sa)
+	}
+	b := make([]byte, 0, n)
+	str := func(s string) {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	str(account)
+	b = binary.AppendUvarint(b, uint64(len(workspaces)))
+	for _, w := range workspaces {
+		str(w)
+	}
+	b = binary.AppendUvarint(b, uint64(len(apis)))
+	for _, g := range apis {
+		str(g.Name)
+		str(g.Permission)
+	}
+	b = binary.AppendUvarint(b, uint64(len(sas)))
+	for _, sa := range sas {
+		str(sa)
+	}
+	return string(b)
+}
+
+// newScope builds a scope from copies of its lists (its strings are shared: the
+// transform interns them), so it holds nothing of the object it came from.
+func newScope(account string, workspaces []string, apis []iamv1alpha1.APIGrant, sas []string) *credentialScope {
+	s := &credentialScope{
+		Account:         intern(account),
+		Workspaces:      internAll(workspaces),
+		serviceAccounts: internAll(sas),
+	}
+	if len(apis) > 0 {
+		s.Grants = make([]Grant, len(apis))
+		for i, g := range apis {
+			s.Grants[i] = Grant{API: intern(g.Name), Permission: intern(g.Permission)}
+		}
+	}
+	s.headers = make([]string, hdrGrants-hdrAccount+len(s.Grants))
+	s.headers[0] = s.Account // hdrAccount
+	s.headers[hdrWorkspaces-hdrAccount] = strings.Join(s.Workspaces, ",")
+	for i, g := range s.Grants {
+		s.headers[hdrGrants-hdrAccount+i] = g.Permission
+	}
+	return s
+}
+
+// internAll returns a copy of ss with each string interned; nil for none.
+func internAll(ss []string) []string {
+	if len(ss) == 0 {
+		return nil
+	}
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = intern(s)
+	}
+	return out
 }
 
 // API is the token server's view of an APIDefinition.
@@ -211,28 +378,35 @@ func apiFrom(obj *iamv1alpha1.APIDefinition) *API {
 type Store struct {
 	apis sync.Map // API name -> *API
 
-	mu    sync.RWMutex
-	byKey map[types.NamespacedName]*Credential
-	// claimers are, by client ID, the credentials claiming it: almost always one. A
-	// client ID resolves only while exactly one does.
-	claimers map[string][]*Credential
+	mu sync.RWMutex
+	// byName is the credentials by Credential.Name, "namespace/name" (neither part can
+	// hold a "/"): a string key is 16 bytes where a NamespacedName is 32.
+	byName map[string]*Credential
+	// claimed is, by client ID, the one credential claiming it. A client ID claimed by
+	// more than one is not in claimed but in conflicts, with all its claimers, so that a
+	// lookup reads one map and finds nothing for it. One pointer per client ID instead of
+	// a slice of claimers each: conflicts are rare (a restore, a copied status).
+	claimed   map[string]*Credential
+	conflicts map[string][]*Credential
 	// conflicts is called when a client ID is claimed twice (for logging).
 	onConflict func(clientID string, keys []types.NamespacedName)
 }
 
 // NewStore returns an empty store.
 func NewStore() *Store {
-	return &Store{byKey: map[types.NamespacedName]*Credential{}, claimers: map[string][]*Credential{}}
+	return &Store{
+		byName:    map[string]*Credential{},
+		claimed:   map[string]*Credential{},
+		conflicts: map[string][]*Credential{},
+	}
 }
 
 // Credential returns the credential with the given client ID.
 func (s *Store) Credential(clientID string) (*Credential, bool) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if claim := s.claimers[clientID]; len(claim) == 1 {
-		return claim[0], true
-	}
-	return nil, false
+	c, ok := s.claimed[clientID]
+	return c, ok
 }
 
 // API returns the API with the given name.
@@ -248,7 +422,7 @@ func (s *Store) API(name string) (*API, bool) {
 func (s *Store) Len() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.byKey)
+	return len(s.byName)
 }
 
 // SetCredential records an APICredential (add or update).
@@ -266,44 +440,92 @@ func (s *Store) set(key types.NamespacedName, c *Credential) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old := s.byKey[key]; old != nil && old.ClientID != c.ClientID {
-		s.unclaim(old.ClientID, key)
+	old := s.byName[c.Name]
+	if old != nil {
+		// Deleted first so that the map keeps c's strings as its key, not the old
+		// credential's (a map keeps the key it was first given).
+		delete(s.byName, c.Name)
+		if old.ClientID != c.ClientID {
+			s.unclaim(old.ClientID, key)
+			old = nil
+		}
 	}
-	s.byKey[key] = c
-	claim := s.claimers[c.ClientID]
-	if i := slices.IndexFunc(claim, func(o *Credential) bool { return o.Key == key }); i >= 0 {
-		claim[i] = c
+	s.byName[c.Name] = c
+	if old != nil {
+		s.reclaim(c)
 	} else {
-		s.claimers[c.ClientID] = append(claim, c)
+		s.claim(c)
 	}
 	s.checkConflict(c.ClientID)
+}
+
+// claim records c as a claimer of its client ID.
+func (s *Store) claim(c *Credential) {
+	id := c.ClientID
+	if claim, ok := s.conflicts[id]; ok {
+		s.conflicts[id] = append(claim, c)
+	} else if o, ok := s.claimed[id]; ok {
+		delete(s.claimed, id)
+		s.conflicts[id] = []*Credential{o, c}
+	} else {
+		s.claimed[id] = c
+	}
+}
+
+// reclaim replaces the claim of c's key on its client ID, which it already holds, by c.
+func (s *Store) reclaim(c *Credential) {
+	id := c.ClientID
+	if claim, ok := s.conflicts[id]; ok {
+		if i := slices.IndexFunc(claim, func(o *Credential) bool { return o.Key == c.Key }); i >= 0 {
+			claim[i] = c
+		} else {
+			s.conflicts[id] = append(claim, c)
+		}
+		return
+	}
+	delete(s.claimed, id) // the key is c's string from now on
+	s.claimed[id] = c
 }
 
 // DeleteCredential forgets an APICredential.
 func (s *Store) DeleteCredential(key types.NamespacedName) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.byKey[key]
+	name := key.Namespace + "/" + key.Name
+	old := s.byName[name]
 	if old == nil {
 		return
 	}
-	delete(s.byKey, key)
+	delete(s.byName, name)
 	s.unclaim(old.ClientID, key)
 }
 
+// unclaim withdraws key's claim on clientID; a client ID left with one claimer resolves
+// to it again.
 func (s *Store) unclaim(clientID string, key types.NamespacedName) {
-	claim := slices.DeleteFunc(s.claimers[clientID], func(o *Credential) bool { return o.Key == key })
-	if len(claim) == 0 {
-		delete(s.claimers, clientID)
-	} else {
-		s.claimers[clientID] = claim
+	claim, ok := s.conflicts[clientID]
+	if !ok {
+		if o := s.claimed[clientID]; o != nil && o.Key == key {
+			delete(s.claimed, clientID)
+		}
+		return
 	}
-	s.checkConflict(clientID)
+	claim = slices.DeleteFunc(claim, func(o *Credential) bool { return o.Key == key })
+	switch len(claim) {
+	case 0: // not reached: a conflict has two claimers or more
+		delete(s.conflicts, clientID)
+	case 1:
+		delete(s.conflicts, clientID)
+		s.claimed[clientID] = claim[0]
+	default:
+		s.conflicts[clientID] = claim
+		s.checkConflict(clientID)
+	}
 }
 
 // checkConflict reports a client ID claimed more than once, which resolves to nothing.
 func (s *Store) checkConflict(clientID string) {
-	if claim := s.claimers[clientID]; len(claim) > 1 && s.onConflict != nil {
+	if claim := s.conflicts[clientID]; len(claim) > 1 && s.onConflict != nil {
 		keys := make([]types.NamespacedName, 0, len(claim))
 		for _, c := range claim {
 			keys = append(keys, c.Key)

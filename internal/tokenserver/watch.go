@@ -114,18 +114,20 @@ func (m *credentialMeta) SetManagedFields([]metav1.ManagedFieldsEntry)  {}
 
 // trimCredential turns an APICredential into its credentialObject. Everything the
 // token server decides by (DESIGN §2 item 10: a deletionTimestamp refuses it) is in the
-// credential, converted from the whole object; a credentialObject passes unchanged.
+// credential, converted from the whole object; the object's metadata shares the
+// credential's strings where it has one. A credentialObject passes unchanged.
 func trimCredential(obj any) (any, error) {
 	c, ok := obj.(*iamv1alpha1.APICredential)
 	if !ok {
 		return obj, nil
 	}
-	internCredential(c)
 	o := &credentialObject{credentialMeta: credentialMeta{
-		name: c.Name, namespace: c.Namespace, uid: c.UID, resourceVersion: c.ResourceVersion,
+		name: c.Name, namespace: intern(c.Namespace), uid: c.UID, resourceVersion: c.ResourceVersion,
 		deletionTimestamp: c.DeletionTimestamp,
 	}}
-	o.cred, _ = credentialFrom(c)
+	if o.cred, _ = credentialFrom(c); o.cred != nil {
+		o.name, o.namespace, o.uid = o.cred.Key.Name, o.cred.Key.Namespace, o.cred.UID
+	}
 	return o, nil
 }
 
@@ -205,21 +207,6 @@ func Watch(ctx context.Context, c cache.Cache, store *Store, srv *Server) (synce
 		return nil, err
 	}
 	return synced, nil
-}
-
-// internCredential replaces the strings of c that many credentials share (namespace,
-// account, workspaces, API names and permissions) by one canonical copy each, so that
-// 10 000 credentials in a few namespaces do not hold 10 000 copies of them.
-func internCredential(c *iamv1alpha1.APICredential) {
-	c.Namespace = intern(c.Namespace)
-	c.Status.Account = intern(c.Status.Account)
-	for i := range c.Spec.Scope.Workspaces {
-		c.Spec.Scope.Workspaces[i] = intern(c.Spec.Scope.Workspaces[i])
-	}
-	for i := range c.Spec.APIs {
-		g := &c.Spec.APIs[i]
-		g.Name, g.Permission = intern(g.Name), intern(g.Permission)
-	}
 }
 
 // intern returns the canonical copy of s (the same bytes, shared).
