@@ -377,3 +377,47 @@ func TestSecretVersionExpiry(t *testing.T) {
 		t.Error("a well-formed hash does not verify exactly its secret")
 	}
 }
+
+// TestCredentialObjectMeta: the informer's object reads its name, namespace and uid from
+// the credential it carries, or from its own copy without one; setting them (no caller
+// in the token server does) changes the object and its copies independently, never the
+// credential the store serves.
+func TestCredentialObjectMeta(t *testing.T) {
+	ids := newIDs(t, 1)
+	obj := issuedCredential("team-a", "billing", ids[0], credential.Hash("kss_whatever"))
+	obj.ResourceVersion = "7"
+	out, err := trimCredential(obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := out.(*credentialObject)
+	if o.cred == nil || o.ident != nil || o.GetName() != "billing" || o.GetNamespace() != "team-a" ||
+		o.GetUID() != obj.UID || o.GetResourceVersion() != "7" || o.GetDeletionTimestamp() != nil {
+		t.Fatalf("issued: %+v %+v", o.credentialMeta, o.ident)
+	}
+	cp := o.DeepCopyObject().(*credentialObject)
+	cp.SetName("other")
+	cp.SetUID("uid-other")
+	if o.GetName() != "billing" || o.cred.Key.Name != "billing" || o.cred.Name != "team-a/billing" || o.cred.UID != obj.UID {
+		t.Errorf("a copy's setters changed the original or its credential: %s %s %s", o.GetName(), o.cred.Name, o.cred.UID)
+	}
+	if cp.GetName() != "other" || cp.GetNamespace() != "team-a" || cp.GetUID() != "uid-other" || cp.cred != o.cred {
+		t.Errorf("the copy reads %s/%s %s", cp.GetNamespace(), cp.GetName(), cp.GetUID())
+	}
+	o.SetNamespace("team-b")
+	if o.GetNamespace() != "team-b" || o.cred.Key.Namespace != "team-a" || cp.GetNamespace() != "team-a" {
+		t.Errorf("SetNamespace: object %s, credential %s, copy %s", o.GetNamespace(), o.cred.Key.Namespace, cp.GetNamespace())
+	}
+
+	obj.Status = iamv1alpha1.APICredentialStatus{}
+	out, _ = trimCredential(obj)
+	o = out.(*credentialObject)
+	if o.cred != nil || o.GetName() != "billing" || o.GetNamespace() != "team-a" || o.GetUID() != obj.UID {
+		t.Fatalf("not issued: %+v %+v", o.credentialMeta, o.ident)
+	}
+	cp = o.DeepCopyObject().(*credentialObject)
+	cp.SetName("other")
+	if o.GetName() != "billing" {
+		t.Error("a copy's SetName changed the original")
+	}
+}
