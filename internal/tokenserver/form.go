@@ -25,12 +25,21 @@ func readForm(w http.ResponseWriter, r *http.Request, limit int64) (url.Values, 
 			return nil, invalidRequest("the body must be application/x-www-form-urlencoded")
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	// The body is read into a recycled buffer and parsed from one string of its exact
+	// size: the form's values are substrings of it.
+	p := getScratch()
+	body, err := appendAll((*p)[:0], http.MaxBytesReader(w, r.Body, limit))
+	var form url.Values
+	var perr error
+	if err == nil {
+		form, perr = url.ParseQuery(string(body))
+	}
+	clear(body) // it may hold a client secret: nothing of it is left in the pool
+	putScratch(p, body)
 	if err != nil {
 		return nil, invalidRequest("the body is too large or could not be read")
 	}
-	form, err := url.ParseQuery(string(body))
-	if err != nil {
+	if perr != nil {
 		return nil, invalidRequest("the body is not a valid form")
 	}
 	for k, v := range form {
@@ -39,6 +48,24 @@ func readForm(w http.ResponseWriter, r *http.Request, limit int64) (url.Values, 
 		}
 	}
 	return form, nil
+}
+
+// appendAll appends what r reads until EOF to b, like io.ReadAll into a buffer of the
+// caller's.
+func appendAll(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
 }
 
 // readJSON decodes a JSON body of at most limit bytes into v.
@@ -54,7 +81,18 @@ type clientAuth struct {
 
 // parseBasic decodes an HTTP Basic value (RFC 7617); RFC 6749 §2.3.1 form-encodes both parts.
 func parseBasic(value string) (id, secret string, ok bool) {
-	raw, err := base64.StdEncoding.DecodeString(value)
+	// Decoded into this frame's buffer, then copied once into the string both parts are
+	// cut from; a value too long for it (no keysmith client's) is decoded on the heap.
+	var buf [256]byte
+	var raw []byte
+	var err error
+	if base64.StdEncoding.DecodedLen(len(value)) <= len(buf) {
+		var n int
+		n, err = base64.StdEncoding.Decode(buf[:], []byte(value))
+		raw = buf[:n]
+	} else {
+		raw, err = base64.StdEncoding.DecodeString(value)
+	}
 	if err != nil {
 		return "", "", false
 	}

@@ -37,9 +37,10 @@ type Claims struct {
 	// SecretVersion identifies the client secret the token was issued under; the token
 	// dies with that secret (rotation past its grace period).
 	SecretVersion string `json:"ks_sv"`
-	// apiOrder lists the keys of APIs in grant order, so that ks_apis is encoded in a
-	// stable order without sorting; when nil, appendJSON sorts the keys.
-	apiOrder []string
+	// grants, when set, are the token endpoint's claims' ks_apis in grant order: appendJSON
+	// encodes them and not APIs (nil then), so that issuing a token builds no map and
+	// sorts nothing. Without them appendJSON encodes APIs, its keys sorted.
+	grants []Grant
 }
 
 // appendJSON encodes the claims without reflection: the token endpoint's hot path.
@@ -71,17 +72,24 @@ func (c *Claims) appendJSON(b []byte) []byte {
 		b = appendJSONStrings(b, c.Workspaces)
 	}
 	b = append(b, `,"ks_apis":{`...)
-	order := c.apiOrder
-	if order == nil {
-		order = slices.Sorted(maps.Keys(c.APIs))
-	}
-	for i, api := range order {
-		if i > 0 {
-			b = append(b, ',')
+	if c.grants != nil {
+		for i, g := range c.grants {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, g.API)
+			b = append(b, ':')
+			b = appendJSONString(b, g.Permission)
 		}
-		b = appendJSONString(b, api)
-		b = append(b, ':')
-		b = appendJSONString(b, c.APIs[api])
+	} else {
+		for i, api := range slices.Sorted(maps.Keys(c.APIs)) {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendJSONString(b, api)
+			b = append(b, ':')
+			b = appendJSONString(b, c.APIs[api])
+		}
 	}
 	b = append(b, `},"ks_sv":`...)
 	b = appendJSONString(b, c.SecretVersion)

@@ -43,7 +43,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 
 // issue answers a granted token request of the credential with an access token for scope.
 func (s *Server) issue(w http.ResponseWriter, c *Credential, scope, version, addr string, now time.Time) int {
-	claims, oerr := s.claimsFor(c, scope, version, now)
+	// The claims live on this frame, their grants and audiences in its arrays: they are
+	// encoded into the token and dead once it is written (appendToken keeps no reference).
+	var grants [maxStackGrants]Grant
+	var audience [maxStackGrants]string
+	claims, oerr := s.claimsFor(c, scope, version, now, grants[:0], audience[:0])
 	if oerr != nil {
 		return writeErr(w, oerr)
 	}
@@ -51,7 +55,7 @@ func (s *Server) issue(w http.ResponseWriter, c *Credential, scope, version, add
 	// base64url and dots, a JSON string as it stands.
 	p := getScratch()
 	b := append((*p)[:0], `{"access_token":"`...)
-	b, err := s.keys.appendToken(b, claims)
+	b, err := s.keys.appendToken(b, &claims)
 	defer func() { putScratch(p, b) }() // dead once written: the writer copies it
 	if err == errTokenTooLarge {
 		return writeErr(w, tokenTooLarge())
@@ -72,28 +76,32 @@ func (s *Server) issue(w http.ResponseWriter, c *Credential, scope, version, add
 	return writeBody(w, http.StatusOK, contentTypeJSON, cacheNoStore, b)
 }
 
-// claimsFor builds the claims of a token for the credential, narrowed by the requested
+// maxStackGrants is how many grants a token's claims collect without allocating: the
+// shapes seen in practice (one to a few APIs per credential); more spill to the heap.
+const maxStackGrants = 8
+
+// claimsFor returns the claims of a token for the credential, narrowed by the requested
 // scope: space-separated "api" or "api:permission" items, each of which the credential
 // must grant (RFC 6749 §3.3). Without a scope (an empty parameter counts as omitted, RFC
 // 6749 §3.1) the token carries every grant whose API is in the catalog; a scope of only
 // whitespace names nothing and is invalid_scope, never a token without APIs. The token's
 // audiences are those of the APIs it carries (spec.audience, else the API's name), each once.
 // It lives min(spec.tokenPolicy.lifetime, MaxTokenLifetime), else TokenLifetime.
-func (s *Server) claimsFor(c *Credential, scope, version string, now time.Time) (*Claims, *oauthError) {
-	apis := make(map[string]string, len(c.Grants))
-	order := make([]string, 0, len(c.Grants))
-	var audience []string
-	var scopeItems []string
+//
+// The claims are for encoding only (appendJSON): ks_apis is in their grants, in grant
+// order, and APIs stays nil, so that issuing builds no map. Their grants and audiences
+// are appended to grants and audience (empty slices of the caller's arrays).
+func (s *Server) claimsFor(c *Credential, scope, version string, now time.Time, grants []Grant, audience []string) (Claims, *oauthError) {
 	add := func(g Grant, a *API) {
-		if _, dup := apis[g.API]; dup {
-			return
+		for _, have := range grants {
+			if have.API == g.API {
+				return // named twice in the scope: once in the token
+			}
 		}
-		apis[g.API] = g.Permission
-		order = append(order, g.API)
+		grants = append(grants, g)
 		if !slices.Contains(audience, a.Audience) {
 			audience = append(audience, a.Audience)
 		}
-		scopeItems = append(scopeItems, g.API+":"+g.Permission)
 	}
 	if scope == "" {
 		for _, g := range c.Grants {
@@ -103,32 +111,32 @@ func (s *Server) claimsFor(c *Credential, scope, version string, now time.Time) 
 				}
 			}
 		}
-		if len(order) == 0 {
-			return nil, invalidScope("none of the credential's APIs is in the catalog")
+		if len(grants) == 0 {
+			return Claims{}, invalidScope("none of the credential's APIs is in the catalog")
 		}
 	} else {
 		for item := range strings.FieldsSeq(scope) {
 			api, perm, hasPerm := strings.Cut(item, ":")
 			g, ok := c.grant(api)
 			if !ok || (hasPerm && perm != g.Permission) {
-				return nil, invalidScope("scope " + strconv.Quote(item) + " is not granted to this client")
+				return Claims{}, invalidScope("scope " + strconv.Quote(item) + " is not granted to this client")
 			}
 			a, ok := s.store.API(api)
 			if !ok {
-				return nil, invalidScope("scope " + strconv.Quote(item) + " names an API that is not in the catalog")
+				return Claims{}, invalidScope("scope " + strconv.Quote(item) + " names an API that is not in the catalog")
 			}
 			if _, ok := a.Permissions[g.Permission]; !ok {
-				return nil, invalidScope("scope " + strconv.Quote(item) + ": the API no longer offers permission " + strconv.Quote(g.Permission))
+				return Claims{}, invalidScope("scope " + strconv.Quote(item) + ": the API no longer offers permission " + strconv.Quote(g.Permission))
 			}
 			add(g, a)
 		}
-		if len(order) == 0 {
-			return nil, invalidScope("scope names no API; omit it to request every granted API")
+		if len(grants) == 0 {
+			return Claims{}, invalidScope("scope names no API; omit it to request every granted API")
 		}
 	}
 	var jti [16]byte
 	_, _ = rand.Read(jti[:])
-	return &Claims{
+	return Claims{
 		Issuer:        s.opts.Issuer,
 		Subject:       c.ClientID,
 		Audience:      audience,
@@ -136,12 +144,31 @@ func (s *Server) claimsFor(c *Credential, scope, version string, now time.Time) 
 		ExpiresAt:     now.Add(s.opts.tokenLifetime(c.policy.lifetime())).Unix(),
 		ID:            base64.RawURLEncoding.EncodeToString(jti[:]),
 		ClientID:      c.ClientID,
-		Scope:         strings.Join(scopeItems, " "),
+		Scope:         scopeOf(grants),
 		Credential:    c.Name,
 		Account:       c.Account,
 		Workspaces:    c.Workspaces,
-		APIs:          apis,
 		SecretVersion: version,
-		apiOrder:      order,
+		grants:        grants,
 	}, nil
+}
+
+// scopeOf returns the space-separated "api:permission" items of grants (RFC 6749 §3.3),
+// in one allocation.
+func scopeOf(grants []Grant) string {
+	n := len(grants) - 1
+	for _, g := range grants {
+		n += len(g.API) + 1 + len(g.Permission)
+	}
+	var b strings.Builder
+	b.Grow(n)
+	for i, g := range grants {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(g.API)
+		b.WriteByte(':')
+		b.WriteString(g.Permission)
+	}
+	return b.String()
 }

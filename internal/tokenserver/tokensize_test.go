@@ -55,7 +55,7 @@ func worstCaseClaims() *Claims {
 	for i := range maxGrants {
 		api, perm := name("api", i, maxAPINameLen), name("p", i, maxPermissionLen)
 		c.APIs[api] = perm
-		c.apiOrder = append(c.apiOrder, api)
+		c.grants = append(c.grants, Grant{api, perm})
 		c.Audience = append(c.Audience, name("https://aud", i, maxAudienceLen))
 		scope = append(scope, api+":"+perm)
 	}
@@ -186,7 +186,7 @@ func TestTokenCacheFootprintIsAnUpperBound(t *testing.T) {
 			delete(wide.APIs, k)
 		}
 	}
-	wide.apiOrder = nil
+	wide.grants = nil
 	small := &Claims{Issuer: "https://keysmith.example", Subject: "ksc_abc", Audience: []string{"platform-api"},
 		IssuedAt: 1, ExpiresAt: 1 << 40, ID: "jti-0123456789abcdef", ClientID: "ksc_abc", Scope: "platform-api:user",
 		Credential: "team-a/automation", Account: "acme", APIs: map[string]string{"platform-api": "user"}, SecretVersion: "1"}
