@@ -23,7 +23,8 @@ import (
 // It is laid out for 10 000 of them (issue 11): what many credentials have alike (account,
 // workspaces, grants, workload ServiceAccounts and their header values) is one shared
 // credentialScope; the strings only this credential has (its name, the current secret's
-// version, its UID) are one allocation; the current secret version is held inline.
+// version, its UID, its client ID) are one allocation; the current secret version is
+// held inline, and the whole struct fits 256 bytes (TestCredentialLayout).
 type Credential struct {
 	// Key is namespace/name.
 	Key types.NamespacedName

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -419,5 +420,20 @@ func TestCredentialObjectMeta(t *testing.T) {
 	cp.SetName("other")
 	if o.GetName() != "billing" {
 		t.Error("a copy's SetName changed the original")
+	}
+}
+
+// TestCredentialLayout: the per-credential struct stays within the 256-byte size class
+// and a secret version within 64 bytes (one more field moves a Credential to the 288-byte
+// class: 320 KB at 10 000).
+func TestCredentialLayout(t *testing.T) {
+	if n := unsafe.Sizeof(Credential{}); n > 256 {
+		t.Errorf("Credential is %d bytes, want at most 256", n)
+	}
+	if n := unsafe.Sizeof(secretVersion{}); n > 64 {
+		t.Errorf("secretVersion is %d bytes, want at most 64", n)
+	}
+	if n := unsafe.Sizeof(credentialObject{}); n > 48 {
+		t.Errorf("credentialObject is %d bytes, want at most 48", n)
 	}
 }
