@@ -1,13 +1,19 @@
 package controllers
 
 import (
+	"encoding/binary"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
+	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -15,15 +21,14 @@ import (
 	"github.com/keysmith-dev/keysmith/internal/credential"
 )
 
-// keysmithPrefix starts the names of the labels and annotations keysmith reads.
-var keysmithPrefix = iamv1alpha1.GroupVersion.Group + "/"
-
 // CacheOptions limits what the manager caches: managedFields of nothing; of Secrets only
 // those that carry the credential label, never every Secret of the cluster (a memory and
 // a security problem), and of those only what the write-once decision reads
-// (trimCredentialSecret); of APICredentials everything but kubectl's copy of the last
-// applied spec (trimCredential). What the cache does not hold is read from the API server
-// before anything is written: no decision to mint, rotate, bind or adopt rests on the cache.
+// (trimCredentialSecret: no data, no plaintext secret, no map); of APICredentials
+// everything but kubectl's copy of the last applied spec (trimCredential), indexed by
+// cluster-wide keys only (newInformer). What the cache does not hold is read from the API
+// server before anything is written: no decision to mint, rotate, bind or adopt rests on
+// the cache.
 func CacheOptions() cache.Options {
 	managed, err := labels.NewRequirement(iamv1alpha1.CredentialLabel, selection.Exists, nil)
 	if err != nil {
@@ -35,49 +40,212 @@ func CacheOptions() cache.Options {
 			&corev1.Secret{}:             {Label: labels.NewSelector().Add(*managed), Transform: trimCredentialSecret},
 			&iamv1alpha1.APICredential{}: {Transform: trimCredential},
 		},
+		NewInformer: newInformer,
 	}
 }
 
-// trimCredentialSecret keeps of a credential Secret what the write-once decision reads:
-// its identity, owner references, keysmith's annotations (the key version, the issue
-// time and the binding), and the data entries that hold a client ID or a keysmith client
-// secret (recognised by their format, whatever the credential names their keys).
-// Everything else goes: managedFields, labels (the cache's selector already says the
-// credential label is there, and nothing reads it from the cache: writes start from the
-// live Secret), other annotations (such as kubectl's last-applied-configuration, which
-// may repeat the data) and other data. The maps are rebuilt at their new size and the
-// strings every credential Secret repeats (namespace, keys, owner kind) are shared.
+// clusterWideIndexes name the field indexes of APICredentials (as controller-runtime
+// names them, "field:" and the field) that are only ever looked up across all
+// namespaces: a client ID must be held by one credential in the whole cluster, and an
+// APIDefinition is granted from any namespace. controller-runtime stores every value of
+// a field index twice, under the object's namespace and under every namespace, each key
+// with a set of its own: for the client ID two sets per credential. The APICredential
+// informer keeps only the cluster-wide keys of these indexes, and refuses a lookup of
+// them in one namespace (an error, never an empty answer: "no other credential holds
+// this client ID" must never come from an index that was not asked the question).
+var clusterWideIndexes = map[string]bool{
+	"field:" + iamv1alpha1.ClientIDField: true,
+	"field:" + apiNameIndex:              true,
+}
+
+// allNamespacesKey starts controller-runtime's cluster-wide key of a field index value.
+const allNamespacesKey = "__all_namespaces/"
+
+// newInformer is client-go's shared index informer; that of APICredentials keeps only
+// the cluster-wide keys of clusterWideIndexes (clusterWideIndexInformer).
+func newInformer(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, indexers toolscache.Indexers) toolscache.SharedIndexInformer {
+	if _, ok := obj.(*iamv1alpha1.APICredential); !ok {
+		return toolscache.NewSharedIndexInformer(lw, obj, resync, indexers)
+	}
+	ix := &clusterWideIndexSet{full: toolscache.Indexers{}}
+	inf := toolscache.NewSharedIndexInformer(lw, obj, resync, ix.lean(indexers))
+	return &clusterWideIndexInformer{SharedIndexInformer: inf, indexes: ix}
+}
+
+// trimCredentialSecret keeps of a credential Secret its identity (name, namespace, UID,
+// resourceVersion, deletion timestamp), its owner references and, in place of its data
+// and annotations, one string of what the write-once decision reads (encodeCachedFacts):
+// the data entries that hold a client ID (recognised by their format, whatever the
+// credential names their keys) and the hash of those that hold a keysmith client secret,
+// and keysmith's key-version, issue-time and binding annotations. Nothing else is kept:
+// no labels (the cache's selector already says the credential label is there), no other
+// annotations (such as kubectl's last-applied-configuration, which may repeat the data),
+// no other data, and no plaintext secret. The string sits in the copy's GenerateName,
+// which nothing reads of a Secret that exists, so that the copy holds no map at all; it
+// starts with a byte that a generateName the API server accepted never holds, and it is
+// rebuilt from the Secret's data on every event, whatever the Secret's own generateName.
+//
+// The cache's copy can therefore only say that nothing is to be done (cachedSecretFacts):
+// every write, and every decision other than nothing, starts from a live read.
 func trimCredentialSecret(in any) (any, error) {
 	s, ok := in.(*corev1.Secret)
-	if !ok {
+	if !ok || trimmed(s) {
 		return in, nil
 	}
-	s.ManagedFields = nil
-	s.Labels = nil
-	s.StringData = nil
-	var annotations map[string]string
-	for k, v := range s.Annotations {
-		if strings.HasPrefix(k, keysmithPrefix) {
-			if annotations == nil {
-				annotations = make(map[string]string, 3)
-			}
-			annotations[intern(k)] = v
-		}
+	facts := encodeCachedFacts(s)
+	owners := s.OwnerReferences
+	for i := range owners {
+		o := &owners[i]
+		o.Controller, o.BlockOwnerDeletion = sharedBool(o.Controller), sharedBool(o.BlockOwnerDeletion)
 	}
-	s.Annotations = annotations
-	var data map[string][]byte
-	for k, v := range s.Data {
-		if value := string(v); credential.ValidClientID(value) || credential.ParseSecret(value) == nil {
-			if data == nil {
-				data = make(map[string][]byte, 2)
-			}
-			data[intern(k)] = v
-		}
+	*s = corev1.Secret{
+		TypeMeta: s.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{
+			Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion,
+			GenerateName:      facts,
+			CreationTimestamp: s.CreationTimestamp, DeletionTimestamp: s.DeletionTimestamp,
+			OwnerReferences: owners,
+		},
+		Type: corev1.SecretType(intern(string(s.Type))),
 	}
-	s.Data = data
-	s.Type = corev1.SecretType(intern(string(s.Type)))
 	shareMeta(&s.TypeMeta, &s.ObjectMeta)
 	return s, nil
+}
+
+// trimmed reports whether s is already the cache's copy of a credential Secret: client-go
+// applies the transform again to objects its store already holds (a resync replays
+// them), and trimming the copy again would lose the facts. No Secret from the API server
+// looks like one: its generateName cannot hold the marker's NUL byte, and a Secret in
+// this cache carries the credential label.
+func trimmed(s *corev1.Secret) bool {
+	return strings.HasPrefix(s.GenerateName, cachedFactsMarker) && s.Labels == nil && s.Annotations == nil &&
+		s.Data == nil && s.StringData == nil
+}
+
+// sharedBool returns a shared pointer to *b's value (nil for nil): owner references'
+// flags are the same two values in every credential Secret.
+func sharedBool(b *bool) *bool {
+	switch {
+	case b == nil:
+		return nil
+	case *b:
+		return &sharedTrue
+	default:
+		return &sharedFalse
+	}
+}
+
+// sharedTrue and sharedFalse are what sharedBool points at; nothing writes them.
+var sharedTrue, sharedFalse = true, false
+
+// cachedFactsMarker starts the string in which the cache keeps a credential Secret's
+// facts. A NUL byte is in no generateName the API server accepts (a DNS subdomain prefix).
+const cachedFactsMarker = "\x00ks1"
+
+// The kinds of field in the cached facts: a data entry (its key, then the client ID it
+// holds, or the hash of the client secret it holds) or an annotation's value.
+const (
+	factClientID   = 'i'
+	factSecretHash = 's'
+	factKeyVersion = 'v'
+	factIssuedAt   = 't'
+	factBinding    = 'b'
+)
+
+// cachedAnnotations are the annotations the cached facts keep, by kind.
+var cachedAnnotations = [...]struct {
+	kind byte
+	key  string
+}{{factKeyVersion, iamv1alpha1.KeyVersionAnnotation}, {factIssuedAt, iamv1alpha1.IssuedAtAnnotation}, {factBinding, iamv1alpha1.BindingAnnotation}}
+
+// encodeCachedFacts is the cached form of what readSecretFacts reads of s: after
+// cachedFactsMarker, fields of one kind byte and one or two length-prefixed strings.
+func encodeCachedFacts(s *corev1.Secret) string {
+	b := make([]byte, 0, 256)
+	b = append(b, cachedFactsMarker...)
+	str := func(v string) {
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	for k, v := range s.Data {
+		switch value := string(v); {
+		case credential.ValidClientID(value):
+			b = append(b, factClientID)
+			str(k)
+			str(value)
+		case credential.ParseSecret(value) == nil:
+			b = append(b, factSecretHash)
+			str(k)
+			str(credential.Hash(value))
+		}
+	}
+	for _, a := range cachedAnnotations {
+		if v, ok := s.Annotations[a.key]; ok {
+			b = append(b, a.kind)
+			str(v)
+		}
+	}
+	return string(b)
+}
+
+// cachedFacts is a credential Secret's facts as the cache keeps them.
+type cachedFacts struct {
+	// clientID and secretHash are the entries under the data keys asked for, if the
+	// Secret held a client ID or a well-formed client secret there.
+	clientID, secretHash               string
+	keyVersion, issuedAt, bindingValue string
+}
+
+// decodeCachedFacts reads the facts that encodeCachedFacts wrote of the data keys
+// clientIDKey and secretKey. ok is false when enc is not such a string (a Secret that
+// did not pass through trimCredentialSecret, or a malformed one).
+func decodeCachedFacts(enc, clientIDKey, secretKey string) (f cachedFacts, ok bool) {
+	rest, found := strings.CutPrefix(enc, cachedFactsMarker)
+	if !found {
+		return cachedFacts{}, false
+	}
+	str := func() (string, bool) {
+		n, w := binary.Uvarint([]byte(rest[:min(len(rest), binary.MaxVarintLen64)]))
+		if w <= 0 || n > uint64(len(rest)-w) {
+			return "", false
+		}
+		v := rest[w : w+int(n)]
+		rest = rest[w+int(n):]
+		return v, true
+	}
+	for rest != "" {
+		kind := rest[0]
+		rest = rest[1:]
+		switch kind {
+		case factClientID, factSecretHash:
+			k, ok1 := str()
+			v, ok2 := str()
+			if !ok1 || !ok2 {
+				return cachedFacts{}, false
+			}
+			if kind == factClientID && k == clientIDKey {
+				f.clientID = v
+			} else if kind == factSecretHash && k == secretKey {
+				f.secretHash = v
+			}
+		case factKeyVersion, factIssuedAt, factBinding:
+			v, ok := str()
+			if !ok {
+				return cachedFacts{}, false
+			}
+			switch kind {
+			case factKeyVersion:
+				f.keyVersion = v
+			case factIssuedAt:
+				f.issuedAt = v
+			default:
+				f.bindingValue = v
+			}
+		default:
+			return cachedFacts{}, false
+		}
+	}
+	return f, true
 }
 
 // trimCredential drops of a cached APICredential its managedFields and kubectl's
@@ -161,6 +329,111 @@ func internKeys(m map[string]string) map[string]string {
 		out[intern(k)] = v
 	}
 	return out
+}
+
+// clusterWideIndexSet remembers the index functions as they were given (which also give
+// the namespaced keys), for filtering by a second field (GetIndexers).
+type clusterWideIndexSet struct {
+	mu   sync.RWMutex
+	full toolscache.Indexers
+}
+
+// lean returns indexers with the functions of clusterWideIndexes reduced to their
+// cluster-wide keys, and remembers the functions as given.
+func (x *clusterWideIndexSet) lean(indexers toolscache.Indexers) toolscache.Indexers {
+	out := make(toolscache.Indexers, len(indexers))
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for name, fn := range indexers {
+		if !clusterWideIndexes[name] {
+			out[name] = fn
+			continue
+		}
+		x.full[name] = fn
+		out[name] = func(obj any) ([]string, error) {
+			keys, err := fn(obj)
+			kept := keys[:0]
+			for _, k := range keys {
+				if strings.HasPrefix(k, allNamespacesKey) {
+					kept = append(kept, k)
+				}
+			}
+			return kept, err
+		}
+	}
+	return out
+}
+
+// clusterWideIndexInformer is the APICredential informer: indexes added through it keep
+// only their cluster-wide keys, and its indexer refuses namespaced lookups of them.
+type clusterWideIndexInformer struct {
+	toolscache.SharedIndexInformer
+	indexes *clusterWideIndexSet
+}
+
+// AddIndexers adds indexers, those of clusterWideIndexes with their cluster-wide keys only.
+func (i *clusterWideIndexInformer) AddIndexers(indexers toolscache.Indexers) error {
+	return i.SharedIndexInformer.AddIndexers(i.indexes.lean(indexers))
+}
+
+// GetIndexer returns the informer's indexer, which refuses namespaced lookups of
+// clusterWideIndexes (clusterWideIndexer).
+func (i *clusterWideIndexInformer) GetIndexer() toolscache.Indexer {
+	return &clusterWideIndexer{Indexer: i.SharedIndexInformer.GetIndexer(), indexes: i.indexes}
+}
+
+// clusterWideIndexer is an informer's indexer whose clusterWideIndexes hold cluster-wide
+// keys only: a lookup of another key in them is an error.
+type clusterWideIndexer struct {
+	toolscache.Indexer
+	indexes *clusterWideIndexSet
+}
+
+// errNamespacedLookup is the answer to a lookup of a cluster-wide index in one namespace.
+var errNamespacedLookup = errors.New("this index holds no namespaced keys: look the value up across all namespaces")
+
+// check refuses a lookup of value in a cluster-wide index other than across namespaces.
+func (x *clusterWideIndexer) check(indexName, value string) error {
+	if clusterWideIndexes[indexName] && !strings.HasPrefix(value, allNamespacesKey) {
+		return fmt.Errorf("index %s, value %q: %w", indexName, value, errNamespacedLookup)
+	}
+	return nil
+}
+
+// ByIndex is the indexer's ByIndex, refusing namespaced lookups of cluster-wide indexes.
+func (x *clusterWideIndexer) ByIndex(indexName, value string) ([]any, error) {
+	if err := x.check(indexName, value); err != nil {
+		return nil, err
+	}
+	return x.Indexer.ByIndex(indexName, value)
+}
+
+// IndexKeys is the indexer's IndexKeys, refusing namespaced lookups of cluster-wide indexes.
+func (x *clusterWideIndexer) IndexKeys(indexName, value string) ([]string, error) {
+	if err := x.check(indexName, value); err != nil {
+		return nil, err
+	}
+	return x.Indexer.IndexKeys(indexName, value)
+}
+
+// GetIndexers returns the index functions as they were given, namespaced keys included:
+// controller-runtime filters by a second field of a selector with them (a namespaced key
+// it looks for is then found, where the stored function would silently miss it).
+func (x *clusterWideIndexer) GetIndexers() toolscache.Indexers {
+	out := x.Indexer.GetIndexers()
+	x.indexes.mu.RLock()
+	defer x.indexes.mu.RUnlock()
+	for name, fn := range x.indexes.full {
+		if _, ok := out[name]; ok {
+			out[name] = fn
+		}
+	}
+	return out
+}
+
+// AddIndexers adds indexers, those of clusterWideIndexes with their cluster-wide keys only.
+func (x *clusterWideIndexer) AddIndexers(indexers toolscache.Indexers) error {
+	return x.Indexer.AddIndexers(x.indexes.lean(indexers))
 }
 
 // The intern table holds one copy of each string the cached objects of many credentials

@@ -61,12 +61,8 @@ func TestTrimCredentialSecret(t *testing.T) {
 	if got.ManagedFields != nil {
 		t.Error("managedFields kept")
 	}
-	if keys := slices.Sorted(maps.Keys(got.Data)); !slices.Equal(keys, []string{"MY_ID", "MY_SECRET"}) {
-		t.Errorf("data keys = %v, want the client ID and the secret only", keys)
-	}
-	if keys := slices.Sorted(maps.Keys(got.Annotations)); !slices.Equal(keys, []string{
-		iamv1alpha1.BindingAnnotation, iamv1alpha1.IssuedAtAnnotation, iamv1alpha1.KeyVersionAnnotation}) {
-		t.Errorf("annotations = %v, want keysmith's only", keys)
+	if got.Data != nil || got.StringData != nil || got.Annotations != nil {
+		t.Errorf("data or annotations kept: %v %v %v; the cached facts hold what the decision reads", got.Data, got.StringData, got.Annotations)
 	}
 	if got.Labels != nil {
 		t.Errorf("labels = %v, want none: the cache's selector says the credential label is there", got.Labels)
@@ -74,20 +70,32 @@ func TestTrimCredentialSecret(t *testing.T) {
 	if len(got.OwnerReferences) != 1 || got.UID != "u1" || got.ResourceVersion != "7" || got.Name != "checkout" {
 		t.Errorf("identity or owner references lost: %+v", got.ObjectMeta)
 	}
+	for _, plain := range []string{secret, "hunter2", "aHVudGVyMg==", "platform.example.com", "billing"} {
+		if strings.Contains(got.GenerateName, plain) {
+			t.Errorf("the cached copy holds %q", plain)
+		}
+	}
 
-	// What the decision reads is the same from the trimmed copy as from the Secret.
+	// What the decision reads is the same from the trimmed copy as from the Secret, but
+	// the plaintext secret, of which the copy holds only the hash.
 	cred := &iamv1alpha1.APICredential{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "checkout", UID: "c1"}}
 	cred.Spec.SecretTemplate.Keys = iamv1alpha1.SecretKeys{ClientID: "MY_ID", ClientSecret: "MY_SECRET"}
-	if want, have := readSecretFacts(cred, in, nil), readSecretFacts(cred, got, nil); want != have {
+	want, have := readSecretFacts(cred, in, nil), cachedSecretFacts(cred, got, nil)
+	want.clientSecret = ""
+	if want != have {
 		t.Errorf("facts from the cache = %+v, want %+v", have, want)
+	}
+	if have.clientID != clientID || have.secretHash != credential.Hash(secret) || have.keyVersion != 2 {
+		t.Errorf("facts from the cache = %+v", have)
 	}
 
 	if a, b := internedCopy(t, in), got; unsafe.StringData(a.Namespace) != unsafe.StringData(b.Namespace) ||
-		unsafe.StringData(a.OwnerReferences[0].Kind) != unsafe.StringData(b.OwnerReferences[0].Kind) {
-		t.Error("the namespace and the owner's kind are not shared between credential Secrets")
+		unsafe.StringData(a.OwnerReferences[0].Kind) != unsafe.StringData(b.OwnerReferences[0].Kind) ||
+		a.OwnerReferences[0].Controller != b.OwnerReferences[0].Controller {
+		t.Error("the namespace, the owner's kind and its flags are not shared between credential Secrets")
 	}
-	for _, v := range got.Data {
-		if isInterned(string(v)) {
+	for _, v := range []string{clientID, secret, credential.Hash(secret), got.GenerateName} {
+		if isInterned(v) {
 			t.Error("secret data in the intern table")
 		}
 	}
@@ -251,11 +259,14 @@ var _ = Describe("The manager's cache", func() {
 		Expect(live.ManagedFields).NotTo(BeEmpty(), "the API server keeps them")
 		Expect(cachedSecret.ManagedFields).To(BeNil())
 		Expect(cachedCred.ManagedFields).To(BeNil())
-		Expect(cachedSecret.Data).To(HaveLen(2))
-		Expect(cachedSecret.Data).To(HaveKey("APP_ID"))
-		Expect(cachedSecret.Data).To(HaveKey("APP_SECRET"))
-		Expect(cachedSecret.Annotations).NotTo(HaveKey("team.example.com/owner"))
-		Expect(cachedSecret.Annotations).To(HaveKey(iamv1alpha1.BindingAnnotation))
+		Expect(cachedSecret.Data).To(BeNil(), "the cached facts hold what the decision reads")
+		Expect(cachedSecret.Annotations).To(BeNil())
+		Expect(cachedSecret.GenerateName).NotTo(ContainSubstring(string(live.Data["APP_SECRET"])), "no plaintext secret in the cache")
+		facts := cachedSecretFacts(cred, cachedSecret, nil)
+		Expect(facts.clientID).To(Equal(string(live.Data["APP_ID"])))
+		Expect(facts.secretHash).To(Equal(cred.Status.SecretHash))
+		Expect(facts.keyVersion).To(BeZero())
+		Expect(facts.issuedAt).To(Equal(cred.Status.IssuedAt.UTC()))
 		Expect(cachedSecret.Labels).To(BeNil())
 		Expect(live.Labels).To(HaveKeyWithValue(iamv1alpha1.CredentialLabel, "cached"))
 		Expect(cachedCred.Annotations).To(Equal(map[string]string{"team.example.com/owner": "billing"}))

@@ -325,7 +325,7 @@ func (r *APICredentialReconciler) gatherAndDecide(ctx context.Context, cred *iam
 	// No client-ID lookup here: whether another credential holds the client ID never
 	// decides between nothing and something (decideSecret returns actionNone before it
 	// looks), and anything else is decided again below from live facts that have it.
-	facts := readSecretFacts(cred, secret, ring)
+	facts := cachedSecretFacts(cred, secret, ring)
 	action := decideSecret(cred, facts, now)
 	if action == actionNone {
 		return secret, facts, actionNone, nil
@@ -641,23 +641,8 @@ func (r *APICredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 	if err != nil {
 		return err
 	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &iamv1alpha1.APICredential{}, iamv1alpha1.ClientIDField, func(o client.Object) []string {
-		if id := o.(*iamv1alpha1.APICredential).Status.ClientID; id != "" {
-			return []string{id}
-		}
-		return nil
-	}); err != nil {
-		return fmt.Errorf("indexing APICredentials by client ID: %w", err)
-	}
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &iamv1alpha1.APICredential{}, apiNameIndex, func(o client.Object) []string {
-		cred := o.(*iamv1alpha1.APICredential)
-		names := make([]string, 0, len(cred.Spec.APIs))
-		for _, g := range cred.Spec.APIs {
-			names = append(names, g.Name)
-		}
-		return names
-	}); err != nil {
-		return fmt.Errorf("indexing APICredentials by API: %w", err)
+	if err := indexCredentials(ctx, mgr.GetFieldIndexer()); err != nil {
+		return err
 	}
 	r.echoes.wake = make(chan event.GenericEvent)
 	var reader client.Reader = mgr.GetClient()
@@ -673,6 +658,30 @@ func (r *APICredentialReconciler) SetupWithManager(ctx context.Context, mgr ctrl
 			builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
 		Complete(r)
+}
+
+// indexCredentials indexes APICredentials by status.clientID and by the names of the
+// APIs they grant. Both are looked up across all namespaces only (clusterWideIndexes).
+func indexCredentials(ctx context.Context, indexer client.FieldIndexer) error {
+	if err := indexer.IndexField(ctx, &iamv1alpha1.APICredential{}, iamv1alpha1.ClientIDField, func(o client.Object) []string {
+		if id := o.(*iamv1alpha1.APICredential).Status.ClientID; id != "" {
+			return []string{id}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("indexing APICredentials by client ID: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &iamv1alpha1.APICredential{}, apiNameIndex, func(o client.Object) []string {
+		cred := o.(*iamv1alpha1.APICredential)
+		names := make([]string, 0, len(cred.Spec.APIs))
+		for _, g := range cred.Spec.APIs {
+			names = append(names, g.Name)
+		}
+		return names
+	}); err != nil {
+		return fmt.Errorf("indexing APICredentials by API: %w", err)
+	}
+	return nil
 }
 
 func (r *APICredentialReconciler) credentialsGranting(ctx context.Context, def client.Object) []reconcile.Request {

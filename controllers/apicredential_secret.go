@@ -82,14 +82,20 @@ func (a secretAction) state() secretState {
 	}
 }
 
-// secretFacts is what the reconciler read from the credential's Secret. It holds the
-// plaintext secret: never log or print it.
+// secretFacts is what the reconciler read from the credential's Secret. Read live, it
+// holds the plaintext secret: never log or print it.
 type secretFacts struct {
 	exists bool
 	// owned: the Secret's controller reference is this credential (by UID).
-	owned        bool
-	clientID     string
+	owned    bool
+	clientID string
+	// clientSecret is the plaintext secret of a live read; empty in facts read from the
+	// cache's copy, which holds only its hash.
 	clientSecret string
+	// secretHash is the hash (credential.Hash) of the client secret under the
+	// credential's key: of whatever a live Secret holds there, and, from the cache's copy,
+	// of a well-formed secret only (else empty).
+	secretHash string
 	// keyVersion and issuedAt are read from the Secret's annotations (zero when absent).
 	keyVersion int64
 	issuedAt   time.Time
@@ -100,7 +106,15 @@ type secretFacts struct {
 	heldElsewhere bool
 }
 
-// readSecretFacts extracts the facts from a Secret, which may be nil (absent), and
+// holdsSecret reports whether the Secret's client secret is the one hash (status's) is
+// of. Both are hashes in credential.Hash's one canonical form (a hash in another form
+// matches no secret, as credential.Verify has it); the comparison need not take constant
+// time, the hash being no secret (status shows it).
+func (f secretFacts) holdsSecret(hash string) bool {
+	return f.secretHash != "" && f.secretHash == hash
+}
+
+// readSecretFacts extracts the facts from a live Secret, which may be nil (absent), and
 // verifies its binding under ring. heldElsewhere is left to the caller (an index lookup).
 func readSecretFacts(cred *iamv1alpha1.APICredential, s *corev1.Secret, ring *binding.Ring) secretFacts {
 	if s == nil {
@@ -113,15 +127,45 @@ func readSecretFacts(cred *iamv1alpha1.APICredential, s *corev1.Secret, ring *bi
 		clientID:     string(s.Data[keys.ClientID]),
 		clientSecret: string(s.Data[keys.ClientSecret]),
 	}
-	f.keyVersion, _ = strconv.ParseInt(s.Annotations[iamv1alpha1.KeyVersionAnnotation], 10, 64)
-	f.issuedAt, _ = time.Parse(time.RFC3339, s.Annotations[iamv1alpha1.IssuedAtAnnotation])
+	f.secretHash = credential.Hash(f.clientSecret)
+	readAnnotatedFacts(&f, cred, s.Annotations[iamv1alpha1.KeyVersionAnnotation], s.Annotations[iamv1alpha1.IssuedAtAnnotation],
+		s.Annotations[iamv1alpha1.BindingAnnotation], ring)
+	return f
+}
+
+// cachedSecretFacts extracts the facts from the cache's copy of a Secret (nil: the cache
+// holds none), as trimCredentialSecret left them. They can decide that nothing is to be
+// done, exactly when the Secret they were read from would (the same client ID, a secret
+// of the same hash, the same annotations, the same owner references); they hold no
+// plaintext secret, so any other decision is taken again on a live read
+// (gatherAndDecide), as it always was. A copy not in the cached form gives facts of a
+// Secret that holds nothing of status's, which never decide nothing.
+func cachedSecretFacts(cred *iamv1alpha1.APICredential, s *corev1.Secret, ring *binding.Ring) secretFacts {
+	if s == nil {
+		return secretFacts{}
+	}
+	f := secretFacts{exists: true, owned: metav1.IsControlledBy(s, cred)}
+	keys := cred.Spec.SecretKeyNames()
+	c, ok := decodeCachedFacts(s.GenerateName, keys.ClientID, keys.ClientSecret)
+	if !ok {
+		return f
+	}
+	f.clientID, f.secretHash = c.clientID, c.secretHash
+	readAnnotatedFacts(&f, cred, c.keyVersion, c.issuedAt, c.bindingValue, ring)
+	return f
+}
+
+// readAnnotatedFacts sets the facts that the Secret's keysmith annotations give: its key
+// version, its issue time and whether its binding verifies under ring.
+func readAnnotatedFacts(f *secretFacts, cred *iamv1alpha1.APICredential, keyVersion, issuedAt, bindingValue string, ring *binding.Ring) {
+	f.keyVersion, _ = strconv.ParseInt(keyVersion, 10, 64)
+	f.issuedAt, _ = time.Parse(time.RFC3339, issuedAt)
 	// Read at the precision the binding covers (whole seconds, UTC): a fraction added to a
 	// bound issue time keeps the binding valid, and must not make the data look newer.
 	f.issuedAt = f.issuedAt.UTC().Truncate(time.Second)
-	if value := s.Annotations[iamv1alpha1.BindingAnnotation]; value != "" && ring != nil {
-		f.bound = ring.Verify(value, bindingSubject(cred, f.clientID, credential.Hash(f.clientSecret), f.keyVersion, f.issuedAt))
+	if bindingValue != "" && ring != nil && f.secretHash != "" {
+		f.bound = ring.Verify(bindingValue, bindingSubject(cred, f.clientID, f.secretHash, f.keyVersion, f.issuedAt))
 	}
-	return f
 }
 
 // bindingSubject is what the binding of the credential's Secret covers: the credential's
@@ -194,7 +238,7 @@ func decideSecret(cred *iamv1alpha1.APICredential, s secretFacts, now time.Time)
 	if st.SecretHash == "" {
 		return decideAdoption(cred, s, due)
 	}
-	if s.clientID == st.ClientID && credential.Verify(s.clientSecret, st.SecretHash) {
+	if s.clientID == st.ClientID && s.holdsSecret(st.SecretHash) {
 		switch {
 		case due:
 			return actionRotate

@@ -21,7 +21,7 @@ func TestDecideSecret(t *testing.T) {
 	issued := iamv1alpha1.APICredentialStatus{ClientID: clientID, SecretHash: credential.Hash(current), IssuedAt: &issuedAt, KeyVersion: 2}
 	// holding is a Secret this credential controls, bound by the operator under the current key.
 	holding := func(plain string, mutate ...func(*secretFacts)) secretFacts {
-		f := secretFacts{exists: true, owned: true, clientID: clientID, clientSecret: plain, keyVersion: 2, issuedAt: issuedAt.Time, bound: binding.BoundCurrent}
+		f := secretFacts{exists: true, owned: true, clientID: clientID, clientSecret: plain, secretHash: credential.Hash(plain), keyVersion: 2, issuedAt: issuedAt.Time, bound: binding.BoundCurrent}
 		for _, m := range mutate {
 			m(&f)
 		}

@@ -21,8 +21,10 @@ import (
 // them (JSON for the custom resource, protobuf for the Secret) and transformed as the
 // cache transforms them, and the informer store's keys and indexes (namespace, and the
 // client ID and API name field indexes, which controller-runtime doubles into a
-// namespaced and a cluster-wide key). Figures are logged; what is asserted is that the
-// trimmed objects still decide the same (TestTrimCredentialSecret, TestTrimCredential).
+// namespaced and a cluster-wide key, and the manager's APICredential informer keeps
+// cluster-wide only). Figures are logged; what is asserted is that the trimmed objects
+// still decide the same (TestTrimCredentialSecret, TestTrimCredential,
+// TestCachedFactsDecideNothingOnlyWhenLiveWould) and the lean indexes still answer.
 func TestCacheCostPerCredential(t *testing.T) {
 	const n = 2000
 	cred, secret := issuedPair(t)
@@ -77,7 +79,7 @@ func TestCacheCostPerCredential(t *testing.T) {
 		{"credential Secret, managedFields stripped", decodeSecret(stripManagedFields)},
 		{"credential Secret, trimCredentialSecret (now)", decodeSecret(trimCredentialSecret)},
 	} {
-		t.Logf("%-70s %6.0f bytes", row.what, perObject(n, row.make))
+		t.Logf("%-78s %6.0f bytes", row.what, perObject(n, row.make))
 	}
 
 	// The informer stores and their indexes, as controller-runtime sets them up.
@@ -102,28 +104,40 @@ func TestCacheCostPerCredential(t *testing.T) {
 		creds[i].Status.ClientID = id
 		secrets[i] = decodeSecret(trimCredentialSecret)(i).(*corev1.Secret)
 	}
-	before := heapInUse()
-	credStore := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{
-		cache.NamespaceIndex:                 cache.MetaNamespaceIndexFunc,
-		"field:" + iamv1alpha1.ClientIDField: doubled(func(c *iamv1alpha1.APICredential) []string { return []string{c.Status.ClientID} }),
-		"field:" + apiNameIndex: doubled(func(c *iamv1alpha1.APICredential) []string {
-			return []string{c.Spec.APIs[0].Name}
-		}),
-	})
-	secretStore := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
-	for i := range creds {
-		if err := credStore.Add(creds[i]); err != nil {
-			t.Fatal(err)
+	// controller-runtime's doubled field indexes (before), and the same reduced to their
+	// cluster-wide keys as the manager's APICredential informer keeps them (now).
+	for _, row := range []struct {
+		what string
+		lean bool
+	}{{"informer stores, keys and indexes (both types), indexes doubled (before)", false},
+		{"informer stores, keys and indexes (both types), cluster-wide keys only (now)", true}} {
+		indexers := cache.Indexers{
+			cache.NamespaceIndex:                 cache.MetaNamespaceIndexFunc,
+			"field:" + iamv1alpha1.ClientIDField: doubled(func(c *iamv1alpha1.APICredential) []string { return []string{c.Status.ClientID} }),
+			"field:" + apiNameIndex: doubled(func(c *iamv1alpha1.APICredential) []string {
+				return []string{c.Spec.APIs[0].Name}
+			}),
 		}
-		if err := secretStore.Add(secrets[i]); err != nil {
-			t.Fatal(err)
+		if row.lean {
+			indexers = (&clusterWideIndexSet{full: cache.Indexers{}}).lean(indexers)
 		}
-	}
-	t.Logf("%-70s %6.0f bytes", "informer stores, keys and indexes (both types)", float64(heapInUse()-before)/n)
-	runtime.KeepAlive(credStore)
-	runtime.KeepAlive(secretStore)
-	if got, err := credStore.ByIndex("field:"+iamv1alpha1.ClientIDField, "__all_namespaces/"+creds[7].Status.ClientID); err != nil || len(got) != 1 {
-		t.Errorf("client ID index: %v, %v", got, err)
+		before := heapInUse()
+		credStore := cache.NewIndexer(cache.MetaNamespaceKeyFunc, indexers)
+		secretStore := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+		for i := range creds {
+			if err := credStore.Add(creds[i]); err != nil {
+				t.Fatal(err)
+			}
+			if err := secretStore.Add(secrets[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		t.Logf("%-78s %6.0f bytes", row.what, float64(heapInUse()-before)/n)
+		runtime.KeepAlive(credStore)
+		runtime.KeepAlive(secretStore)
+		if got, err := credStore.ByIndex("field:"+iamv1alpha1.ClientIDField, "__all_namespaces/"+creds[7].Status.ClientID); err != nil || len(got) != 1 {
+			t.Errorf("client ID index: %v, %v", got, err)
+		}
 	}
 }
 

@@ -151,7 +151,10 @@ var _ = Describe("APICredential with the manager running", func() {
 		Eventually(readyReasonOf(ctx, "counted")).WithTimeout(10 * time.Second).Should(Equal(iamv1alpha1.ReasonIssued))
 		Eventually(readyReasonOf(ctx, "paused")).WithTimeout(10 * time.Second).Should(Equal(iamv1alpha1.ReasonIssued))
 		Eventually(readyReasonOf(ctx, "broken")).WithTimeout(10 * time.Second).Should(Equal(iamv1alpha1.ReasonInvalidSpec))
-		Expect(metricValue("keysmith_credentials_issued_total", nil) - issuedBefore).To(Equal(2.0))
+		// The counter moves once the status write returns, after the Ready condition can be seen.
+		issuedSince := func() float64 { return metricValue("keysmith_credentials_issued_total", nil) - issuedBefore }
+		Eventually(issuedSince).Should(Equal(2.0))
+		Consistently(issuedSince).WithTimeout(time.Second).Should(Equal(2.0))
 
 		patch := client.MergeFrom(paused.DeepCopy())
 		paused.Spec.Active = ptr.To(false)
