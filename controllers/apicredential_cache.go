@@ -419,14 +419,20 @@ func (x *clusterWideIndexer) IndexKeys(indexName, value string) ([]string, error
 // GetIndexers returns the index functions as they were given, namespaced keys included:
 // controller-runtime filters by a second field of a selector with them (a namespaced key
 // it looks for is then found, where the stored function would silently miss it).
+//
+// The answer is a new map: the store's GetIndexers returns its own, which the store
+// reads under its lock, so writing to it would race with every lookup and put the full
+// functions, namespaced keys and all, into the store.
 func (x *clusterWideIndexer) GetIndexers() toolscache.Indexers {
-	out := x.Indexer.GetIndexers()
+	stored := x.Indexer.GetIndexers()
+	out := make(toolscache.Indexers, len(stored))
 	x.indexes.mu.RLock()
 	defer x.indexes.mu.RUnlock()
-	for name, fn := range x.indexes.full {
-		if _, ok := out[name]; ok {
-			out[name] = fn
+	for name, fn := range stored {
+		if full, ok := x.indexes.full[name]; ok {
+			fn = full
 		}
+		out[name] = fn
 	}
 	return out
 }
