@@ -34,8 +34,7 @@ func readForm(w http.ResponseWriter, r *http.Request, limit int64) (url.Values, 
 	if err == nil {
 		form, perr = url.ParseQuery(string(body))
 	}
-	clear(body) // it may hold a client secret: nothing of it is left in the pool
-	putScratch(p, body)
+	putScratch(p, body) // zeroed: it may hold a client secret
 	if err != nil {
 		return nil, invalidRequest("the body is too large or could not be read")
 	}

@@ -128,10 +128,13 @@ var scratch = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b 
 func getScratch() *[]byte { return scratch.Get().(*[]byte) }
 
 // putScratch returns b, whose contents are dead, to the pool; an outsized one is dropped.
+// The contents are zeroed first: a request body may hold a client secret and a response
+// an access token, and neither is left behind in a pooled buffer.
 func putScratch(p *[]byte, b []byte) {
 	if cap(b) > 16<<10 {
 		return
 	}
+	clear(b)
 	*p = b[:0]
 	scratch.Put(p)
 }

@@ -1,6 +1,7 @@
 package tokenserver_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -161,5 +162,34 @@ func TestTokenEndpointAllocations(t *testing.T) {
 	t.Logf("token endpoint: %.0f allocations per request (httptest included)", allocs)
 	if allocs > 92 {
 		t.Errorf("%.0f allocations per token request, want at most 92", allocs)
+	}
+}
+
+// TestTokenBuffersKeepNoToken: the recycled buffers the token endpoint renders the claims
+// and the response into hold none of an issued access token once it is written, so a
+// pooled buffer (read by whatever takes it next, or found in a memory dump) gives no
+// token away. Fails if putScratch stops zeroing what it recycles.
+func TestTokenBuffersKeepNoToken(t *testing.T) {
+	f := newFixture(t)
+	c := f.issue("pooled", grants("platform-api:user"))
+	h := f.srv.Handler()
+	req := httpRequest(http.MethodPost, "/oauth2/token", "grant_type=client_credentials")
+	req.SetBasicAuth(c.id, c.secret)
+	rec := record(h, req)
+	if rec.Code != http.StatusOK {
+		t.Fatal(rec.Code, rec.Body.String())
+	}
+	var resp struct {
+		AccessToken string `json:"access_token"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil || resp.AccessToken == "" {
+		t.Fatalf("response %q: %v", rec.Body.String(), err)
+	}
+	header, _, _ := strings.Cut(resp.AccessToken, ".")
+	signature := resp.AccessToken[strings.LastIndexByte(resp.AccessToken, '.')+1:]
+	for _, part := range []string{header, signature, `"access_token"`} {
+		if tokenserver.PooledBuffersHold(64, []byte(part)) {
+			t.Fatalf("a pooled buffer still holds the issued token (%.12s…)", part)
+		}
 	}
 }
