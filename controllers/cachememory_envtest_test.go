@@ -11,10 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
-	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -107,24 +105,8 @@ var _ = Describe("The manager's lean cache", func() {
 		stopFirst()
 
 		By("restarting: the new manager's cache lists the Secret, the credential is reconciled once")
-		opts := CacheOptions()
-		opts.DefaultNamespaces = map[string]cache.Config{ns: {}}
-		mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-			Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-			Cache: opts, Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		})
-		Expect(err).NotTo(HaveOccurred())
-		keys := &BindingKeyReconciler{Client: mgr.GetClient(), Namespace: ns, Name: bindingKeySecret}
-		Expect(keys.SetupWithManager(mgr)).To(Succeed())
-		reads := newCountingReader(mgr.GetAPIReader())
-		Expect((&APICredentialReconciler{
-			Client: mgr.GetClient(), APIReader: reads, Scheme: scheme,
-			Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("keysmith-manager"), DefaultTokenURL: testTokenURL,
-			BindingKeys: keys, MaxConcurrentReconciles: 4,
-		}).SetupWithManager(ctx, mgr)).To(Succeed())
 		reconcilesBefore := reconcileCount()
-		stop := testenv.Start(ctx, mgr)
-		DeferCleanup(func() { Expect(stop()).To(Succeed()) })
+		_, _, reads := startCountingManager(ctx, ns)
 		Eventually(reconcileCount).Should(BeNumerically(">", reconcilesBefore))
 		Eventually(func() float64 {
 			return metricValue("workqueue_depth", map[string]string{"name": "apicredential"}) +

@@ -31,6 +31,23 @@ func startManager(ctx context.Context, ns string) (stop func()) {
 
 // startManagerWith is startManager with the reconciler's client wrapped by wrap, if set.
 func startManagerWith(ctx context.Context, ns string, wrap func(client.Client) client.Client) (stop func()) {
+	_, _, stopMgr := startManagerSetup(ctx, ns, managerSetup{client: wrap})
+	return func() { ExpectWithOffset(1, stopMgr()).To(Succeed()) }
+}
+
+// managerSetup is how a test's manager differs from startManager's.
+type managerSetup struct {
+	// keyNamespace holds the binding key ("": the watched namespace, where it outlives
+	// restarts of the manager).
+	keyNamespace string
+	// client and reader, if set, wrap the credential reconciler's client and live reader.
+	client func(client.Client) client.Client
+	reader func(client.Reader) client.Reader
+}
+
+// startManagerSetup runs the reconcilers as cmd/manager does, the credentials' cache on
+// ns, changed as s says; stop stops the manager and reports how it ended.
+func startManagerSetup(ctx context.Context, ns string, s managerSetup) (r *APICredentialReconciler, keys *BindingKeyReconciler, stop func() error) {
 	opts := CacheOptions()
 	opts.DefaultNamespaces = map[string]cache.Config{ns: {}}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -40,25 +57,31 @@ func startManagerWith(ctx context.Context, ns string, wrap func(client.Client) c
 		Cache:                  opts,
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 	})
-	ExpectWithOffset(1, err).NotTo(HaveOccurred())
-	// The binding key lives in the watched namespace: it outlives restarts of the manager.
-	keys := &BindingKeyReconciler{Client: mgr.GetClient(), Namespace: ns, Name: bindingKeySecret}
-	ExpectWithOffset(1, keys.SetupWithManager(mgr)).To(Succeed())
-	c := mgr.GetClient()
-	if wrap != nil {
-		c = wrap(c)
+	ExpectWithOffset(2, err).NotTo(HaveOccurred())
+	keyNS := s.keyNamespace
+	if keyNS == "" {
+		keyNS = ns
 	}
-	ExpectWithOffset(1, (&APICredentialReconciler{
-		Client: c, APIReader: mgr.GetAPIReader(), Scheme: scheme,
+	keys = &BindingKeyReconciler{Client: mgr.GetClient(), Namespace: keyNS, Name: bindingKeySecret}
+	ExpectWithOffset(2, keys.SetupWithManager(mgr)).To(Succeed())
+	var c client.Client = mgr.GetClient()
+	if s.client != nil {
+		c = s.client(c)
+	}
+	var reader client.Reader = mgr.GetAPIReader()
+	if s.reader != nil {
+		reader = s.reader(reader)
+	}
+	r = &APICredentialReconciler{
+		Client: c, APIReader: reader, Scheme: scheme,
 		Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("keysmith-manager"), DefaultTokenURL: testTokenURL,
 		BindingKeys: keys,
 		// The manager's default (--max-concurrent-reconciles): every manager test, run
 		// with -race, runs with concurrent workers.
 		MaxConcurrentReconciles: 4,
-	}).SetupWithManager(ctx, mgr)).To(Succeed())
-
-	stopMgr := testenv.Start(ctx, mgr)
-	return func() { Expect(stopMgr()).To(Succeed()) }
+	}
+	ExpectWithOffset(2, r.SetupWithManager(ctx, mgr)).To(Succeed())
+	return r, keys, testenv.Start(ctx, mgr)
 }
 
 // metricValue reads a counter or gauge with the given labels from the manager's registry.

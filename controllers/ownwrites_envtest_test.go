@@ -8,16 +8,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
-	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 // createHook runs before for each Secret Create the reconciler sends.
@@ -46,23 +39,11 @@ func (o *ownWrites) heldBackFor(key client.ObjectKey) int {
 var _ = Describe("ownWrites under a running manager (security review of 4529568)", func() {
 	It("TestOwnWritesTenantChangeDuringOtherCredentialsCreateUnderManager: a tenant's change to a credential's Secret while another credential naming it creates it is noticed", func(ctx context.Context) {
 		ns := newNamespace(ctx, nil)
-		opts := CacheOptions()
-		opts.DefaultNamespaces = map[string]cache.Config{ns: {}}
-		mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-			Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-			Cache: opts, Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		})
-		Expect(err).NotTo(HaveOccurred())
-		keys := &BindingKeyReconciler{Client: mgr.GetClient(), Namespace: ns, Name: bindingKeySecret}
-		Expect(keys.SetupWithManager(mgr)).To(Succeed())
-		hook := &createHook{Client: mgr.GetClient()}
-		r := &APICredentialReconciler{
-			Client: hook, APIReader: mgr.GetAPIReader(), Scheme: scheme,
-			Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("keysmith-manager"), DefaultTokenURL: testTokenURL,
-			BindingKeys: keys, MaxConcurrentReconciles: 4,
-		}
-		Expect(r.SetupWithManager(ctx, mgr)).To(Succeed())
-		stop := testenv.Start(ctx, mgr)
+		var hook *createHook
+		r, _, stop := startManagerSetup(ctx, ns, managerSetup{client: func(c client.Client) client.Client {
+			hook = &createHook{Client: c}
+			return hook
+		}})
 		DeferCleanup(func() { Expect(stop()).To(Succeed()) })
 		fetch := func(name string) *iamv1alpha1.APICredential {
 			c := &iamv1alpha1.APICredential{}
@@ -82,7 +63,7 @@ var _ = Describe("ownWrites under a running manager (security review of 4529568)
 		delete(s.Labels, iamv1alpha1.CredentialLabel)
 		Expect(k8sClient.Update(ctx, s)).To(Succeed())
 		Eventually(func() bool {
-			return apierrors.IsNotFound(mgr.GetClient().Get(ctx, key, &corev1.Secret{}))
+			return apierrors.IsNotFound(hook.Client.Get(ctx, key, &corev1.Secret{}))
 		}).Should(BeTrue(), "the manager's cache no longer holds it")
 
 		By("while credential b (secretTemplate.name a) sends its Create of Secret a, the tenant puts the label back and replaces a's client secret")

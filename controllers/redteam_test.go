@@ -9,18 +9,11 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/binding"
 	"github.com/keysmith-dev/keysmith/internal/credential"
-	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 // Red-team regression specs: attacks on the operator's write-once table by a tenant who
@@ -133,21 +126,8 @@ var _ = Describe("red team with the manager running", func() {
 // startManagerKeyedIn runs the reconcilers as cmd/manager does, the credentials' cache on
 // ns and the binding key in keyNS (the operator's namespace).
 func startManagerKeyedIn(ctx context.Context, ns, keyNS string) (stop func()) {
-	opts := CacheOptions()
-	opts.DefaultNamespaces = map[string]cache.Config{ns: {}}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		Cache: opts, Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
-	ExpectWithOffset(1, err).NotTo(HaveOccurred())
-	keys := &BindingKeyReconciler{Client: mgr.GetClient(), Namespace: keyNS, Name: bindingKeySecret}
-	ExpectWithOffset(1, keys.SetupWithManager(mgr)).To(Succeed())
-	ExpectWithOffset(1, (&APICredentialReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme,
-		Clock: clock.RealClock{}, DefaultTokenURL: testTokenURL, BindingKeys: keys,
-	}).SetupWithManager(ctx, mgr)).To(Succeed())
-	stopMgr := testenv.Start(ctx, mgr)
-	return func() { Expect(stopMgr()).To(Succeed()) }
+	_, _, stopMgr := startManagerSetup(ctx, ns, managerSetup{keyNamespace: keyNS})
+	return func() { ExpectWithOffset(1, stopMgr()).To(Succeed()) }
 }
 
 func mustClientIDG() string {

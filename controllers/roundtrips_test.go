@@ -10,18 +10,11 @@ import (
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/clock"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
-	"github.com/keysmith-dev/keysmith/internal/testenv"
 )
 
 // countingReader counts the live reads the reconciler makes, by kind.
@@ -167,24 +160,7 @@ var _ = Describe("API round trips per issue (issue 11)", func() {
 
 	It("issues each credential in one reconcile, with one live read, under a running manager", func(ctx context.Context) {
 		ns := newNamespace(ctx, nil)
-		opts := CacheOptions()
-		opts.DefaultNamespaces = map[string]cache.Config{ns: {}}
-		mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-			Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-			Cache: opts, Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		})
-		Expect(err).NotTo(HaveOccurred())
-		keys := &BindingKeyReconciler{Client: mgr.GetClient(), Namespace: ns, Name: bindingKeySecret}
-		Expect(keys.SetupWithManager(mgr)).To(Succeed())
-		reads := newCountingReader(mgr.GetAPIReader())
-		r := &APICredentialReconciler{
-			Client: mgr.GetClient(), APIReader: reads, Scheme: scheme,
-			Clock: clock.RealClock{}, Recorder: mgr.GetEventRecorder("keysmith-manager"), DefaultTokenURL: testTokenURL,
-			BindingKeys: keys, MaxConcurrentReconciles: 4,
-		}
-		Expect(r.SetupWithManager(ctx, mgr)).To(Succeed())
-		stop := testenv.Start(ctx, mgr)
-		DeferCleanup(func() { Expect(stop()).To(Succeed()) })
+		r, keys, reads := startCountingManager(ctx, ns)
 		// The binding key first, so that its creation's re-enqueue of every credential
 		// (a new key re-binds every Secret) does not fall into the count.
 		Eventually(func() error { _, err := keys.Ring(ctx); return err }).Should(Succeed())
@@ -233,3 +209,15 @@ var _ = Describe("API round trips per issue (issue 11)", func() {
 		Expect(liveReads).To(BeNumerically("<=", n+n/5), "about one live read per issue")
 	})
 })
+
+// startCountingManager starts a manager watching ns whose credential reconciler reads
+// live through a countingReader, stopped when the spec ends.
+func startCountingManager(ctx context.Context, ns string) (*APICredentialReconciler, *BindingKeyReconciler, *countingReader) {
+	var reads *countingReader
+	r, keys, stop := startManagerSetup(ctx, ns, managerSetup{reader: func(live client.Reader) client.Reader {
+		reads = newCountingReader(live)
+		return reads
+	}})
+	DeferCleanup(func() { Expect(stop()).To(Succeed()) })
+	return r, keys, reads
+}
