@@ -160,8 +160,15 @@ func TestTokenEndpointAllocations(t *testing.T) {
 		}
 	})
 	t.Logf("token endpoint: %.0f allocations per request (httptest included)", allocs)
-	if allocs > 92 {
-		t.Errorf("%.0f allocations per token request, want at most 92", allocs)
+	// The race detector's build allocates more on this path (98 where the plain build
+	// allocates 90, at 26fee94), and its sync.Pool drops recycled buffers at random: its
+	// bound is the plain one plus that difference.
+	bound := 92.0
+	if raceEnabled {
+		bound += 8
+	}
+	if allocs > bound {
+		t.Errorf("%.0f allocations per token request, want at most %.0f", allocs, bound)
 	}
 }
 
