@@ -66,6 +66,10 @@ lint: staticcheck helm ## Run staticcheck (dead code, deprecated calls, bugs) an
 test: manifests generate build-installer fmt vet envtest ## Run vet, unit tests and the envtest suites against a real API server.
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test ./... -count=1
 
+.PHONY: test-race
+test-race: manifests generate envtest ## make test under the race detector, the processes the fault and HA tests run built with -race too (a race ends them; not in CI: about 3 times as long).
+	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" KEYSMITH_TEST_BUILD_FLAGS=-race GORACE=halt_on_error=1 go test -race ./... -count=1
+
 .PHONY: bench
 bench: ## Run the Go benchmarks of the hot paths and the loopback load run (ratios vs a trivial handler).
 	go test ./internal/... -run='^$$' -bench=. -benchmem
