@@ -67,7 +67,7 @@ test: manifests generate build-installer fmt vet envtest ## Run vet, unit tests 
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" go test ./... -count=1
 
 .PHONY: test-race
-test-race: manifests generate envtest ## make test under the race detector, the processes the fault and HA tests run built with -race too (a race ends them; not in CI: about 3 times as long).
+test-race: manifests generate envtest ## make test under the race detector, the processes the fault and HA tests run built with -race too (a race ends them; not in CI: about 10 minutes here).
 	KUBEBUILDER_ASSETS="$$(hack/setup-envtest.sh)" KEYSMITH_TEST_BUILD_FLAGS=-race GORACE=halt_on_error=1 go test -race ./... -count=1
 
 .PHONY: bench
