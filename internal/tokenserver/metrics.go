@@ -16,6 +16,11 @@ type metrics struct {
 	tokenCacheHits   prometheus.Counter
 	tokenCacheMisses prometheus.Counter
 	usagePatches     *prometheus.CounterVec
+	// revocationWrites counts the writes of revoked tokens to status by result, and
+	// revocationsPending is how many credentials' revocations the last flush left
+	// unwritten: held by this replica only, until a retry writes them.
+	revocationWrites   *prometheus.CounterVec
+	revocationsPending prometheus.Gauge
 }
 
 // statusCodes are the codes whose counters instrument resolves ahead of time.
@@ -41,11 +46,19 @@ func newMetrics(reg prometheus.Registerer, store *Store) *metrics {
 		usagePatches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keysmith_tokenserver_usage_patches_total", Help: "Status patches of credential usage, by result.",
 		}, []string{"result"}),
+		revocationWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keysmith_tokenserver_revocation_writes_total", Help: "Writes of revoked tokens to credential status, by result.",
+		}, []string{"result"}),
+		revocationsPending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "keysmith_tokenserver_revocations_pending",
+			Help: "Credentials whose revoked tokens the last write left unwritten (held by this replica only until retried).",
+		}),
 	}
 	credentials := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "keysmith_tokenserver_credentials", Help: "Issued credentials in the token server's cache.",
 	}, func() float64 { return float64(store.Len()) })
-	reg.MustRegister(m.responses, m.tokensIssued, m.authFailures, m.tokenCacheHits, m.tokenCacheMisses, m.usagePatches, credentials)
+	reg.MustRegister(m.responses, m.tokensIssued, m.authFailures, m.tokenCacheHits, m.tokenCacheMisses, m.usagePatches,
+		m.revocationWrites, m.revocationsPending, credentials)
 	return m
 }
 

@@ -219,6 +219,7 @@ type RevocationWriter struct {
 	reader   client.Reader // reads the live credential (not the cache, which may lag)
 	interval time.Duration
 	revs     *revocations
+	metrics  *metrics
 	log      logr.Logger
 	now      func() time.Time
 }
@@ -227,7 +228,7 @@ type RevocationWriter struct {
 // reader (an uncached reader: the manager's APIReader) and patches status through c every
 // interval.
 func NewRevocationWriter(srv *Server, c client.Client, reader client.Reader, interval time.Duration) *RevocationWriter {
-	return &RevocationWriter{client: c, reader: reader, interval: interval, revs: srv.revocations, log: srv.opts.Log,
+	return &RevocationWriter{client: c, reader: reader, interval: interval, revs: srv.revocations, metrics: srv.metrics, log: srv.opts.Log,
 		now: srv.opts.Clock.Now}
 }
 
@@ -247,18 +248,33 @@ func (w *RevocationWriter) Start(ctx context.Context) error {
 }
 
 // Flush writes every credential's pending revocations. Failures stay pending and are
-// retried next time; the revocations hold on this replica meanwhile.
+// retried next time; the revocations hold on this replica meanwhile, and
+// keysmith_tokenserver_revocations_pending says for how many credentials.
 func (w *RevocationWriter) Flush(ctx context.Context) {
+	failed := 0
 	for key, tokens := range w.revs.pendingWrites(w.now()) {
 		err := w.write(ctx, key, tokens)
 		switch {
 		case err == nil:
 			w.revs.written(key, tokens)
+			w.count("ok")
 		case apierrors.IsNotFound(err):
 			w.revs.written(key, tokens) // the credential is gone, and its tokens with it
+			w.count("not_found")
 		default:
+			failed++
+			w.count("error")
 			w.log.Error(err, "writing revoked tokens to status; retrying", "credential", key)
 		}
+	}
+	if w.metrics != nil {
+		w.metrics.revocationsPending.Set(float64(failed))
+	}
+}
+
+func (w *RevocationWriter) count(result string) {
+	if w.metrics != nil {
+		w.metrics.revocationWrites.WithLabelValues(result).Inc()
 	}
 }
 

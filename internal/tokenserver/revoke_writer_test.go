@@ -2,8 +2,12 @@ package tokenserver_test
 
 import (
 	"context"
+	"errors"
+	"io"
+	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,4 +90,75 @@ func TestRevocationWriterMergesAndRetriesOnConflict(t *testing.T) {
 	if patches != 2 {
 		t.Errorf("a second flush patched again: %d patches", patches)
 	}
+}
+
+// TestRevocationWriterCountsFailures: a revocation the writer cannot write holds on this
+// replica only, so it must be visible: each failed write counts under result="error" and
+// keysmith_tokenserver_revocations_pending says how many credentials wait; the retry that
+// writes it counts under "ok" and the gauge returns to 0.
+func TestRevocationWriterCountsFailures(t *testing.T) {
+	f := newFixture(t)
+	c := f.issue("api", grants("platform-api:user"))
+	scheme := runtime.NewScheme()
+	if err := iamv1alpha1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	failing := true
+	api := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&iamv1alpha1.APICredential{}).WithObjects(c.obj.DeepCopy()).
+		WithInterceptorFuncs(interceptor.Funcs{
+			SubResourcePatch: func(ctx context.Context, cl ctrlclient.Client, sub string, o ctrlclient.Object, p ctrlclient.Patch, opts ...ctrlclient.SubResourcePatchOption) error {
+				if failing {
+					return errors.New("etcdserver: request timed out")
+				}
+				return cl.SubResource(sub).Patch(ctx, o, p, opts...)
+			},
+		}).Build()
+	tok := f.token(c)
+	if resp, _ := f.post("/oauth2/revoke", url.Values{"token": {tok}}, c.id, c.secret); resp.StatusCode != 200 {
+		t.Fatalf("revoke: %d", resp.StatusCode)
+	}
+	w := tokenserver.NewRevocationWriter(f.srv, api, api, time.Hour)
+
+	w.Flush(context.Background())
+	if got := f.metricSamples("keysmith_tokenserver_revocation_writes_total", "keysmith_tokenserver_revocations_pending"); !slices.Equal(got, []string{
+		`keysmith_tokenserver_revocation_writes_total{result="error"} 1`,
+		`keysmith_tokenserver_revocations_pending 1`,
+	}) {
+		t.Errorf("after a failed write: %q", got)
+	}
+
+	failing = false
+	w.Flush(context.Background())
+	if got := f.metricSamples("keysmith_tokenserver_revocation_writes_total", "keysmith_tokenserver_revocations_pending"); !slices.Equal(got, []string{
+		`keysmith_tokenserver_revocation_writes_total{result="error"} 1`,
+		`keysmith_tokenserver_revocation_writes_total{result="ok"} 1`,
+		`keysmith_tokenserver_revocations_pending 0`,
+	}) {
+		t.Errorf("after the retry: %q", got)
+	}
+	var got iamv1alpha1.APICredential
+	if err := api.Get(context.Background(), keyOf(c.obj), &got); err != nil || len(got.Status.RevokedTokens) != 1 {
+		t.Errorf("status after the retry: %v, %v", got.Status.RevokedTokens, err)
+	}
+}
+
+// metricSamples returns /metrics' sample lines of the named metrics, in order.
+func (f *fixture) metricSamples(names ...string) []string {
+	f.t.Helper()
+	resp, err := http.Get(f.ts.URL + "/metrics")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out []string
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimSuffix(line, "\n")
+		for _, n := range names {
+			if strings.HasPrefix(line, n+" ") || strings.HasPrefix(line, n+"{") {
+				out = append(out, line)
+			}
+		}
+	}
+	return out
 }

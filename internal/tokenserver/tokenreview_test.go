@@ -3,9 +3,7 @@ package tokenserver_test
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -206,21 +204,17 @@ func TestTokenReviewNegativeCache(t *testing.T) {
 	}
 }
 
-var verificationsMetric = regexp.MustCompile(`(?m)^keysmith_tokenserver_token_cache_misses_total (\d+)$`)
-
 // verifications reads how many bearer tokens had their signature checked from /metrics.
 func (f *fixture) verifications() int {
 	f.t.Helper()
-	resp, err := http.Get(f.ts.URL + "/metrics")
+	const name = "keysmith_tokenserver_token_cache_misses_total"
+	lines := f.metricSamples(name)
+	if len(lines) != 1 {
+		f.t.Fatalf("/metrics has %d samples of %s, want 1", len(lines), name)
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(lines[0], name+" "))
 	if err != nil {
-		f.t.Fatal(err)
+		f.t.Fatalf("%s: %v", lines[0], err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	m := verificationsMetric.FindSubmatch(b)
-	if m == nil {
-		f.t.Fatal("/metrics has no keysmith_tokenserver_token_cache_misses_total")
-	}
-	n, _ := strconv.Atoi(string(m[1]))
 	return n
 }
