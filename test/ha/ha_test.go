@@ -190,6 +190,12 @@ func TestFailover(t *testing.T) {
 		// API server's: as the connections to a dead pod end.
 		g.Eventually(func() int { return lb.snapshot(leader.webhookAddr).active }).
 			WithTimeout(2*time.Second).WithPolling(time.Millisecond).Should(BeZero(), "the balancer drops the dead backend's connections")
+		// And the API server has closed its end of them: until it reads the close, its
+		// next request may still be written to one of them (a broken pipe, lost to the kill
+		// as a request in flight is, not to a missing replica). On a loaded machine that
+		// read can come after the next probe is due.
+		g.Eventually(lb.awaitingPeerClose).
+			WithTimeout(2*time.Second).WithPolling(time.Millisecond).Should(BeZero(), "the API server closes the connections the balancer ended")
 	}()
 	step(fmt.Sprintf("killed the leader %s (pid %d) with %d of %d credentials Ready", leader.name, leader.cmd.Process.Pid, readyAtKill, credentials))
 	g.Expect(readyAtKill).To(BeNumerically("<", credentials), "the leader is killed mid-way through issuing")
