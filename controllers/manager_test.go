@@ -31,8 +31,9 @@ func startManager(ctx context.Context, ns string) (stop func()) {
 
 // startManagerWith is startManager with the reconciler's client wrapped by wrap, if set.
 func startManagerWith(ctx context.Context, ns string, wrap func(client.Client) client.Client) (stop func()) {
+	GinkgoHelper()
 	_, _, stopMgr := startManagerSetup(ctx, ns, managerSetup{client: wrap})
-	return func() { ExpectWithOffset(1, stopMgr()).To(Succeed()) }
+	return func() { GinkgoHelper(); Expect(stopMgr()).To(Succeed()) }
 }
 
 // managerSetup is how a test's manager differs from startManager's.
@@ -48,6 +49,7 @@ type managerSetup struct {
 // startManagerSetup runs the reconcilers as cmd/manager does, the credentials' cache on
 // ns, changed as s says; stop stops the manager and reports how it ended.
 func startManagerSetup(ctx context.Context, ns string, s managerSetup) (r *APICredentialReconciler, keys *BindingKeyReconciler, stop func() error) {
+	GinkgoHelper()
 	opts := CacheOptions()
 	opts.DefaultNamespaces = map[string]cache.Config{ns: {}}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -57,13 +59,13 @@ func startManagerSetup(ctx context.Context, ns string, s managerSetup) (r *APICr
 		Cache:                  opts,
 		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
 	})
-	ExpectWithOffset(2, err).NotTo(HaveOccurred())
+	Expect(err).NotTo(HaveOccurred())
 	keyNS := s.keyNamespace
 	if keyNS == "" {
 		keyNS = ns
 	}
 	keys = &BindingKeyReconciler{Client: mgr.GetClient(), Namespace: keyNS, Name: bindingKeySecret}
-	ExpectWithOffset(2, keys.SetupWithManager(mgr)).To(Succeed())
+	Expect(keys.SetupWithManager(mgr)).To(Succeed())
 	var c client.Client = mgr.GetClient()
 	if s.client != nil {
 		c = s.client(c)
@@ -80,7 +82,7 @@ func startManagerSetup(ctx context.Context, ns string, s managerSetup) (r *APICr
 		// with -race, runs with concurrent workers.
 		MaxConcurrentReconciles: 4,
 	}
-	ExpectWithOffset(2, r.SetupWithManager(ctx, mgr)).To(Succeed())
+	Expect(r.SetupWithManager(ctx, mgr)).To(Succeed())
 	return r, keys, testenv.Start(ctx, mgr)
 }
 

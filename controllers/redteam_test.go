@@ -126,8 +126,9 @@ var _ = Describe("red team with the manager running", func() {
 // startManagerKeyedIn runs the reconcilers as cmd/manager does, the credentials' cache on
 // ns and the binding key in keyNS (the operator's namespace).
 func startManagerKeyedIn(ctx context.Context, ns, keyNS string) (stop func()) {
+	GinkgoHelper()
 	_, _, stopMgr := startManagerSetup(ctx, ns, managerSetup{keyNamespace: keyNS})
-	return func() { ExpectWithOffset(1, stopMgr()).To(Succeed()) }
+	return func() { GinkgoHelper(); Expect(stopMgr()).To(Succeed()) }
 }
 
 func mustClientIDG() string {

@@ -213,6 +213,7 @@ var _ = Describe("API round trips per issue (issue 11)", func() {
 // startCountingManager starts a manager watching ns whose credential reconciler reads
 // live through a countingReader, stopped when the spec ends.
 func startCountingManager(ctx context.Context, ns string) (*APICredentialReconciler, *BindingKeyReconciler, *countingReader) {
+	GinkgoHelper()
 	var reads *countingReader
 	r, keys, stop := startManagerSetup(ctx, ns, managerSetup{reader: func(live client.Reader) client.Reader {
 		reads = newCountingReader(live)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"cmp"
 	"errors"
 	"fmt"
@@ -10,10 +9,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/keysmith-dev/keysmith/internal/testenv/proc"
 )
 
 // What this file reads from /proc (Linux): a process's parent, start time and binary, and
-// which processes hold a listening TCP socket on a port.
+// which processes hold a listening TCP socket on a port (the sockets from proc.TCPSockets).
 
 // procStat returns the parent pid and the start time (clock ticks after boot, field 22 of
 // /proc/<pid>/stat) of a process. The start time tells a process from a later one that
@@ -109,38 +110,12 @@ func children(wanted ...child) map[child][]int {
 // on a port.
 func listenerInodes(port int) map[string]bool {
 	inodes := map[string]bool{}
-	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		file, err := os.Open(f)
-		if err != nil {
-			continue
+	for _, s := range proc.TCPSockets(port) {
+		if s.State == proc.TCPListen {
+			inodes[s.Inode] = true
 		}
-		sc := bufio.NewScanner(file)
-		for sc.Scan() {
-			if inode, ok := parseListener(sc.Text(), port); ok {
-				inodes[inode] = true
-			}
-		}
-		file.Close()
 	}
 	return inodes
-}
-
-// parseListener reads one line of /proc/net/tcp{,6} and returns its socket's inode when
-// the socket listens on port.
-func parseListener(line string, port int) (inode string, ok bool) {
-	f := strings.Fields(line)
-	if len(f) < 10 || f[3] != "0A" { // 0A: TCP_LISTEN
-		return "", false
-	}
-	_, hexPort, found := strings.Cut(f[1], ":")
-	if !found {
-		return "", false
-	}
-	p, err := strconv.ParseUint(hexPort, 16, 16)
-	if err != nil || int(p) != port {
-		return "", false
-	}
-	return f[9], true
 }
 
 // holdsSocket reports whether a process has one of the socket inodes open.

@@ -24,30 +24,6 @@ func TestParseStat(t *testing.T) {
 	}
 }
 
-func TestParseListener(t *testing.T) {
-	for _, tc := range []struct {
-		line  string
-		port  int
-		inode string
-	}{
-		// 127.0.0.1:18080 (0x46A0) listening
-		{"   0: 0100007F:46A0 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 123456 1 0000000000000000 100 0 0 10 0", 18080, "123456"},
-		// the same port, but established: not a listener
-		{"   1: 0100007F:46A0 0100007F:D3C2 01 00000000:00000000 00:00000000 00000000  1000        0 123457 1 0000000000000000 20 4 30 10 -1", 18080, ""},
-		// another port
-		{"   2: 0100007F:46A1 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 123458 1 0000000000000000 100 0 0 10 0", 18080, ""},
-		// IPv6 [::]:18080
-		{"   0: 00000000000000000000000000000000:46A0 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 223456 1 0000000000000000 100 0 0 10 0", 18080, "223456"},
-		// the header
-		{"  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode", 18080, ""},
-	} {
-		inode, ok := parseListener(tc.line, tc.port)
-		if inode != tc.inode || ok != (tc.inode != "") {
-			t.Errorf("parseListener(%q) = %q, %v; want %q", tc.line, inode, ok, tc.inode)
-		}
-	}
-}
-
 // TestListensOn: a listener is told to be this process's, and no other's.
 func TestListensOn(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

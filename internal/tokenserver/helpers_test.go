@@ -52,3 +52,24 @@ func record(h http.Handler, req *http.Request) *httptest.ResponseRecorder {
 	h.ServeHTTP(rec, req)
 	return rec
 }
+
+// metricSamples returns /metrics' sample lines of the named metrics, in order.
+func (f *fixture) metricSamples(names ...string) []string {
+	f.t.Helper()
+	resp, err := http.Get(f.ts.URL + "/metrics")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var out []string
+	for line := range strings.Lines(string(b)) {
+		line = strings.TrimSuffix(line, "\n")
+		for _, n := range names {
+			if strings.HasPrefix(line, n+" ") || strings.HasPrefix(line, n+"{") {
+				out = append(out, line)
+			}
+		}
+	}
+	return out
+}

@@ -532,16 +532,15 @@ func TestReviewS17SecretDigests(t *testing.T) {
 	}
 }
 
-// s17Basic is parseBasic as it was before the stack buffer (f5d46cb^): the reference.
+// s17Basic is the reference parseBasic is held to: the standard library's Basic
+// decoding (http.Request.BasicAuth: base64, then the first colon), then RFC 6749
+// §2.3.1's form-decoding of both parts, and a client ID that is not empty.
 func s17Basic(value string) (id, secret string, ok bool) {
-	raw, err := base64.StdEncoding.DecodeString(value)
-	if err != nil {
+	r := http.Request{Header: http.Header{"Authorization": {"Basic " + value}}}
+	if id, secret, ok = r.BasicAuth(); !ok {
 		return "", "", false
 	}
-	id, secret, ok = strings.Cut(string(raw), ":")
-	if !ok {
-		return "", "", false
-	}
+	var err error
 	if id, err = url.QueryUnescape(id); err != nil {
 		return "", "", false
 	}

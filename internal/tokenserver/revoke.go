@@ -267,15 +267,11 @@ func (w *RevocationWriter) Flush(ctx context.Context) {
 			w.log.Error(err, "writing revoked tokens to status; retrying", "credential", key)
 		}
 	}
-	if w.metrics != nil {
-		w.metrics.revocationsPending.Set(float64(failed))
-	}
+	w.metrics.revocationsPending.Set(float64(failed))
 }
 
 func (w *RevocationWriter) count(result string) {
-	if w.metrics != nil {
-		w.metrics.revocationWrites.WithLabelValues(result).Inc()
-	}
+	w.metrics.revocationWrites.WithLabelValues(result).Inc()
 }
 
 // errTooManyRevoked is a merged list longer than status allows: two replicas filled the

@@ -2,12 +2,8 @@ package tokenserver_test
 
 import (
 	"context"
-	"errors"
-	"io"
-	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -99,20 +95,8 @@ func TestRevocationWriterMergesAndRetriesOnConflict(t *testing.T) {
 func TestRevocationWriterCountsFailures(t *testing.T) {
 	f := newFixture(t)
 	c := f.issue("api", grants("platform-api:user"))
-	scheme := runtime.NewScheme()
-	if err := iamv1alpha1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	failing := true
-	api := fake.NewClientBuilder().WithScheme(scheme).WithStatusSubresource(&iamv1alpha1.APICredential{}).WithObjects(c.obj.DeepCopy()).
-		WithInterceptorFuncs(interceptor.Funcs{
-			SubResourcePatch: func(ctx context.Context, cl ctrlclient.Client, sub string, o ctrlclient.Object, p ctrlclient.Patch, opts ...ctrlclient.SubResourcePatchOption) error {
-				if failing {
-					return errors.New("etcdserver: request timed out")
-				}
-				return cl.SubResource(sub).Patch(ctx, o, p, opts...)
-			},
-		}).Build()
+	api := newUsageClient(t, c.obj.Name) // its next status patch of the credential fails
+	api.failNext[c.obj.Name] = true
 	tok := f.token(c)
 	if resp, _ := f.post("/oauth2/revoke", url.Values{"token": {tok}}, c.id, c.secret); resp.StatusCode != 200 {
 		t.Fatalf("revoke: %d", resp.StatusCode)
@@ -127,7 +111,6 @@ func TestRevocationWriterCountsFailures(t *testing.T) {
 		t.Errorf("after a failed write: %q", got)
 	}
 
-	failing = false
 	w.Flush(context.Background())
 	if got := f.metricSamples("keysmith_tokenserver_revocation_writes_total", "keysmith_tokenserver_revocations_pending"); !slices.Equal(got, []string{
 		`keysmith_tokenserver_revocation_writes_total{result="error"} 1`,
@@ -136,29 +119,7 @@ func TestRevocationWriterCountsFailures(t *testing.T) {
 	}) {
 		t.Errorf("after the retry: %q", got)
 	}
-	var got iamv1alpha1.APICredential
-	if err := api.Get(context.Background(), keyOf(c.obj), &got); err != nil || len(got.Status.RevokedTokens) != 1 {
-		t.Errorf("status after the retry: %v, %v", got.Status.RevokedTokens, err)
+	if got := api.status(t, c.obj.Name).RevokedTokens; len(got) != 1 {
+		t.Errorf("status.revokedTokens after the retry: %v, want the one revoked token", got)
 	}
-}
-
-// metricSamples returns /metrics' sample lines of the named metrics, in order.
-func (f *fixture) metricSamples(names ...string) []string {
-	f.t.Helper()
-	resp, err := http.Get(f.ts.URL + "/metrics")
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var out []string
-	for line := range strings.Lines(string(b)) {
-		line = strings.TrimSuffix(line, "\n")
-		for _, n := range names {
-			if strings.HasPrefix(line, n+" ") || strings.HasPrefix(line, n+"{") {
-				out = append(out, line)
-			}
-		}
-	}
-	return out
 }

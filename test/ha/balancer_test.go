@@ -1,16 +1,14 @@
 package ha
 
 import (
-	"bufio"
 	"errors"
-	"fmt"
 	"io"
 	"net"
-	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/keysmith-dev/keysmith/internal/testenv/proc"
 )
 
 // balancer is a TCP load balancer in front of the managers' webhook servers, standing in
@@ -136,29 +134,17 @@ func (b *balancer) untrack(conns ...net.Conn) {
 }
 
 // awaitingPeerClose counts the balancer's client connections that it has closed and whose
-// peer (the API server) has not closed its end yet: TCP states FIN_WAIT1 and FIN_WAIT2 of
-// sockets on the balancer's port, from /proc/net/tcp. Until the peer closes, it may still
-// pick such a connection for its next request, and that write fails (broken pipe).
-func (b *balancer) awaitingPeerClose() (int, error) {
-	f, err := os.Open("/proc/net/tcp")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	port := fmt.Sprintf(":%04X", b.ln.Addr().(*net.TCPAddr).Port)
+// peer (the API server) has not closed its end yet: sockets on the balancer's port in
+// TCP state FIN_WAIT1 or FIN_WAIT2. Until the peer closes, it may still pick such a
+// connection for its next request, and that write fails (broken pipe).
+func (b *balancer) awaitingPeerClose() int {
 	n := 0
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// sl local_address rem_address st ...
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 4 || !strings.HasSuffix(fields[1], port) {
-			continue
-		}
-		if st := fields[3]; st == "04" || st == "05" { // TCP_FIN_WAIT1, TCP_FIN_WAIT2
+	for _, s := range proc.TCPSockets(b.ln.Addr().(*net.TCPAddr).Port) {
+		if s.State == proc.TCPFinWait1 || s.State == proc.TCPFinWait2 {
 			n++
 		}
 	}
-	return n, sc.Err()
+	return n
 }
 
 // snapshot returns a copy of a backend's counters; zero for an address it does not balance to.

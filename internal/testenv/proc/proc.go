@@ -1,6 +1,7 @@
 // Package proc runs the manager and token server binaries as processes of their own for the
 // load programs and fault tests (test/scale, test/soak, test/faults): output in a log file, stop, kill, resident memory,
-// readiness and Prometheus metrics.
+// readiness and Prometheus metrics; and it reads the kernel's TCP socket tables (TCPSockets), for make dev's
+// port checks and the failover test's balancer.
 package proc
 
 import (
