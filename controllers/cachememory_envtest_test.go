@@ -9,6 +9,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
@@ -88,6 +89,25 @@ var _ = Describe("The manager's lean cache", func() {
 				Expect(strings.HasPrefix(v, allNamespacesKey)).To(BeTrue(), "index %s holds %q", name, v)
 			}
 		}
+	})
+
+	It("cannot be handed cached facts by a tenant: the API server refuses a generateName that holds the marker", func(ctx context.Context) {
+		// trimmed() takes a Secret whose generateName starts with cachedFactsMarker for the
+		// cache's own copy, and the facts in it can decide that nothing is to be done. A
+		// tenant who writes the Secrets of a namespace must not be able to set one.
+		ns := newNamespace(ctx, nil)
+		facts := cachedFactsMarker + "\x01x"
+		planted := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "planted", GenerateName: facts,
+			Labels: map[string]string{iamv1alpha1.CredentialLabel: "planted"}}}
+		err := k8sClient.Create(ctx, planted)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "create with generateName %q: %v", facts, err)
+
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "later",
+			Labels: map[string]string{iamv1alpha1.CredentialLabel: "later"}}}
+		Expect(k8sClient.Create(ctx, s)).To(Succeed())
+		s.GenerateName = facts
+		err = k8sClient.Update(ctx, s)
+		Expect(apierrors.IsInvalid(err)).To(BeTrue(), "update to generateName %q: %v", facts, err)
 	})
 
 	It("decides nothing to do from the cache's copy of an issued credential's Secret, with no live read, after a restart", func(ctx context.Context) {
