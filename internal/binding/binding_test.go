@@ -158,3 +158,52 @@ func TestNewKeysDiffer(t *testing.T) {
 		t.Fatalf("key of %d bytes, want %d", len(a.Current().Secret), KeySize)
 	}
 }
+
+// TestPack: a value Sign wrote packs into PackedSize bytes and unpacks to itself byte for
+// byte (and still verifies); a value in any other form, however close, does not pack, so
+// a caller that keeps it as it is never turns one value into another.
+func TestPack(t *testing.T) {
+	ring := mustRing(t)
+	value := ring.Sign(subject())
+	packed, ok := Pack(value)
+	if !ok {
+		t.Fatalf("Pack(%q) refused a value Sign wrote", value)
+	}
+	if got := Unpack(packed); got != value {
+		t.Fatalf("Unpack(Pack(v)) = %q, want %q", got, value)
+	}
+	if ring.Verify(Unpack(packed), subject()) != BoundCurrent {
+		t.Error("the unpacked value does not verify")
+	}
+	id, mac, _ := strings.Cut(strings.TrimPrefix(value, Version+"."), ".")
+	last := mac[len(mac)-1]
+	for _, bad := range []string{
+		"",
+		"v2." + id + "." + mac,
+		"v1." + strings.ToUpper(id) + "." + mac,
+		"v1." + id[:6] + "." + mac,
+		"v1." + id + "x." + mac,
+		"v1." + id + "." + mac + "=",
+		"v1." + id + "." + mac[:len(mac)-1],
+		"v1." + id + "." + mac + "A",
+		"v1." + id + "." + strings.ReplaceAll(mac, "-", "+"),
+		"v1." + id + "." + mac[:len(mac)-1] + string(nonCanonical(last)),
+		"v1." + id + "." + mac + ".x",
+		" v1." + id + "." + mac,
+	} {
+		if bad == value {
+			continue // a replacement that changed nothing in this value
+		}
+		if p, ok := Pack(bad); ok {
+			t.Errorf("Pack(%q) = %x, want refused", bad, p)
+		}
+	}
+}
+
+// nonCanonical returns a base64url character that decodes, ignoring the unused low bits
+// of a final character of 4 significant bits, to the same bits as c, but is not c.
+func nonCanonical(c byte) byte {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	i := strings.IndexByte(alphabet, c)
+	return alphabet[i|1]
+}

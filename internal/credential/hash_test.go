@@ -35,6 +35,27 @@ func TestHash(t *testing.T) {
 	}
 }
 
+// TestDigestAndFormatHash: Digest is the SHA-256 that Hash formats, FormatHash is
+// ParseHash's inverse, and Digest does not allocate for a real secret.
+func TestDigestAndFormatHash(t *testing.T) {
+	for _, in := range []string{"", "abc", testSecret, strings.Repeat("d", 10000)} {
+		d := Digest(in)
+		if d != sha256.Sum256([]byte(in)) {
+			t.Errorf("Digest(len %d) is not the SHA-256", len(in))
+		}
+		h := FormatHash(d)
+		if h != Hash(in) {
+			t.Errorf("FormatHash(Digest(len %d)) = %q, want Hash's %q", len(in), h, Hash(in))
+		}
+		if back, ok := ParseHash(h); !ok || back != d {
+			t.Errorf("ParseHash(FormatHash(d)) = %x, %v; want %x", back, ok, d)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = Digest(testSecret) }); n != 0 {
+		t.Errorf("Digest allocates %v times, want 0", n)
+	}
+}
+
 func TestVerify(t *testing.T) {
 	secret := testSecret
 	other := goldenSecrets[0].want
