@@ -91,6 +91,7 @@ fuzz: ## Run each fuzz target for a short while.
 	go test ./internal/tokenserver -run='^$$' -fuzz=FuzzAuthorizationHeader -fuzztime=30s
 	go test ./internal/tokenserver -run='^$$' -fuzz=FuzzOriginalRequest -fuzztime=30s
 	go test ./internal/tokenserver -run='^$$' -fuzz='^FuzzVerify$$' -fuzztime=30s
+	go test ./controllers -run='^$$' -fuzz=FuzzCachedFacts -fuzztime=30s
 
 ##@ Build
 

@@ -1,9 +1,11 @@
 package controllers
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/binding"
 	"github.com/keysmith-dev/keysmith/internal/credential"
 )
 
@@ -72,8 +75,8 @@ func newInformer(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Du
 	return &clusterWideIndexInformer{SharedIndexInformer: inf, indexes: ix}
 }
 
-// trimCredentialSecret keeps of a credential Secret its identity (name, namespace, UID,
-// resourceVersion, deletion timestamp), its owner references and, in place of its data
+// trimCredentialSecret keeps of a credential Secret its name, namespace, resourceVersion,
+// creation and deletion timestamps, its owner references and, in place of its data
 // and annotations, one string of what the write-once decision reads (encodeCachedFacts):
 // the data entries that hold a client ID (recognised by their format, whatever the
 // credential names their keys) and the hash of those that hold a keysmith client secret,
@@ -86,7 +89,9 @@ func newInformer(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Du
 // rebuilt from the Secret's data on every event, whatever the Secret's own generateName.
 //
 // The cache's copy can therefore only say that nothing is to be done (cachedSecretFacts):
-// every write, and every decision other than nothing, starts from a live read.
+// every write, and every decision other than nothing, starts from a live read. Nor does
+// it keep the Secret's UID (36 bytes), which nothing reads of the copy: ownership is the
+// owner reference's UID, and an echo is known by its resourceVersion.
 func trimCredentialSecret(in any) (any, error) {
 	s, ok := in.(*corev1.Secret)
 	if !ok || trimmed(s) {
@@ -101,7 +106,7 @@ func trimCredentialSecret(in any) (any, error) {
 	*s = corev1.Secret{
 		TypeMeta: s.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
-			Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion,
+			Name: s.Name, Namespace: s.Namespace, ResourceVersion: s.ResourceVersion,
 			GenerateName:      facts,
 			CreationTimestamp: s.CreationTimestamp, DeletionTimestamp: s.DeletionTimestamp,
 			OwnerReferences: owners,
@@ -142,26 +147,33 @@ var sharedTrue, sharedFalse = true, false
 // facts. A NUL byte is in no generateName the API server accepts (a DNS subdomain prefix).
 const cachedFactsMarker = "\x00ks1"
 
-// The kinds of field in the cached facts: a data entry (its key, then the client ID it
-// holds, or the hash of the client secret it holds) or an annotation's value.
+// The kinds of field in the cached facts. A data entry is its key, then the client ID it
+// holds or the 32-byte digest of the client secret it holds (credential.Digest); the
+// capital kinds are entries under the default keys, whose names are not repeated. An
+// annotation is its value; the capital kinds hold it packed, as an issue time in
+// seconds since the epoch (a uvarint) or a binding's 36 bytes (binding.Pack), and only
+// when the value is exactly what unpacking gives back, so the facts read the same string
+// either way.
 const (
-	factClientID   = 'i'
-	factSecretHash = 's'
-	factKeyVersion = 'v'
-	factIssuedAt   = 't'
-	factBinding    = 'b'
+	factClientID        = 'i'
+	factDefaultClientID = 'I'
+	factSecretDigest    = 's'
+	factDefaultSecret   = 'S'
+	factKeyVersion      = 'v'
+	factIssuedAt        = 't'
+	factIssuedAtUnix    = 'T'
+	factBinding         = 'b'
+	factBindingPacked   = 'B'
 )
 
-// cachedAnnotations are the annotations the cached facts keep, by kind.
-var cachedAnnotations = [...]struct {
-	kind byte
-	key  string
-}{{factKeyVersion, iamv1alpha1.KeyVersionAnnotation}, {factIssuedAt, iamv1alpha1.IssuedAtAnnotation}, {factBinding, iamv1alpha1.BindingAnnotation}}
+// cachedDigestSize is the size of a client secret's digest in the cached facts.
+const cachedDigestSize = sha256.Size
 
 // encodeCachedFacts is the cached form of what readSecretFacts reads of s: after
-// cachedFactsMarker, fields of one kind byte and one or two length-prefixed strings.
+// cachedFactsMarker, fields of one kind byte and their values (the kinds above), strings
+// length-prefixed.
 func encodeCachedFacts(s *corev1.Secret) string {
-	b := make([]byte, 0, 256)
+	b := make([]byte, 0, 128)
 	b = append(b, cachedFactsMarker...)
 	str := func(v string) {
 		b = binary.AppendUvarint(b, uint64(len(v)))
@@ -170,25 +182,55 @@ func encodeCachedFacts(s *corev1.Secret) string {
 	for k, v := range s.Data {
 		switch value := string(v); {
 		case credential.ValidClientID(value):
-			b = append(b, factClientID)
-			str(k)
+			if k == iamv1alpha1.DefaultClientIDKey {
+				b = append(b, factDefaultClientID)
+			} else {
+				b = append(b, factClientID)
+				str(k)
+			}
 			str(value)
 		case credential.ParseSecret(value) == nil:
-			b = append(b, factSecretHash)
-			str(k)
-			str(credential.Hash(value))
+			if k == iamv1alpha1.DefaultClientSecretKey {
+				b = append(b, factDefaultSecret)
+			} else {
+				b = append(b, factSecretDigest)
+				str(k)
+			}
+			d := credential.Digest(value)
+			b = append(b, d[:]...)
 		}
 	}
-	for _, a := range cachedAnnotations {
-		if v, ok := s.Annotations[a.key]; ok {
-			b = append(b, a.kind)
+	if v, ok := s.Annotations[iamv1alpha1.KeyVersionAnnotation]; ok {
+		b = append(b, factKeyVersion)
+		str(v)
+	}
+	if v, ok := s.Annotations[iamv1alpha1.IssuedAtAnnotation]; ok {
+		if t, err := time.Parse(time.RFC3339, v); err == nil && t.Unix() >= 0 && formatIssuedAt(uint64(t.Unix())) == v {
+			b = append(b, factIssuedAtUnix)
+			b = binary.AppendUvarint(b, uint64(t.Unix()))
+		} else {
+			b = append(b, factIssuedAt)
+			str(v)
+		}
+	}
+	if v, ok := s.Annotations[iamv1alpha1.BindingAnnotation]; ok {
+		if p, packed := binding.Pack(v); packed {
+			b = append(b, factBindingPacked)
+			b = append(b, p[:]...)
+		} else {
+			b = append(b, factBinding)
 			str(v)
 		}
 	}
 	return string(b)
 }
 
-// cachedFacts is a credential Secret's facts as the cache keeps them.
+// formatIssuedAt is the issue-time annotation of unix seconds, as the reconciler writes it.
+func formatIssuedAt(unix uint64) string {
+	return time.Unix(int64(unix), 0).UTC().Format(time.RFC3339)
+}
+
+// cachedFacts is a credential Secret's facts as the cache keeps them, unpacked.
 type cachedFacts struct {
 	// clientID and secretHash are the entries under the data keys asked for, if the
 	// Secret held a client ID or a well-formed client secret there.
@@ -197,36 +239,68 @@ type cachedFacts struct {
 }
 
 // decodeCachedFacts reads the facts that encodeCachedFacts wrote of the data keys
-// clientIDKey and secretKey. ok is false when enc is not such a string (a Secret that
-// did not pass through trimCredentialSecret, or a malformed one).
+// clientIDKey and secretKey, unpacked to the strings the Secret held (the secret's as its
+// hash, credential.Hash). ok is false when enc is not such a string (a Secret that did
+// not pass through trimCredentialSecret, or a malformed one).
 func decodeCachedFacts(enc, clientIDKey, secretKey string) (f cachedFacts, ok bool) {
 	rest, found := strings.CutPrefix(enc, cachedFactsMarker)
 	if !found {
 		return cachedFacts{}, false
 	}
-	str := func() (string, bool) {
+	uvarint := func() (uint64, bool) {
 		n, w := binary.Uvarint([]byte(rest[:min(len(rest), binary.MaxVarintLen64)]))
-		if w <= 0 || n > uint64(len(rest)-w) {
+		if w <= 0 {
+			return 0, false
+		}
+		rest = rest[w:]
+		return n, true
+	}
+	fixed := func(n int) (string, bool) {
+		if len(rest) < n {
 			return "", false
 		}
-		v := rest[w : w+int(n)]
-		rest = rest[w+int(n):]
+		v := rest[:n]
+		rest = rest[n:]
 		return v, true
+	}
+	str := func() (string, bool) {
+		n, ok := uvarint()
+		if !ok || n > uint64(len(rest)) {
+			return "", false
+		}
+		return fixed(int(n))
 	}
 	for rest != "" {
 		kind := rest[0]
 		rest = rest[1:]
+		key, ok := "", true
 		switch kind {
-		case factClientID, factSecretHash:
-			k, ok1 := str()
-			v, ok2 := str()
-			if !ok1 || !ok2 {
+		case factClientID, factSecretDigest:
+			key, ok = str()
+		case factDefaultClientID:
+			key = iamv1alpha1.DefaultClientIDKey
+		case factDefaultSecret:
+			key = iamv1alpha1.DefaultClientSecretKey
+		}
+		if !ok {
+			return cachedFacts{}, false
+		}
+		switch kind {
+		case factClientID, factDefaultClientID:
+			v, ok := str()
+			if !ok {
 				return cachedFacts{}, false
 			}
-			if kind == factClientID && k == clientIDKey {
+			if key == clientIDKey {
 				f.clientID = v
-			} else if kind == factSecretHash && k == secretKey {
-				f.secretHash = v
+			}
+		case factSecretDigest, factDefaultSecret:
+			v, ok := fixed(cachedDigestSize)
+			if !ok {
+				return cachedFacts{}, false
+			}
+			if key == secretKey {
+				f.secretHash = credential.FormatHash([cachedDigestSize]byte([]byte(v)))
 			}
 		case factKeyVersion, factIssuedAt, factBinding:
 			v, ok := str()
@@ -241,6 +315,18 @@ func decodeCachedFacts(enc, clientIDKey, secretKey string) (f cachedFacts, ok bo
 			default:
 				f.bindingValue = v
 			}
+		case factIssuedAtUnix:
+			n, ok := uvarint()
+			if !ok || n > math.MaxInt64 {
+				return cachedFacts{}, false
+			}
+			f.issuedAt = formatIssuedAt(n)
+		case factBindingPacked:
+			v, ok := fixed(binding.PackedSize)
+			if !ok {
+				return cachedFacts{}, false
+			}
+			f.bindingValue = binding.Unpack([binding.PackedSize]byte([]byte(v)))
 		default:
 			return cachedFacts{}, false
 		}

@@ -164,7 +164,7 @@ func TestReadSecretFactsVerifiesTheBinding(t *testing.T) {
 	}
 }
 
-func mustClientID(t *testing.T) string {
+func mustClientID(t testing.TB) string {
 	t.Helper()
 	id, err := credential.NewClientID()
 	if err != nil {
@@ -173,7 +173,7 @@ func mustClientID(t *testing.T) string {
 	return id
 }
 
-func mustSecret(t *testing.T) string {
+func mustSecret(t testing.TB) string {
 	t.Helper()
 	s, err := credential.NewSecret()
 	if err != nil {

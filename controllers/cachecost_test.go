@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
+	"github.com/keysmith-dev/keysmith/internal/binding"
 	"github.com/keysmith-dev/keysmith/internal/credential"
 )
 
@@ -174,14 +176,19 @@ func issuedPair(t *testing.T) (*iamv1alpha1.APICredential, *corev1.Secret) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	ring, err := binding.NewRing(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuedAt := time.Date(2026, 12, 2, 5, 0, 0, 0, time.UTC)
 	secret := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: cred.Namespace, Name: cred.Name, UID: "5b1e7f0c-8d2a-4c3e-9f61-2a7b8c9d0e1f", ResourceVersion: "123456",
 			CreationTimestamp: metav1.Now(),
 			Labels:            map[string]string{iamv1alpha1.CredentialLabel: cred.Name, "app.kubernetes.io/managed-by": "keysmith"},
 			Annotations: map[string]string{
-				iamv1alpha1.KeyVersionAnnotation: "0", iamv1alpha1.IssuedAtAnnotation: "2026-12-02T05:00:00Z",
-				iamv1alpha1.BindingAnnotation: "v1.k7Qf3.bWFkZS11cC1iaW5kaW5nLXNpZ25hdHVyZS1vZi10aGUtcmlnaHQtbGVuZ3RoLXh4eHh4",
+				iamv1alpha1.KeyVersionAnnotation: "0", iamv1alpha1.IssuedAtAnnotation: issuedAt.Format(time.RFC3339),
+				iamv1alpha1.BindingAnnotation: ring.Sign(bindingSubject(cred, cred.Status.ClientID, credential.Hash(secretValue), 0, issuedAt)),
 			},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: iamv1alpha1.GroupVersion.String(), Kind: "APICredential", Name: cred.Name,
 				UID: cred.UID, Controller: ptr.To(true), BlockOwnerDeletion: ptr.To(true)}},
