@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 	"sync"
 	"time"
@@ -151,7 +150,7 @@ const cachedFactsMarker = "\x00ks1"
 // holds or the 32-byte digest of the client secret it holds (credential.Digest); the
 // capital kinds are entries under the default keys, whose names are not repeated. An
 // annotation is its value; the capital kinds hold it packed, as an issue time in
-// seconds since the epoch (a uvarint) or a binding's 36 bytes (binding.Pack), and only
+// seconds since the epoch (a varint) or a binding's 36 bytes (binding.Pack), and only
 // when the value is exactly what unpacking gives back, so the facts read the same string
 // either way.
 const (
@@ -205,9 +204,9 @@ func encodeCachedFacts(s *corev1.Secret) string {
 		str(v)
 	}
 	if v, ok := s.Annotations[iamv1alpha1.IssuedAtAnnotation]; ok {
-		if t, err := time.Parse(time.RFC3339, v); err == nil && t.Unix() >= 0 && formatIssuedAt(uint64(t.Unix())) == v {
+		if t, err := time.Parse(time.RFC3339, v); err == nil && issuedAtAnnotation(t) == v {
 			b = append(b, factIssuedAtUnix)
-			b = binary.AppendUvarint(b, uint64(t.Unix()))
+			b = binary.AppendVarint(b, t.Unix())
 		} else {
 			b = append(b, factIssuedAt)
 			str(v)
@@ -223,11 +222,6 @@ func encodeCachedFacts(s *corev1.Secret) string {
 		}
 	}
 	return string(b)
-}
-
-// formatIssuedAt is the issue-time annotation of unix seconds, as the reconciler writes it.
-func formatIssuedAt(unix uint64) string {
-	return time.Unix(int64(unix), 0).UTC().Format(time.RFC3339)
 }
 
 // cachedFacts is a credential Secret's facts as the cache keeps them, unpacked.
@@ -247,16 +241,8 @@ func decodeCachedFacts(enc, clientIDKey, secretKey string) (f cachedFacts, ok bo
 	if !found {
 		return cachedFacts{}, false
 	}
-	uvarint := func() (uint64, bool) {
-		n, w := binary.Uvarint([]byte(rest[:min(len(rest), binary.MaxVarintLen64)]))
-		if w <= 0 {
-			return 0, false
-		}
-		rest = rest[w:]
-		return n, true
-	}
 	fixed := func(n int) (string, bool) {
-		if len(rest) < n {
+		if n < 0 || len(rest) < n {
 			return "", false
 		}
 		v := rest[:n]
@@ -264,42 +250,40 @@ func decodeCachedFacts(enc, clientIDKey, secretKey string) (f cachedFacts, ok bo
 		return v, true
 	}
 	str := func() (string, bool) {
-		n, ok := uvarint()
-		if !ok || n > uint64(len(rest)) {
+		n, w := binary.Uvarint([]byte(rest[:min(len(rest), binary.MaxVarintLen64)]))
+		if w <= 0 || n > uint64(len(rest)-w) {
 			return "", false
 		}
+		rest = rest[w:]
 		return fixed(int(n))
+	}
+	// key is a data entry's key: its own string, or the default key the kind stands for.
+	key := func(explicit bool, defaultKey string) (string, bool) {
+		if explicit {
+			return str()
+		}
+		return defaultKey, true
 	}
 	for rest != "" {
 		kind := rest[0]
 		rest = rest[1:]
-		key, ok := "", true
-		switch kind {
-		case factClientID, factSecretDigest:
-			key, ok = str()
-		case factDefaultClientID:
-			key = iamv1alpha1.DefaultClientIDKey
-		case factDefaultSecret:
-			key = iamv1alpha1.DefaultClientSecretKey
-		}
-		if !ok {
-			return cachedFacts{}, false
-		}
 		switch kind {
 		case factClientID, factDefaultClientID:
-			v, ok := str()
-			if !ok {
+			k, ok1 := key(kind == factClientID, iamv1alpha1.DefaultClientIDKey)
+			v, ok2 := str()
+			if !ok1 || !ok2 {
 				return cachedFacts{}, false
 			}
-			if key == clientIDKey {
+			if k == clientIDKey {
 				f.clientID = v
 			}
 		case factSecretDigest, factDefaultSecret:
-			v, ok := fixed(cachedDigestSize)
-			if !ok {
+			k, ok1 := key(kind == factSecretDigest, iamv1alpha1.DefaultClientSecretKey)
+			v, ok2 := fixed(cachedDigestSize)
+			if !ok1 || !ok2 {
 				return cachedFacts{}, false
 			}
-			if key == secretKey {
+			if k == secretKey {
 				f.secretHash = credential.FormatHash([cachedDigestSize]byte([]byte(v)))
 			}
 		case factKeyVersion, factIssuedAt, factBinding:
@@ -316,11 +300,12 @@ func decodeCachedFacts(enc, clientIDKey, secretKey string) (f cachedFacts, ok bo
 				f.bindingValue = v
 			}
 		case factIssuedAtUnix:
-			n, ok := uvarint()
-			if !ok || n > math.MaxInt64 {
+			unix, w := binary.Varint([]byte(rest[:min(len(rest), binary.MaxVarintLen64)]))
+			if w <= 0 {
 				return cachedFacts{}, false
 			}
-			f.issuedAt = formatIssuedAt(n)
+			rest = rest[w:]
+			f.issuedAt = issuedAtAnnotation(time.Unix(unix, 0))
 		case factBindingPacked:
 			v, ok := fixed(binding.PackedSize)
 			if !ok {

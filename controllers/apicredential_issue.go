@@ -141,7 +141,7 @@ func (r *APICredentialReconciler) bind(ctx context.Context, cred *iamv1alpha1.AP
 	want.Annotations[iamv1alpha1.KeyVersionAnnotation] = strconv.FormatInt(st.KeyVersion, 10)
 	if st.IssuedAt != nil {
 		issuedAt = st.IssuedAt.Time
-		want.Annotations[iamv1alpha1.IssuedAtAnnotation] = issuedAt.UTC().Format(time.RFC3339)
+		want.Annotations[iamv1alpha1.IssuedAtAnnotation] = issuedAtAnnotation(issuedAt)
 	} else {
 		delete(want.Annotations, iamv1alpha1.IssuedAtAnnotation)
 	}
@@ -224,7 +224,7 @@ func (r *APICredentialReconciler) writeCredentialData(cred *iamv1alpha1.APICrede
 	secret.Labels["app.kubernetes.io/managed-by"] = "keysmith"
 	secret.Annotations = mergeInto(secret.Annotations, cred.Spec.SecretTemplate.Annotations)
 	secret.Annotations[iamv1alpha1.KeyVersionAnnotation] = strconv.FormatInt(cred.Spec.Rotation.KeyVersion, 10)
-	secret.Annotations[iamv1alpha1.IssuedAtAnnotation] = issuedAt.UTC().Format(time.RFC3339)
+	secret.Annotations[iamv1alpha1.IssuedAtAnnotation] = issuedAtAnnotation(issuedAt)
 	secret.Annotations[iamv1alpha1.BindingAnnotation] = ring.Sign(bindingSubject(cred, clientID, credential.Hash(clientSecret), cred.Spec.Rotation.KeyVersion, issuedAt))
 	return r.controlledBy(cred, secret)
 }

@@ -155,6 +155,10 @@ func cachedSecretFacts(cred *iamv1alpha1.APICredential, s *corev1.Secret, ring *
 	return f
 }
 
+// issuedAtAnnotation is the issued-at annotation's value for t, as the reconciler writes it
+// (RFC 3339, whole seconds, UTC) and readAnnotatedFacts reads it.
+func issuedAtAnnotation(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
 // readAnnotatedFacts sets the facts that the Secret's keysmith annotations give: its key
 // version, its issue time and whether its binding verifies under ring.
 func readAnnotatedFacts(f *secretFacts, cred *iamv1alpha1.APICredential, keyVersion, issuedAt, bindingValue string, ring *binding.Ring) {
