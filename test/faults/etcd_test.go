@@ -55,7 +55,10 @@ func TestEtcdStopped(t *testing.T) {
 				return err
 			}
 			t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
-			return syscall.Kill(pid, syscall.SIGSTOP)
+			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+				return err
+			}
+			return awaitStopped(pid, 5*time.Second)
 		},
 		heal: func(*testing.T, *envtest.Environment) error { return syscall.Kill(pid, syscall.SIGCONT) },
 	})
@@ -313,6 +316,41 @@ func sum(m map[int]int) int {
 
 // findProcess returns the pid of the process of the binary called name whose command line
 // holds dir (its data or certificate directory).
+// awaitStopped returns once every thread of the process pid is in the stopped state
+// ('T' in /proc/<pid>/task/<tid>/stat): kill(2) only queues SIGSTOP, each thread stops on
+// its own, and on a loaded machine etcd can still answer a request before all have (the
+// make test of e48ee3c read a credential through the API server right after the signal).
+func awaitStopped(pid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for !allThreadsStopped(pid) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("process %d not stopped %s after SIGSTOP", pid, timeout)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// allThreadsStopped reports whether every thread of pid is stopped; false if unreadable.
+func allThreadsStopped(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		if err != nil {
+			return false
+		}
+		// The state follows the command name, which is in parentheses and may hold spaces.
+		i := strings.LastIndexByte(string(data), ')')
+		if i < 0 || i+2 >= len(data) || (data[i+2] != 'T' && data[i+2] != 't') {
+			return false
+		}
+	}
+	return true
+}
+
 func findProcess(name, dir string) (int, error) {
 	if dir == "" {
 		return 0, fmt.Errorf("envtest's %s has no directory", name)
