@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
 	dto "github.com/prometheus/client_model/go"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -38,7 +39,8 @@ func TestWritesEventsTheAPIServerAccepts(t *testing.T) {
 	if err := c.Create(ctx, cred); err != nil {
 		t.Fatal(err)
 	}
-	rec := New(c, testenv.Scheme(), "keysmith-manager", logr.Discard())
+	// The recorder's log goes to the test's: an event it dropped says why.
+	rec := New(c, testenv.Scheme(), "keysmith-manager", testr.New(t))
 	rec.Eventf(cred, nil, corev1.EventTypeNormal, iamv1alpha1.ReasonIssued, "Issue", "issued client ID %s", "ks_x")
 	rec.Eventf(ns, cred, corev1.EventTypeWarning, "Refused", "Create", "%s", strings.Repeat("é", 700))
 	runCtx, stop := context.WithCancel(ctx)
@@ -46,11 +48,11 @@ func TestWritesEventsTheAPIServerAccepts(t *testing.T) {
 	go func() { done <- rec.Start(runCtx) }()
 
 	var list eventsv1.EventList
-	for {
-		if err := c.List(ctx, &list); err != nil {
+	for ctx.Err() == nil {
+		if err := c.List(ctx, &list); err != nil && ctx.Err() == nil {
 			t.Fatal(err)
 		}
-		if len(list.Items) == 2 || ctx.Err() != nil {
+		if len(list.Items) == 2 {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
