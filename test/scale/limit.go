@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -26,6 +27,19 @@ import (
 // and the Issued event (the manager's, as its service account, with the same clients).
 type limits struct {
 	creates, secrets, patches, events float64 // per second
+	// cpu is the CPU time the four writes of one issue cost, every process together
+	// (API server, etcd, the writing clients): the sum of each write's CPU per write.
+	cpu time.Duration
+}
+
+// cpuRate is the issue rate the machine's cores allow when the four writes are all
+// that runs and every core is busy: cores over their CPU per issue. Unlike rate, it
+// does not move with the machine's other work.
+func (l limits) cpuRate() float64 {
+	if l.cpu <= 0 {
+		return 0
+	}
+	return float64(runtime.NumCPU()) / l.cpu.Seconds()
 }
 
 // rate is the issue rate those writes allow when nothing else runs: one over the sum of
@@ -36,7 +50,9 @@ func (l limits) rate() float64 {
 
 func (l limits) String() string {
 	return fmt.Sprintf("credential creates %.0f/s, Secret creates %.0f/s, status patches %.0f/s, events %.0f/s: "+
-		"1/(sum of the per-write costs) = %.0f credentials/s", l.creates, l.secrets, l.patches, l.events, l.rate())
+		"1/(sum of the per-write costs) = %.0f credentials/s; by CPU: the four writes cost %.2f ms of CPU per issue "+
+		"(API server, etcd and clients), %d cores / that = %.0f credentials/s",
+		l.creates, l.secrets, l.patches, l.events, l.rate(), float64(l.cpu)/float64(time.Millisecond), runtime.NumCPU(), l.cpuRate())
 }
 
 // measureLimits times n of each write with clients concurrent goroutines, before any
@@ -44,17 +60,24 @@ func (l limits) String() string {
 // garbage collector and no namespace controller), so that the rounds start as before.
 // admin creates the credentials, as the creators do; mgr (the manager's service account,
 // under the shipped RBAC and the status policy) writes the rest.
-func measureLimits(ctx context.Context, admin, mgr client.Client, n, clients int) (limits, error) {
+func measureLimits(ctx context.Context, admin, mgr client.Client, n, clients int, prof *profiler) (limits, error) {
 	var l limits
 	ns := "scale-limit"
 	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		return l, err
 	}
+	profiled, cpu0 := prof.start(ctx, "limit-creates"), sampleCPU()
 	began := time.Now()
 	if err := create(ctx, admin, ns, n, clients); err != nil {
 		return l, err
 	}
 	l.creates = float64(n) / time.Since(began).Seconds()
+	cpu1 := sampleCPU()
+	l.cpu += cpu1.total(cpu0) / time.Duration(n)
+	fmt.Printf("scale: limit: credential creates %.0f/s, %s\n", l.creates, cpu0.per(cpu1, n, "write"))
+	if err := profiled(); err != nil {
+		return l, err
+	}
 	var list iamv1alpha1.APICredentialList
 	if err := admin.List(ctx, &list, client.InNamespace(ns)); err != nil {
 		return l, err
@@ -67,14 +90,25 @@ func measureLimits(ctx context.Context, admin, mgr client.Client, n, clients int
 	if err != nil {
 		return l, err
 	}
-	if l.patches, err = timed(ctx, n, clients, func(i int) error { return patchStatus(ctx, mgr, &list.Items[i], now) }); err != nil {
-		return l, fmt.Errorf("limit: status patches: %w", err)
-	}
-	if l.events, err = timed(ctx, n, clients, func(i int) error { return mgr.Create(ctx, issuedEvent(&list.Items[i], now)) }); err != nil {
-		return l, fmt.Errorf("limit: events: %w", err)
-	}
-	if l.secrets, err = timed(ctx, n, clients, func(i int) error { return mgr.Create(ctx, credentialSecret(&list.Items[i], ring, now)) }); err != nil {
-		return l, fmt.Errorf("limit: Secrets: %w", err)
+	for _, w := range []struct {
+		name string
+		rate *float64
+		do   func(i int) error
+	}{
+		{"status-patches", &l.patches, func(i int) error { return patchStatus(ctx, mgr, &list.Items[i], now) }},
+		{"events", &l.events, func(i int) error { return mgr.Create(ctx, issuedEvent(&list.Items[i], now)) }},
+		{"secrets", &l.secrets, func(i int) error { return mgr.Create(ctx, credentialSecret(&list.Items[i], ring, now)) }},
+	} {
+		profiled, cpu0 := prof.start(ctx, "limit-"+w.name), sampleCPU()
+		if *w.rate, err = timed(ctx, n, clients, w.do); err != nil {
+			return l, fmt.Errorf("limit: %s: %w", w.name, err)
+		}
+		cpu1 := sampleCPU()
+		l.cpu += cpu1.total(cpu0) / time.Duration(n)
+		fmt.Printf("scale: limit: %s %.0f/s, %s\n", w.name, *w.rate, cpu0.per(cpu1, n, "write"))
+		if err := profiled(); err != nil {
+			return l, err
+		}
 	}
 	for _, obj := range []client.Object{&iamv1alpha1.APICredential{}, &corev1.Secret{}, &eventsv1.Event{}} {
 		if err := admin.DeleteAllOf(ctx, obj, client.InNamespace(ns)); err != nil {

@@ -55,6 +55,10 @@ type options struct {
 	// managerBin, when set, is the manager binary run instead of one built from
 	// ./cmd/manager (e.g. an older commit's, for a before/after comparison).
 	managerBin string
+	// profileDir, when set, receives CPU profiles of the API server, profileSeconds each.
+	profileDir     string
+	profileSeconds int
+	managerPprof   string
 }
 
 func main() {
@@ -65,6 +69,9 @@ func main() {
 	ws := flag.String("workers", "1,4", "comma-separated --max-concurrent-reconciles values, one round each (the last is the one restarted)")
 	flag.DurationVar(&o.rest, "rest", 10*time.Second, "how long writes at rest are counted after the restarted manager settled")
 	flag.StringVar(&o.managerBin, "manager-bin", "", "a manager binary to run instead of building ./cmd/manager (an older commit's, to compare)")
+	flag.StringVar(&o.profileDir, "apiserver-profile", "", "a directory for CPU profiles of the API server: one per limit phase, one per round (each -profile-seconds long, from the phase's start)")
+	flag.IntVar(&o.profileSeconds, "profile-seconds", 5, "the length of each API server profile")
+	flag.StringVar(&o.managerPprof, "manager-profile", "", "with -apiserver-profile: the manager's --pprof-bind-address (e.g. 127.0.0.1:6060), to profile each round in the manager too")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run's directory (the processes' logs)")
 	mArgs := flag.String("manager-args", "", "space-separated extra arguments of the manager, e.g. --pprof-bind-address=127.0.0.1:6060")
 	tArgs := flag.String("token-server-args", "", "space-separated extra arguments of the token server")
@@ -105,6 +112,9 @@ func run(o options) error {
 	env, err := testenv.New()
 	if err != nil {
 		return err
+	}
+	if o.profileDir != "" {
+		env.ControlPlane.GetAPIServer().Configure().Set("profiling", "true")
 	}
 	cfg, err := env.Start()
 	if err != nil {
@@ -148,12 +158,16 @@ func run(o options) error {
 		if o.managerBin != "" {
 			bin = o.managerBin
 		}
+		var pprofArgs []string
+		if o.managerPprof != "" {
+			pprofArgs = []string{"--pprof-bind-address=" + o.managerPprof}
+		}
 		m, err := startProc(dir, "manager", bin, kubeconfigs[managerUser],
-			append([]string{"--max-concurrent-reconciles=" + strconv.Itoa(workers),
+			append(append([]string{"--max-concurrent-reconciles=" + strconv.Itoa(workers),
 				"--enable-webhooks=false",
 				"--signing-key-namespace=" + systemNamespace,
 				"--health-probe-bind-address=" + probeAddr,
-				"--metrics-bind-address=" + metricsAddr}, o.managerArgs...)...)
+				"--metrics-bind-address=" + metricsAddr}, pprofArgs...), o.managerArgs...)...)
 		if err != nil {
 			return nil, err
 		}
@@ -173,9 +187,13 @@ func run(o options) error {
 		return err
 	}
 	fmt.Printf("scale: %d credentials per round, %d clients creating; API server, etcd, manager, token server and this process share %d cores\n", o.n, o.clients, runtime.NumCPU())
+	prof, err := newProfiler(cfg, o.profileDir, o.profileSeconds, o.managerPprof)
+	if err != nil {
+		return err
+	}
 	var lim limits
 	if o.limitN > 0 {
-		if lim, err = measureLimits(ctx, c, managerClient, o.limitN, o.clients); err != nil {
+		if lim, err = measureLimits(ctx, c, managerClient, o.limitN, o.clients, prof); err != nil {
 			return err
 		}
 		fmt.Printf("scale: limit (the API server alone, %d of each write, %d clients, no manager running): %s\n", o.limitN, o.clients, lim)
@@ -222,6 +240,7 @@ func run(o options) error {
 		if err1 != nil || err2 != nil {
 			return fmt.Errorf("reading RSS: %v %v", err1, err2)
 		}
+		profiled, cpu0 := prof.start(ctx, fmt.Sprintf("round-%d-workers-%d", i, workers)), sampleCPU()
 		began := time.Now()
 		if err := create(ctx, c, ns, o.n, o.clients); err != nil {
 			return err
@@ -231,6 +250,10 @@ func run(o options) error {
 			return err
 		}
 		took := time.Since(began)
+		cpu1 := sampleCPU()
+		if err := profiled(); err != nil {
+			return err
+		}
 		total += o.n
 		time.Sleep(2 * time.Second) // let the token server's watch catch up and the heaps settle
 		mgrAfter, err1 := mgr.RSSKiB()
@@ -253,6 +276,11 @@ func run(o options) error {
 			fmt.Printf("%s issue rate %.0f/s = %.0f %% of the limit of the unavoidable writes (%.0f/s)\n", tag, rate, 100*rate/lim.rate(), lim.rate())
 		}
 		before.report(tag, after, o.n)
+		fmt.Printf("%s %s\n", tag, cpu0.per(cpu1, o.n, "credential, creation to all Ready"))
+		if cpu := cpu1.total(cpu0) / time.Duration(o.n); lim.cpu > 0 {
+			fmt.Printf("%s by CPU: %.2f ms per credential = %.0f %% of the four writes' %.2f ms (%.0f credentials/s on %d cores)\n", tag,
+				float64(cpu)/float64(time.Millisecond), 100*float64(cpu)/float64(lim.cpu), float64(lim.cpu)/float64(time.Millisecond), lim.cpuRate(), runtime.NumCPU())
+		}
 		fmt.Printf("%s manager RSS %.1f → %.1f MiB: %.2f KiB per credential (%d cached before)\n", tag,
 			float64(mgrBefore)/1024, float64(mgrAfter)/1024, float64(mgrAfter-mgrBefore)/float64(o.n), total-o.n)
 		fmt.Printf("%s token server RSS %.1f → %.1f MiB: %.2f KiB per credential\n", tag,
