@@ -101,14 +101,24 @@ func serveMain(n int, cpuprofile string) error {
 	// The trivial handler answers 200 and nothing else; at /token-shaped it reads the
 	// body and answers a body of a token response's size with its headers, so that the
 	// token endpoint's round trip can be told from its work.
+	// At /token-shaped-signed it also makes one standard-library ES256 signature (the
+	// limit's, signer) of a token-sized input per request: the round trip and the
+	// signature the token endpoint's limit adds up, done by a real server, measured.
 	tokenShaped := []byte(`{"access_token":"` + strings.Repeat("a", 700) + `","token_type":"Bearer","expires_in":600,"scope":"platform-api:user"}`)
+	es256, err := newSigner(signingkey.ES256, 700, 86)
+	if err != nil {
+		return err
+	}
 	trivial, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == memStatsPath {
 			_ = json.NewEncoder(w).Encode(readMemStats())
 			return
 		}
-		if r.URL.Path == "/token-shaped" {
+		if r.URL.Path == "/token-shaped" || r.URL.Path == "/token-shaped-signed" {
 			_, _ = io.Copy(io.Discard, r.Body)
+			if r.URL.Path == "/token-shaped-signed" {
+				es256.sign()
+			}
 			h := w.Header()
 			h["Content-Type"], h["Cache-Control"], h["Pragma"] = []string{"application/json"}, []string{"no-store"}, []string{"no-cache"}
 			w.WriteHeader(http.StatusOK)
