@@ -1,11 +1,10 @@
 package main
 
 import (
-	"os"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/keysmith-dev/keysmith/internal/testenv/proc"
 )
 
 // cpuTimes are the CPU times (user + system) the client (this process) and the server
@@ -22,20 +21,9 @@ func cpuNow(serverPID int) cpuTimes {
 	if serverPID == 0 {
 		return t
 	}
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(serverPID) + "/stat")
-	if err != nil {
-		return t
+	if st, err := proc.ReadStat(serverPID); err == nil {
+		t.server = st.CPU
 	}
-	// Fields after the command name (which may hold spaces, hence the last ')'): state is
-	// the first, utime and stime the 12th and 13th, in clock ticks (USER_HZ, 100).
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(fields) < 13 {
-		return t
-	}
-	u, _ := strconv.ParseInt(fields[11], 10, 64)
-	st, _ := strconv.ParseInt(fields[12], 10, 64)
-	t.server = time.Duration(u+st) * 10 * time.Millisecond
 	return t
 }
 

@@ -114,9 +114,9 @@ func serveMain(n int, cpuprofile string) error {
 			_ = json.NewEncoder(w).Encode(readMemStats())
 			return
 		}
-		if r.URL.Path == "/token-shaped" || r.URL.Path == "/token-shaped-signed" {
+		if signed := r.URL.Path == "/token-shaped-signed"; signed || r.URL.Path == "/token-shaped" {
 			_, _ = io.Copy(io.Discard, r.Body)
-			if r.URL.Path == "/token-shaped-signed" {
+			if signed {
 				es256.sign()
 			}
 			h := w.Header()

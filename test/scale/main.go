@@ -55,7 +55,8 @@ type options struct {
 	// managerBin, when set, is the manager binary run instead of one built from
 	// ./cmd/manager (e.g. an older commit's, for a before/after comparison).
 	managerBin string
-	// profileDir, when set, receives CPU profiles of the API server, profileSeconds each.
+	// profileDir, when set, receives CPU profiles of the API server, profileSeconds each,
+	// and of the manager at managerPprof (its --pprof-bind-address) when that is set.
 	profileDir     string
 	profileSeconds int
 	managerPprof   string
@@ -70,7 +71,7 @@ func main() {
 	flag.DurationVar(&o.rest, "rest", 10*time.Second, "how long writes at rest are counted after the restarted manager settled")
 	flag.StringVar(&o.managerBin, "manager-bin", "", "a manager binary to run instead of building ./cmd/manager (an older commit's, to compare)")
 	flag.StringVar(&o.profileDir, "apiserver-profile", "", "a directory for CPU profiles of the API server: one per limit phase, one per round (each -profile-seconds long, from the phase's start)")
-	flag.IntVar(&o.profileSeconds, "profile-seconds", 5, "the length of each API server profile")
+	flag.IntVar(&o.profileSeconds, "profile-seconds", 5, "the length of each CPU profile, in seconds")
 	flag.StringVar(&o.managerPprof, "manager-profile", "", "with -apiserver-profile: the manager's --pprof-bind-address (e.g. 127.0.0.1:6060), to profile each round in the manager too")
 	flag.BoolVar(&o.keep, "keep", false, "keep the run's directory (the processes' logs)")
 	mArgs := flag.String("manager-args", "", "space-separated extra arguments of the manager, e.g. --pprof-bind-address=127.0.0.1:6060")
@@ -158,16 +159,15 @@ func run(o options) error {
 		if o.managerBin != "" {
 			bin = o.managerBin
 		}
-		var pprofArgs []string
+		args := []string{"--max-concurrent-reconciles=" + strconv.Itoa(workers),
+			"--enable-webhooks=false",
+			"--signing-key-namespace=" + systemNamespace,
+			"--health-probe-bind-address=" + probeAddr,
+			"--metrics-bind-address=" + metricsAddr}
 		if o.managerPprof != "" {
-			pprofArgs = []string{"--pprof-bind-address=" + o.managerPprof}
+			args = append(args, "--pprof-bind-address="+o.managerPprof)
 		}
-		m, err := startProc(dir, "manager", bin, kubeconfigs[managerUser],
-			append(append([]string{"--max-concurrent-reconciles=" + strconv.Itoa(workers),
-				"--enable-webhooks=false",
-				"--signing-key-namespace=" + systemNamespace,
-				"--health-probe-bind-address=" + probeAddr,
-				"--metrics-bind-address=" + metricsAddr}, pprofArgs...), o.managerArgs...)...)
+		m, err := startProc(dir, "manager", bin, kubeconfigs[managerUser], append(args, o.managerArgs...)...)
 		if err != nil {
 			return nil, err
 		}
