@@ -2,7 +2,6 @@ package main
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,32 +19,8 @@ import (
 // /proc/<pid>/stat) of a process. The start time tells a process from a later one that
 // was given the same pid.
 func procStat(pid int) (ppid int, start uint64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	return parseStat(string(b))
-}
-
-// parseStat parses the text of /proc/<pid>/stat. The command name, field 2, is in
-// parentheses and may hold spaces and parentheses itself, so fields are counted from
-// the last ')'.
-func parseStat(s string) (ppid int, start uint64, err error) {
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, 0, errors.New("malformed stat")
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
-	if len(f) < 20 {
-		return 0, 0, errors.New("malformed stat")
-	}
-	if ppid, err = strconv.Atoi(f[1]); err != nil {
-		return 0, 0, fmt.Errorf("malformed stat: %w", err)
-	}
-	if start, err = strconv.ParseUint(f[19], 10, 64); err != nil {
-		return 0, 0, fmt.Errorf("malformed stat: %w", err)
-	}
-	return ppid, start, nil
+	st, err := proc.ReadStat(pid)
+	return st.PPID, st.StartTime, err
 }
 
 // procExe returns the binary a process runs. A binary replaced or removed since the

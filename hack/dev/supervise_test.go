@@ -11,19 +11,6 @@ import (
 	"time"
 )
 
-func TestParseStat(t *testing.T) {
-	// The command name may hold spaces and parentheses: fields count from the last ')'.
-	stat := "4242 (a) b (c) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 " +
-		"18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
-	ppid, start, err := parseStat(stat)
-	if err != nil || ppid != 17 || start != 987654 {
-		t.Fatalf("parseStat = %d, %d, %v; want 17, 987654", ppid, start, err)
-	}
-	if _, _, err := parseStat("4242 (truncated"); err == nil {
-		t.Fatal("parseStat accepted a stat without ')'")
-	}
-}
-
 // TestListensOn: a listener is told to be this process's, and no other's.
 func TestListensOn(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -20,6 +20,7 @@ import (
 	. "github.com/onsi/gomega"
 
 	"github.com/keysmith-dev/keysmith/internal/testenv"
+	procstat "github.com/keysmith-dev/keysmith/internal/testenv/proc"
 )
 
 // devBinary is hack/dev built once for the suite: what `make dev` runs.
@@ -195,20 +196,15 @@ func devProcesses(dir string) map[int]proc {
 
 // procOf reads a process's start time and binary name, if it runs (a zombie does not).
 func procOf(pid int) (proc, bool) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return proc{}, false
-	}
-	i := bytes.LastIndexByte(stat, ')')
-	fields := strings.Fields(string(stat[i+1:]))
-	if len(fields) < 20 || fields[0] == "Z" {
+	st, err := procstat.ReadStat(pid)
+	if err != nil || st.State == 'Z' {
 		return proc{}, false
 	}
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	if err != nil {
 		return proc{}, false
 	}
-	return proc{pid: pid, start: fields[19], name: filepath.Base(strings.TrimSuffix(exe, " (deleted)"))}, true
+	return proc{pid: pid, start: strconv.FormatUint(st.StartTime, 10), name: filepath.Base(strings.TrimSuffix(exe, " (deleted)"))}, true
 }
 
 // alive reports whether the process p still runs (not a later one given its pid).

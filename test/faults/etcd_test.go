@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -338,13 +339,12 @@ func allThreadsStopped(pid int) bool {
 		return false
 	}
 	for _, task := range tasks {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+		tid, err := strconv.Atoi(task.Name())
 		if err != nil {
 			return false
 		}
-		// The state follows the command name, which is in parentheses and may hold spaces.
-		i := strings.LastIndexByte(string(data), ')')
-		if i < 0 || i+2 >= len(data) || (data[i+2] != 'T' && data[i+2] != 't') {
+		st, err := proc.ReadTaskStat(pid, tid)
+		if err != nil || (st.State != 'T' && st.State != 't') {
 			return false
 		}
 	}
