@@ -140,6 +140,35 @@ func TestJWTBearerWithTokenRequest(t *testing.T) {
 	code, body = exchange(wi.id, strings.Repeat("x", 100))
 	refused("garbage", code, body)
 
+	// Removing one ServiceAccount of two refuses the tokens it obtained, and only those.
+	f.update(wi, func(o *iamv1alpha1.APICredential) {
+		o.Spec.WorkloadIdentity = &iamv1alpha1.WorkloadIdentity{ServiceAccounts: []string{"worker", "other"}}
+	})
+	code, body = exchange(wi.id, other)
+	if code != 200 || body["access_token"] == nil {
+		t.Fatalf("exchange of other's projected token once it is listed: %d %v", code, body)
+	}
+	otherAccess := body["access_token"].(string)
+	active := func(token string) bool {
+		t.Helper()
+		_, intro := f.post("/oauth2/introspect", url.Values{"token": {token}}, rs.id, rs.secret)
+		return intro["active"] == true
+	}
+	if !active(otherAccess) || !active(access) {
+		t.Error("the tokens of both listed ServiceAccounts must be active")
+	}
+	f.update(wi, func(o *iamv1alpha1.APICredential) {
+		o.Spec.WorkloadIdentity = &iamv1alpha1.WorkloadIdentity{ServiceAccounts: []string{"worker"}}
+	})
+	if active(otherAccess) {
+		t.Error("a token obtained by a ServiceAccount removed from the credential is still active")
+	}
+	if !active(access) {
+		t.Error("removing one ServiceAccount refused the token of another that is still listed")
+	}
+	code, body = exchange(wi.id, other)
+	refused("the removed ServiceAccount", code, body)
+
 	// Removing the ServiceAccount refuses the next exchange and the tokens already out.
 	f.update(wi, func(o *iamv1alpha1.APICredential) { o.Spec.WorkloadIdentity = nil })
 	code, body = exchange(wi.id, podToken)

@@ -46,8 +46,14 @@ func TestSecretlessCredentialThroughInformer(t *testing.T) {
 	if !slices.Equal(c.serviceAccounts, []string{"worker"}) || len(c.secrets) != 0 {
 		t.Errorf("serviceAccounts %v, %d secret versions; want [worker], 0", c.serviceAccounts, len(c.secrets))
 	}
-	if !c.acceptsVersion(workloadVersion, time.Now()) || c.acceptsVersion("", time.Now()) {
-		t.Error("the workload version must be accepted and the empty one not")
+	for v, want := range map[string]bool{
+		workloadVersion("worker"): true, legacyWorkloadVersion: true,
+		workloadVersion("other"): false, workloadVersion(""): false, "wi:worker ": false, "wi:team-a/worker": false,
+		"wi:": false, "": false, "worker": false,
+	} {
+		if got := c.acceptsVersion(v, time.Now()); got != want {
+			t.Errorf("acceptsVersion(%q) = %v, want %v", v, got, want)
+		}
 	}
 	srv := New(store, Options{Issuer: "https://keysmith.example.com"})
 	wellFormed, err := credential.NewSecret() // passes the format check: the lookup decides

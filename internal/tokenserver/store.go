@@ -167,8 +167,11 @@ func (v *secretVersion) live(now time.Time) bool {
 
 // acceptsVersion reports whether tokens issued under the secret version v are still valid.
 func (c *Credential) acceptsVersion(v string, now time.Time) bool {
-	if v == workloadVersion {
-		return len(c.serviceAccounts) > 0 // removing workloadIdentity revokes its tokens
+	if sa, ok := strings.CutPrefix(v, workloadVersionPrefix); ok {
+		return slices.Contains(c.serviceAccounts, sa) // removing a ServiceAccount revokes its tokens
+	}
+	if v == legacyWorkloadVersion {
+		return len(c.serviceAccounts) > 0
 	}
 	for i := range c.secrets {
 		if c.secrets[i].version == v {
