@@ -57,7 +57,7 @@ func main() {
 	flag.StringVar(&signing.bindingName, "binding-key-secret", "keysmith-binding-key", "name of the Secret, in the signing key namespace, of the keys that bind credential Secrets to their credentials (back it up with that namespace)")
 	flag.DurationVar(&signing.policy.RotationPeriod, "signing-key-rotation-period", 720*time.Hour, "how long a signing key signs before its successor takes over")
 	flag.DurationVar(&signing.policy.PrePublish, "signing-key-prepublish", time.Hour, "how long a new signing key is published in the JWKS before it signs")
-	flag.DurationVar(&signing.policy.Retention, "signing-key-retention", 24*time.Hour, "how long a retired signing key stays published; must exceed the token servers' --token-lifetime")
+	flag.DurationVar(&signing.policy.Retention, "signing-key-retention", 24*time.Hour, "how long a retired signing key stays published; must exceed the token servers' --max-token-lifetime (and --token-lifetime)")
 	flag.Func("signing-algorithm", "JWS algorithm of the signing keys the manager creates and rotates: ES256 (default), RS256 (RSA 2048) or EdDSA (Ed25519); a change pre-publishes a key of the new algorithm at once, which signs after --signing-key-prepublish", func(v string) error {
 		signing.policy.Algorithm = v
 		return signingkey.ValidAlgorithm(v)
