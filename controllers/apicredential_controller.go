@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -233,7 +234,9 @@ func (r *APICredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !cred.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil // the Secret goes with it through its owner reference
+		// The Secret goes with it through its owner reference; nothing is issued, rotated
+		// or adopted any more. Only Active follows: token servers refuse it now.
+		return ctrl.Result{}, r.markTerminating(ctx, cred)
 	}
 	now := r.Clock.Now()
 	before := cred.DeepCopy()
@@ -568,6 +571,21 @@ func (r *APICredentialReconciler) patchStatus(ctx context.Context, before, cred 
 	}
 	if err != nil {
 		return fmt.Errorf("patching status: %w", err)
+	}
+	return nil
+}
+
+// markTerminating sets Active to False (Terminating) on a credential being deleted, once:
+// while a finalizer or a foreground deletion holds it, status would otherwise say token
+// servers accept a credential they refuse. Ready and the rest of status stay as they were.
+func (r *APICredentialReconciler) markTerminating(ctx context.Context, cred *iamv1alpha1.APICredential) error {
+	before := cred.DeepCopy()
+	meta.SetStatusCondition(&cred.Status.Conditions, metav1.Condition{
+		Type: iamv1alpha1.ConditionActive, Status: metav1.ConditionFalse, Reason: iamv1alpha1.ReasonTerminating,
+		Message: "the credential is being deleted (metadata.deletionTimestamp is set): token servers refuse it", ObservedGeneration: cred.Generation,
+	})
+	if err := r.patchStatus(ctx, before, cred); err != nil && !apierrors.IsNotFound(err) {
+		return err
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ const (
 	StateSecretMissing = "secret_missing"
 	StateSecretProblem = "secret_problem"
 	StatePending       = "pending"
+	StateTerminating   = "terminating"
 )
 
 var (
@@ -67,7 +68,7 @@ func (stateCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	counts := map[string]int{StateActive: 0, StateInactive: 0, StateExpired: 0, StateInvalid: 0,
-		StateSecretMissing: 0, StateSecretProblem: 0, StatePending: 0}
+		StateSecretMissing: 0, StateSecretProblem: 0, StatePending: 0, StateTerminating: 0}
 	for i := range list.Items {
 		counts[credentialState(&list.Items[i])]++
 	}
@@ -76,8 +77,12 @@ func (stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// credentialState maps the Ready condition to a state of the gauge.
+// credentialState maps the Ready condition to a state of the gauge; a credential being
+// deleted is terminating whatever Ready says (token servers refuse it).
 func credentialState(cred *iamv1alpha1.APICredential) string {
+	if cred.DeletionTimestamp != nil {
+		return StateTerminating
+	}
 	c := meta.FindStatusCondition(cred.Status.Conditions, iamv1alpha1.ConditionReady)
 	if c == nil {
 		return StatePending

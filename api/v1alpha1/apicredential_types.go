@@ -16,7 +16,7 @@ const (
 	ConditionReady = "Ready"
 	// ConditionActive says whether token servers accept the credential now: True (reason
 	// Issued, also while SecretMissing: clients that hold the secret keep working), or
-	// False with reason Inactive, Expired or Progressing (not issued yet).
+	// False with reason Inactive, Expired, Progressing (not issued yet) or Terminating.
 	ConditionActive = "Active"
 	// ConditionReconciling is present, True, only while a reconcile could not finish (a
 	// transient error, a cache behind the API server); its message is the error's.
@@ -36,6 +36,10 @@ const (
 	ReasonInactive = "Inactive"
 	// ReasonExpired: spec.expiresAt has passed; token servers refuse the credential.
 	ReasonExpired = "Expired"
+	// ReasonTerminating, on Active: the credential has a deletionTimestamp (a finalizer,
+	// a foreground deletion or a GitOps prune holds it); token servers refuse it as if it
+	// were gone.
+	ReasonTerminating = "Terminating"
 	// ReasonInvalidSpec: the spec names an unknown API or permission or breaks a scope rule.
 	ReasonInvalidSpec = "InvalidSpec"
 	// ReasonSecretMissing: the credential's Secret was deleted; the hash stays valid for
