@@ -8,10 +8,12 @@ import (
 // introspect is token introspection (RFC 7662). The caller authenticates with its
 // own client credentials; a token that is invalid, expired or whose credential is
 // inactive, expired, deleted or rotated past its grace period is {"active":false}. Tokens
-// that fail verification count against the caller's address: past its budget, 429. The
-// token's spec.sourceRanges are not checked: the caller is the resource server, whose
-// address says nothing about the client's (the caller's own credential's are, by
-// authenticate).
+// that fail verification count against the caller's address: past its budget, 429. A
+// token of a credential with spec.sourceRanges is {"active":false} too, fail closed like
+// TokenReview: the caller is the resource server, whose address says nothing about the
+// client's, so the ranges cannot be checked, and an active answer would let the token be
+// used from anywhere (such tokens are checked at /authz, which sees the client). The
+// caller's own credential's ranges are checked, by authenticate.
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) int {
 	_, token, now, addr, oerr := s.tokenFormOfClient(w, r)
 	if oerr != nil {
@@ -22,7 +24,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) int {
 	if oerr != nil && oerr.status == http.StatusTooManyRequests {
 		return writeErr(w, oerr) // too many invalid tokens from this address
 	}
-	if oerr == nil {
+	if oerr == nil && !c.policy.restricted() {
 		resp = map[string]any{
 			"active": true, "token_type": "Bearer", "scope": claims.Scope, "client_id": claims.ClientID,
 			"sub": claims.Subject, "aud": claims.Audience, "iss": claims.Issuer, "exp": claims.ExpiresAt,

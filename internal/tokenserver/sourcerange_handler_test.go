@@ -19,8 +19,8 @@ import (
 )
 
 // Issue 13 item 1: spec.sourceRanges, enforced at the token exchange and at every use of
-// the tokens (/authz), looked up live; not at introspection; never authenticated through
-// TokenReview. Item 2: spec.tokenPolicy.lifetime in expires_in and exp.
+// the tokens (/authz), looked up live; never active at introspection nor authenticated
+// through TokenReview, which carry no client address (fail closed). Item 2: spec.tokenPolicy.lifetime in expires_in and exp.
 
 const (
 	inside  = "10.1.2.3"     // in the credential's 10.1.0.0/16
@@ -119,15 +119,22 @@ func TestSourceRangesAtEveryEndpoint(t *testing.T) {
 		t.Errorf("/authz/platform-api from outside: %d, want 401", resp.StatusCode)
 	}
 
-	// Introspection by a resource server elsewhere: the token is active.
-	ireq := httpRequest(http.MethodPost, "/oauth2/introspect", url.Values{"token": {token}}.Encode())
-	ireq.SetBasicAuth(rs.id, rs.secret)
-	var intro map[string]any
-	if err := jsonDecode(f.from(outside, ireq).Body, &intro); err != nil {
-		t.Fatal(err)
+	// Introspection by a resource server: its address says nothing of the client's, so
+	// the ranges cannot be checked and the token is not active, from inside the ranges too.
+	introspect := func(from string) map[string]any {
+		t.Helper()
+		ireq := httpRequest(http.MethodPost, "/oauth2/introspect", url.Values{"token": {token}}.Encode())
+		ireq.SetBasicAuth(rs.id, rs.secret)
+		var intro map[string]any
+		if err := jsonDecode(f.from(from, ireq).Body, &intro); err != nil {
+			t.Fatal(err)
+		}
+		return intro
 	}
-	if intro["active"] != true {
-		t.Errorf("introspection from the resource server's address: %v, want active (not range-checked)", intro)
+	for _, from := range []string{outside, inside} {
+		if intro := introspect(from); intro["active"] != false || len(intro) != 1 {
+			t.Errorf("introspection from %s of a range-restricted credential's token: %v, want only active false", from, intro)
+		}
 	}
 
 	// TokenReview: no client address, so never authenticated.
@@ -137,6 +144,9 @@ func TestSourceRangesAtEveryEndpoint(t *testing.T) {
 	f.update(c, withRanges())
 	if st := f.review(token, kubernetesAudience); !st.Authenticated {
 		t.Errorf("TokenReview once the ranges are removed: %+v, want authenticated", st)
+	}
+	if intro := introspect(outside); intro["active"] != true {
+		t.Errorf("introspection once the ranges are removed: %v, want active", intro)
 	}
 }
 
