@@ -7,6 +7,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,7 +36,7 @@ import (
 type config struct {
 	listen, issuer, namespaces, signingNamespace, signingSecret string
 	workspaceHeader, workspacePath, tlsCert, tlsKey             string
-	trustedProxies, kubernetesAudiences                         string
+	trustedProxies, kubernetesAudiences, reviewClientCA         string
 	tokenLifetime, maxTokenLifetime, usageInterval              time.Duration
 	revocationInterval                                          time.Duration
 	tokenCacheBytes                                             int64
@@ -63,6 +64,7 @@ func main() {
 	flag.BoolVar(&cfg.workloadIdentity, "workload-identity", true, "serve the JWT-bearer grant (RFC 7523 §2.1) for credentials with spec.workloadIdentity: projected ServiceAccount tokens are verified against the API server's service-account issuer keys (/.well-known/openid-configuration, /openid/v1/jwks), read at start and refreshed")
 	flag.StringVar(&cfg.tlsCert, "tls-cert-file", "", "serve HTTPS with this certificate (with --tls-key-file)")
 	flag.StringVar(&cfg.tlsKey, "tls-key-file", "", "private key of --tls-cert-file")
+	flag.StringVar(&cfg.reviewClientCA, "tokenreview-client-ca-file", "", "PEM CA bundle: answer TokenReviews only from clients whose TLS client certificate chains to it (the API server's, from its webhook kubeconfig); others get 403. Needs --tls-cert-file. Empty: any client that reaches the endpoint may ask for reviews")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -92,6 +94,19 @@ func run(ctx context.Context, cfg config) error {
 	}
 	if (cfg.tlsCert == "") != (cfg.tlsKey == "") {
 		return errors.New("--tls-cert-file and --tls-key-file go together")
+	}
+	var reviewCAs *x509.CertPool
+	if cfg.reviewClientCA != "" {
+		if cfg.tlsCert == "" {
+			return errors.New("--tokenreview-client-ca-file needs --tls-cert-file: client certificates come over TLS")
+		}
+		pem, err := os.ReadFile(cfg.reviewClientCA)
+		if err != nil {
+			return fmt.Errorf("--tokenreview-client-ca-file: %w", err)
+		}
+		if reviewCAs = x509.NewCertPool(); !reviewCAs.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("--tokenreview-client-ca-file %s holds no PEM certificate", cfg.reviewClientCA)
+		}
 	}
 	var wsPath *regexp.Regexp
 	if cfg.workspacePath != "" {
@@ -165,6 +180,7 @@ func run(ctx context.Context, cfg config) error {
 		WorkspacePath:       wsPath,
 		TrustedProxies:      proxies,
 		KubernetesAudiences: kubeAudiences,
+		ReviewClientCAs:     reviewCAs,
 		VerifyOnly:          cfg.verifyOnly,
 		RevocationInterval:  cfg.revocationInterval,
 		WorkloadIdentity:    saIssuer,
@@ -233,6 +249,9 @@ func serve(cfg config, h http.Handler, certs *certwatcher.CertWatcher) manager.R
 		go func() {
 			if certs != nil {
 				hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate}
+				if cfg.reviewClientCA != "" {
+					tokenserver.ReviewTLSConfig(hs.TLSConfig)
+				}
 				errc <- hs.ServeTLS(ln, "", "")
 			} else {
 				errc <- hs.Serve(ln)

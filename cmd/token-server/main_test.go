@@ -113,3 +113,62 @@ func TestServeTLSReloadsCertificates(t *testing.T) {
 		t.Fatalf("serve returned %v on shutdown", err)
 	}
 }
+
+// TestServeTLSAsksForClientCertificatesForTokenReview: with --tokenreview-client-ca-file
+// the listener asks every client for a certificate (which TokenReview then verifies) and
+// still serves clients that send none; without it, it asks for none.
+func TestServeTLSAsksForClientCertificatesForTokenReview(t *testing.T) {
+	dir := t.TempDir()
+	certPath, keyPath := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	writeCert(t, certPath, keyPath, 1)
+	clientCert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := certwatcher.New(certPath, keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sawCert := func(cfg config) (withCert, without bool) {
+		t.Helper()
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.listen = ln.Addr().String()
+		ln.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if len(r.TLS.PeerCertificates) > 0 {
+				_, _ = w.Write([]byte("cert"))
+			}
+		})
+		done := make(chan error, 1)
+		go func() { done <- serve(cfg, h, certs)(ctx) }()
+		defer func() { cancel(); <-done }()
+		get := func(cert []tls.Certificate) bool {
+			c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+				TLSClientConfig: &tls.Config{InsecureSkipVerify: true, Certificates: cert}, //nolint:gosec // a test server's own certificate
+			}}
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+				resp, err := c.Get("https://" + cfg.listen + "/")
+				if err == nil {
+					defer resp.Body.Close()
+					b := make([]byte, 4)
+					n, _ := resp.Body.Read(b)
+					return string(b[:n]) == "cert"
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("GET over TLS: %v", err)
+				}
+			}
+		}
+		return get([]tls.Certificate{clientCert}), get(nil)
+	}
+	if withCert, without := sawCert(config{reviewClientCA: "ca.pem"}); !withCert || without {
+		t.Errorf("with --tokenreview-client-ca-file: certificate seen %v (want true), without one %v (want false)", withCert, without)
+	}
+	if withCert, _ := sawCert(config{}); withCert {
+		t.Error("without --tokenreview-client-ca-file the listener asked for a client certificate")
+	}
+}

@@ -1,6 +1,7 @@
 package tokenserver
 
 import (
+	"crypto/x509"
 	"net/http"
 	"net/netip"
 	"regexp"
@@ -53,6 +54,13 @@ type Options struct {
 	// for (an API server without --api-audiences). Empty: such reviews authenticate no
 	// one. Reviews that name audiences are decided for those.
 	KubernetesAudiences []string
+	// ReviewClientCAs, when set, admits a TokenReview only from a client that presents,
+	// over TLS, a certificate for client authentication that chains to one of them (the
+	// API server's, given by the client-certificate of its webhook kubeconfig): others
+	// get 403 before the body is read, and no token is verified for them. The server
+	// must then be served over TLS asking for client certificates (ReviewTLSConfig).
+	// Nil: any client that reaches the endpoint may ask for reviews.
+	ReviewClientCAs *x509.CertPool
 	// RevocationInterval is how often Setup's RevocationWriter copies revocations into
 	// status.revokedTokens, which is how other replicas learn them. Default 250ms.
 	RevocationInterval time.Duration

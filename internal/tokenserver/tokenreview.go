@@ -1,6 +1,8 @@
 package tokenserver
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"slices"
 	"sort"
@@ -38,6 +40,10 @@ const (
 // that intersection and the API groups name only the APIs whose audience is in it, so a
 // token for a billing API is not a login to the cluster.
 func (s *Server) tokenReview(w http.ResponseWriter, r *http.Request) int {
+	if s.opts.ReviewClientCAs != nil && !reviewerAuthenticated(r, s.opts.ReviewClientCAs) {
+		return writeErr(w, &oauthError{status: http.StatusForbidden, code: "access_denied",
+			description: "a TokenReview needs a TLS client certificate this token server trusts"})
+	}
 	var review authnv1.TokenReview
 	if err := readJSON(w, r, maxTokenBodyBytes, &review); err != nil {
 		return writeErr(w, invalidRequest("the body must be a TokenReview"))
@@ -131,4 +137,29 @@ contexts:
   context: {cluster: keysmith-token-server, user: kube-apiserver}
 current-context: webhook
 `
+}
+
+// reviewerAuthenticated reports whether r came over TLS with a client certificate for
+// client authentication that chains to cas. It verifies the chain itself, whatever the
+// listener did: a listener that asked for no certificate, or took any, admits no one.
+func reviewerAuthenticated(r *http.Request, cas *x509.CertPool) bool {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return false
+	}
+	inter := x509.NewCertPool()
+	for _, c := range r.TLS.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := r.TLS.PeerCertificates[0].Verify(x509.VerifyOptions{
+		Roots: cas, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	return err == nil
+}
+
+// ReviewTLSConfig sets what a TLS listener needs for Options.ReviewClientCAs: it asks
+// every client for a certificate without requiring or verifying one at the handshake
+// (only TokenReview needs it, and reviewerAuthenticated verifies it), so the other
+// endpoints serve clients without certificates as before.
+func ReviewTLSConfig(cfg *tls.Config) {
+	cfg.ClientAuth = tls.RequestClientCert
 }
