@@ -306,6 +306,8 @@ func TestSchemaRejects(t *testing.T) {
 		{`webhook: {timeoutSeconds: "10"}`, "/webhook/timeoutSeconds"},
 		{"manager: {leaderElection: {leaseDuration: 15 seconds}}", "/manager/leaderElection/leaseDuration"},
 		{"tokenServer: {tokenLifetime: 10}", "/tokenServer/tokenLifetime"},
+		{"tokenServer: {tokenReviewClientCA: {configMap: Not_A_Name}}", "/tokenServer/tokenReviewClientCA/configMap"},
+		{"tokenServer: {tokenReviewClientCA: {configMap: ca, key: a/b}}", "/tokenServer/tokenReviewClientCA/key"},
 		{"manager: {maxConcurrentReconciles: 0}", "/manager/maxConcurrentReconciles"},
 		{`manager: {maxConcurrentReconciles: "4"}`, "/manager/maxConcurrentReconciles"},
 		{"crds: {enabled: yes please}", "/crds/enabled"},
@@ -579,6 +581,34 @@ webhook: {failurePolicy: Ignore, timeoutSeconds: 5}
 		h := h.(map[string]any)
 		if h["failurePolicy"] != "Ignore" || h["timeoutSeconds"] != int64(5) {
 			t.Errorf("webhook %v: %v %v", h["name"], h["failurePolicy"], h["timeoutSeconds"])
+		}
+	}
+
+	// The TokenReview callers' CA: the flag, the mount and the ConfigMap's key, or none.
+	withCA := mustRender(t, "", "tokenServer: {tokenReviewClientCA: {configMap: apiserver-webhook-ca, key: bundle.pem}}")
+	tc := withCA.container(t, "keysmith-token-server")
+	if !slices.Contains(stringsAt(tc, "args"), "--tokenreview-client-ca-file=/etc/keysmith/tokenreview-ca/ca.crt") {
+		t.Errorf("token server args %q lack --tokenreview-client-ca-file", stringsAt(tc, "args"))
+	}
+	mounts, _, _ := unstructured.NestedSlice(tc, "volumeMounts")
+	if !slices.ContainsFunc(mounts, func(m any) bool {
+		m0 := m.(map[string]any)
+		return m0["name"] == "tokenreview-ca" && m0["mountPath"] == "/etc/keysmith/tokenreview-ca" && m0["readOnly"] == true
+	}) {
+		t.Errorf("token server mounts %v, want tokenreview-ca read-only at /etc/keysmith/tokenreview-ca", mounts)
+	}
+	vols, _, _ := unstructured.NestedSlice(withCA.mustGet(t, "Deployment", "keysmith-token-server").Object, "spec", "template", "spec", "volumes")
+	if !slices.ContainsFunc(vols, func(v any) bool {
+		cm, _, _ := unstructured.NestedMap(v.(map[string]any), "configMap")
+		items, _, _ := unstructured.NestedSlice(cm, "items")
+		return cm["name"] == "apiserver-webhook-ca" && len(items) == 1 &&
+			items[0].(map[string]any)["key"] == "bundle.pem" && items[0].(map[string]any)["path"] == "ca.crt"
+	}) {
+		t.Errorf("token server volumes %v, want ConfigMap apiserver-webhook-ca's bundle.pem as ca.crt", vols)
+	}
+	for _, a := range stringsAt(mustRender(t, "", "").container(t, "keysmith-token-server"), "args") {
+		if strings.HasPrefix(a, "--tokenreview-client-ca-file") {
+			t.Errorf("by default the token server gets %s", a)
 		}
 	}
 
