@@ -78,12 +78,16 @@ func New() (*envtest.Environment, error) {
 }
 
 // StartT starts a control plane for one test (New, then Start), failing the test when it
-// cannot, and stops it when the test ends, reporting a failure to stop.
-func StartT(t testing.TB) (*envtest.Environment, *rest.Config) {
+// cannot, and stops it when the test ends, reporting a failure to stop. Each configure
+// runs before the start (to set the API server's flags, for one).
+func StartT(t testing.TB, configure ...func(*envtest.Environment)) (*envtest.Environment, *rest.Config) {
 	t.Helper()
 	env, err := New()
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, c := range configure {
+		c(env)
 	}
 	cfg, err := env.Start()
 	if err != nil {

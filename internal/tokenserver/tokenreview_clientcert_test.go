@@ -24,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	iamv1alpha1 "github.com/keysmith-dev/keysmith/api/v1alpha1"
 	"github.com/keysmith-dev/keysmith/internal/testenv"
@@ -95,11 +96,6 @@ func TestTokenReviewNeedsTheAPIServersClientCertificate(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.cert)
 
-	// The control plane first: the Kubernetes API's audience is its issuer.
-	env, err := testenv.New()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var f *fixture
 	ts := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { f.srv.Handler().ServeHTTP(w, r) }))
 	ts.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
@@ -119,20 +115,14 @@ func TestTokenReviewNeedsTheAPIServersClientCertificate(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	api := env.ControlPlane.GetAPIServer().Configure()
-	api.Set("authentication-token-webhook-config-file", filepath.Join(dir, "webhook.kubeconfig"))
-	api.Set("authentication-token-webhook-version", "v1")
-	api.Set("authentication-token-webhook-cache-ttl", "1s")
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
+	_, cfg := testenv.StartT(t, func(env *envtest.Environment) {
+		api := env.ControlPlane.GetAPIServer().Configure()
+		api.Set("authentication-token-webhook-config-file", filepath.Join(dir, "webhook.kubeconfig"))
+		api.Set("authentication-token-webhook-version", "v1")
+		api.Set("authentication-token-webhook-cache-ttl", "1s")
 	})
 	ctx := context.Background()
+	// The Kubernetes API's audience is the API server's issuer.
 	audience, err := testenv.APIServerIssuer(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
