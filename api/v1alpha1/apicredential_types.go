@@ -227,8 +227,8 @@ type WorkloadIdentity struct {
 	// audience is the token server's issuer: grant_type
 	// urn:ietf:params:oauth:grant-type:jwt-bearer, assertion=<the token>,
 	// client_id=<status.clientID>. Adding one needs the same grants as creating the
-	// credential; removing one refuses its pods' next exchange and, once the list is
-	// empty, every token issued through this grant.
+	// credential; removing one refuses its pods' next exchange and the tokens it already
+	// obtained (they name it in ks_wi), leaving the other ServiceAccounts' tokens alone.
 	// +required
 	// +listType=set
 	// +kubebuilder:validation:MinItems=1
@@ -298,7 +298,8 @@ type APICredentialSpec struct {
 	// looked up on every request, so narrowing them revokes tokens already out. The
 	// client address is the TCP peer's, or the one the token server's --trusted-proxies
 	// vouch for through X-Forwarded-For. Such a credential never authenticates through
-	// Kubernetes TokenReview, which carries no client address. Empty or unset: any
+	// Kubernetes TokenReview and its tokens are never active at introspection: neither
+	// carries the client's address (fail closed). Empty or unset: any
 	// address. Widening or removing them needs the same grants as creating the credential.
 	// +optional
 	// +listType=set

@@ -197,7 +197,7 @@ func (s *Server) verifyBearerFrom(token, addr string, now time.Time) (*Claims, *
 // token was issued under not yet past its grace period. Checked on every request.
 func (s *Server) credentialOf(claims *Claims, now time.Time) (*Credential, *oauthError) {
 	c, found := s.store.Credential(claims.ClientID)
-	if !found || c.Name != claims.Credential || !c.usable(now) || !c.acceptsVersion(claims.SecretVersion, now) {
+	if !found || c.Name != claims.Credential || !c.usable(now) || !c.acceptsToken(claims.SecretVersion, claims.WorkloadServiceAccount, now) {
 		return nil, invalidToken(credentialsInvalid)
 	}
 	if s.revokedBy(c, claims.ID) { // RFC 7009 (revoke.go)

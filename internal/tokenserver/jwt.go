@@ -37,6 +37,10 @@ type Claims struct {
 	// SecretVersion identifies the client secret the token was issued under; the token
 	// dies with that secret (rotation past its grace period).
 	SecretVersion string `json:"ks_sv"`
+	// WorkloadServiceAccount is, in a token of the JWT-bearer grant (ks_sv "wi"), the
+	// ServiceAccount of the credential's namespace whose projected token was exchanged:
+	// the token dies when it leaves spec.workloadIdentity. Empty in other tokens.
+	WorkloadServiceAccount string `json:"ks_wi,omitempty"`
 	// grants, when set, are the token endpoint's claims' ks_apis in grant order: appendJSON
 	// encodes them and not APIs (nil then), so that issuing a token builds no map and
 	// sorts nothing. Without them appendJSON encodes APIs, its keys sorted.
@@ -93,6 +97,10 @@ func (c *Claims) appendJSON(b []byte) []byte {
 	}
 	b = append(b, `},"ks_sv":`...)
 	b = appendJSONString(b, c.SecretVersion)
+	if c.WorkloadServiceAccount != "" {
+		b = append(b, `,"ks_wi":`...)
+		b = appendJSONString(b, c.WorkloadServiceAccount)
+	}
 	return append(b, '}')
 }
 

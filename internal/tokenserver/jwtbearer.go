@@ -23,22 +23,14 @@ import (
 // grantJWTBearer is the grant type of RFC 7523 §2.1.
 const grantJWTBearer = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 
-// workloadVersionPrefix begins the "secret version" of tokens issued through the
-// JWT-bearer grant: "wi:" and the name of the ServiceAccount whose token was exchanged. No
-// secret's version looks like it (versionOf is 12 base64url characters, without ':'). Such
-// tokens are accepted while that ServiceAccount is listed in the credential's
-// workloadIdentity (Credential.acceptsVersion), so removing one ServiceAccount refuses the
-// tokens it obtained and leaves the others' alone.
-const workloadVersionPrefix = "wi:"
-
-// legacyWorkloadVersion is the version of JWT-bearer tokens issued by token servers before
-// the ServiceAccount was part of it: accepted while the credential lists any
-// ServiceAccount, so that tokens of older replicas keep working through a rolling upgrade.
-// They live at most the longest token lifetime.
-const legacyWorkloadVersion = "wi"
-
-// workloadVersion is the version of the tokens ServiceAccount sa obtains.
-func workloadVersion(sa string) string { return workloadVersionPrefix + sa }
+// workloadVersion is the "secret version" of tokens issued through the JWT-bearer grant:
+// no secret's (versionOf is 12 base64url characters). Such a token also names the
+// ServiceAccount whose token was exchanged (Claims.WorkloadServiceAccount, ks_wi) and is
+// accepted while that ServiceAccount is listed in the credential's workloadIdentity
+// (Credential.acceptsToken), so removing one refuses the tokens it obtained and leaves the
+// others' alone. ks_sv stays "wi", so token servers older than ks_wi accept these tokens
+// too through a rolling upgrade (they ignore the claim they do not know).
+const workloadVersion = "wi"
 
 // assertionInvalid is the description of every refused assertion (RFC 7523 §3.1's
 // invalid_grant): the token server says nothing of which check failed.
@@ -297,5 +289,5 @@ func (s *Server) tokenJWTBearer(w http.ResponseWriter, r *http.Request, form url
 		s.authFailed(budget, addr, now)
 		return writeErr(w, invalidGrant())
 	}
-	return s.issue(w, c, form.Get("scope"), workloadVersion(name), addr, now)
+	return s.issue(w, c, form.Get("scope"), workloadVersion, name, addr, now)
 }

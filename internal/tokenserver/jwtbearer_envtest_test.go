@@ -100,6 +100,11 @@ func TestJWTBearerWithTokenRequest(t *testing.T) {
 		t.Fatalf("exchange of worker's projected token: %d %v", code, body)
 	}
 	access := body["access_token"].(string)
+	// ks_sv stays "wi", what older token servers accept through a rolling upgrade, and
+	// ks_wi names the ServiceAccount the token dies with.
+	if claims := claimsOf(t, access); claims.SecretVersion != "wi" || claims.WorkloadServiceAccount != "worker" {
+		t.Errorf("the exchanged token's ks_sv %q and ks_wi %q, want wi and worker", claims.SecretVersion, claims.WorkloadServiceAccount)
+	}
 	_, intro := f.post("/oauth2/introspect", url.Values{"token": {access}}, rs.id, rs.secret)
 	if intro["active"] != true || intro["client_id"] != wi.id {
 		t.Errorf("introspection of the exchanged token: %v", intro)
@@ -301,3 +306,4 @@ func httpGet(t *testing.T, target string) *http.Request {
 	}
 	return req
 }
+

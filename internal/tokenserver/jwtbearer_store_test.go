@@ -46,13 +46,22 @@ func TestSecretlessCredentialThroughInformer(t *testing.T) {
 	if !slices.Equal(c.serviceAccounts, []string{"worker"}) || len(c.secrets) != 0 {
 		t.Errorf("serviceAccounts %v, %d secret versions; want [worker], 0", c.serviceAccounts, len(c.secrets))
 	}
-	for v, want := range map[string]bool{
-		workloadVersion("worker"): true, legacyWorkloadVersion: true,
-		workloadVersion("other"): false, workloadVersion(""): false, "wi:worker ": false, "wi:team-a/worker": false,
-		"wi:": false, "": false, "worker": false,
+	for _, tc := range []struct {
+		version, sa string
+		want        bool
+	}{
+		{workloadVersion, "worker", true},
+		{workloadVersion, "", true}, // an older token server's token, naming no ServiceAccount
+		{workloadVersion, "other", false},
+		{workloadVersion, "worker ", false},
+		{workloadVersion, "team-a/worker", false},
+		{"", "", false},
+		{"", "worker", false},
+		{"worker", "", false},
+		{"wi:worker", "", false},
 	} {
-		if got := c.acceptsVersion(v, time.Now()); got != want {
-			t.Errorf("acceptsVersion(%q) = %v, want %v", v, got, want)
+		if got := c.acceptsToken(tc.version, tc.sa, time.Now()); got != tc.want {
+			t.Errorf("acceptsToken(%q, %q) = %v, want %v", tc.version, tc.sa, got, tc.want)
 		}
 	}
 	srv := New(store, Options{Issuer: "https://keysmith.example.com"})

@@ -165,13 +165,23 @@ func (v *secretVersion) live(now time.Time) bool {
 	return !v.expires || now.Before(time.Unix(v.expiresSec, int64(v.expiresNsec)))
 }
 
-// acceptsVersion reports whether tokens issued under the secret version v are still valid.
-func (c *Credential) acceptsVersion(v string, now time.Time) bool {
-	if sa, ok := strings.CutPrefix(v, workloadVersionPrefix); ok {
+// acceptsVersion reports whether tokens issued under the secret version v, naming no
+// ServiceAccount, are still valid.
+func (c *Credential) acceptsVersion(v string, now time.Time) bool { return c.acceptsToken(v, "", now) }
+
+// acceptsToken reports whether a token issued under the secret version v and, for the
+// JWT-bearer grant, obtained by the ServiceAccount sa (ks_wi) is still valid.
+func (c *Credential) acceptsToken(v, sa string, now time.Time) bool {
+	if v == workloadVersion {
+		if sa == "" {
+			// Issued by a token server older than ks_wi (a rolling upgrade): valid while any
+			// ServiceAccount is listed, for at most the longest token lifetime.
+			return len(c.serviceAccounts) > 0
+		}
 		return slices.Contains(c.serviceAccounts, sa) // removing a ServiceAccount revokes its tokens
 	}
-	if v == legacyWorkloadVersion {
-		return len(c.serviceAccounts) > 0
+	if sa != "" {
+		return false // only the JWT-bearer grant's tokens name a ServiceAccount
 	}
 	for i := range c.secrets {
 		if c.secrets[i].version == v {

@@ -38,11 +38,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) int {
 	default:
 		return writeErr(w, unsupportedGrantType())
 	}
-	return s.issue(w, c, form.Get("scope"), version, addr, now)
+	return s.issue(w, c, form.Get("scope"), version, "", addr, now)
 }
 
 // issue answers a granted token request of the credential with an access token for scope.
-func (s *Server) issue(w http.ResponseWriter, c *Credential, scope, version, addr string, now time.Time) int {
+func (s *Server) issue(w http.ResponseWriter, c *Credential, scope, version, serviceAccount, addr string, now time.Time) int {
 	// The claims live on this frame, their grants and audiences in its arrays: they are
 	// encoded into the token and dead once it is written (appendToken keeps no reference).
 	var grants [maxStackGrants]Grant
@@ -51,6 +51,7 @@ func (s *Server) issue(w http.ResponseWriter, c *Credential, scope, version, add
 	if oerr != nil {
 		return writeErr(w, oerr)
 	}
+	claims.WorkloadServiceAccount = serviceAccount
 	// The response is rendered around the token in one buffer: a compact JWS is
 	// base64url and dots, a JSON string as it stands.
 	p := getScratch()

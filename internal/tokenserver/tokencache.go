@@ -144,7 +144,7 @@ const cacheEntryOverhead = 640
 // against the heap that decoding really takes.
 func claimsFootprint(c *Claims) int64 {
 	n := strBytes(c.Issuer) + strBytes(c.Subject) + strBytes(c.ID) + strBytes(c.ClientID) +
-		strBytes(c.Scope) + strBytes(c.Credential) + strBytes(c.Account) + strBytes(c.SecretVersion)
+		strBytes(c.Scope) + strBytes(c.Credential) + strBytes(c.Account) + strBytes(c.SecretVersion) + strBytes(c.WorkloadServiceAccount)
 	for _, s := range c.Audience {
 		n += 2*16 + strBytes(s)
 	}
