@@ -606,9 +606,12 @@ webhook: {failurePolicy: Ignore, timeoutSeconds: 5}
 	}) {
 		t.Errorf("token server volumes %v, want ConfigMap apiserver-webhook-ca's bundle.pem as ca.crt", vols)
 	}
-	for _, a := range stringsAt(mustRender(t, "", "").container(t, "keysmith-token-server"), "args") {
-		if strings.HasPrefix(a, "--tokenreview-client-ca-file") {
-			t.Errorf("by default the token server gets %s", a)
+	// Values of an older chart (helm upgrade --reuse-values) have no tokenReviewClientCA.
+	for _, overrides := range []string{"", "tokenServer: {tokenReviewClientCA: null}"} {
+		for _, a := range stringsAt(mustRender(t, "", overrides).container(t, "keysmith-token-server"), "args") {
+			if strings.HasPrefix(a, "--tokenreview-client-ca-file") {
+				t.Errorf("with values %q the token server gets %s", overrides, a)
+			}
 		}
 	}
 
