@@ -236,7 +236,7 @@ func (r *APICredentialReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	if !cred.DeletionTimestamp.IsZero() {
 		// The Secret goes with it through its owner reference; nothing is issued, rotated
 		// or adopted any more. Only Active follows: token servers refuse it now.
-		return ctrl.Result{}, r.markTerminating(ctx, cred)
+		return r.markTerminating(ctx, cred)
 	}
 	now := r.Clock.Now()
 	before := cred.DeepCopy()
@@ -578,16 +578,22 @@ func (r *APICredentialReconciler) patchStatus(ctx context.Context, before, cred 
 // markTerminating sets Active to False (Terminating) on a credential being deleted, once:
 // while a finalizer or a foreground deletion holds it, status would otherwise say token
 // servers accept a credential they refuse. Ready and the rest of status stay as they were.
-func (r *APICredentialReconciler) markTerminating(ctx context.Context, cred *iamv1alpha1.APICredential) error {
+// Gone meanwhile: nothing to do. A conflict (the garbage collector removing the
+// foregroundDeletion finalizer, say) is looked at again shortly, not reported as an error.
+func (r *APICredentialReconciler) markTerminating(ctx context.Context, cred *iamv1alpha1.APICredential) (ctrl.Result, error) {
 	before := cred.DeepCopy()
 	meta.SetStatusCondition(&cred.Status.Conditions, metav1.Condition{
 		Type: iamv1alpha1.ConditionActive, Status: metav1.ConditionFalse, Reason: iamv1alpha1.ReasonTerminating,
 		Message: "the credential is being deleted (metadata.deletionTimestamp is set): token servers refuse it", ObservedGeneration: cred.Generation,
 	})
-	if err := r.patchStatus(ctx, before, cred); err != nil && !apierrors.IsNotFound(err) {
-		return err
+	switch err := r.patchStatus(ctx, before, cred); {
+	case apierrors.IsNotFound(err):
+		return ctrl.Result{}, nil
+	case apierrors.IsConflict(err):
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	default:
+		return ctrl.Result{}, err
 	}
-	return nil
 }
 
 // patchStatusOverUsage retries a status patch that lost the optimistic lock, but only when

@@ -70,6 +70,32 @@ var _ = Describe("An APICredential being deleted", func() {
 	})
 })
 
+var _ = Describe("Marking a credential that is being deleted", func() {
+	It("looks again shortly, without an error, when its copy lost the optimistic lock", func(ctx context.Context) {
+		h := newHarness(ctx, nil)
+		cred := h.credential("leaving-stale", grant("platform-api", "user"))
+		cred.Finalizers = []string{"example.com/hold", "example.com/second"}
+		h.create(cred)
+		DeferCleanup(func(ctx context.Context) {
+			h.update("leaving-stale", func(c *iamv1alpha1.APICredential) { c.Finalizers = nil })
+		})
+		h.mustReconcile(cred)
+		Expect(k8sClient.Delete(ctx, h.fetch("leaving-stale"))).To(Succeed())
+		stale := h.fetch("leaving-stale")
+		// Someone else's write in between: the finalizers change, as when the garbage
+		// collector removes foregroundDeletion.
+		h.update("leaving-stale", func(c *iamv1alpha1.APICredential) { c.Finalizers = []string{"example.com/hold"} })
+
+		res, err := h.r.markTerminating(ctx, stale)
+		Expect(err).NotTo(HaveOccurred(), "a lost lock is not an error")
+		Expect(res.RequeueAfter).To(Equal(time.Second))
+		Expect(activeReason(h.fetch("leaving-stale"))).To(Equal(iamv1alpha1.ReasonIssued), "nothing was written from the stale copy")
+
+		h.mustReconcile(stale)
+		Expect(activeReason(h.fetch("leaving-stale"))).To(Equal(iamv1alpha1.ReasonTerminating))
+	})
+})
+
 // TestCredentialStateTerminating: the gauge counts a credential being deleted as
 // terminating, not as the active one its Ready condition still describes.
 func TestCredentialStateTerminating(t *testing.T) {

@@ -37,8 +37,13 @@ type testCert struct {
 	key  *ecdsa.PrivateKey
 }
 
-func (c testCert) tls() tls.Certificate {
-	return tls.Certificate{Certificate: [][]byte{c.cert.Raw}, PrivateKey: c.key, Leaf: c.cert}
+// tls is the certificate as a TLS client presents it, followed by the chain given.
+func (c testCert) tls(chain ...testCert) tls.Certificate {
+	der := [][]byte{c.cert.Raw}
+	for _, ch := range chain {
+		der = append(der, ch.cert.Raw)
+	}
+	return tls.Certificate{Certificate: der, PrivateKey: c.key, Leaf: c.cert}
 }
 
 func (c testCert) pem(t *testing.T) (certPEM, keyPEM []byte) {
@@ -53,6 +58,12 @@ func (c testCert) pem(t *testing.T) (certPEM, keyPEM []byte) {
 
 // newTestCert makes a certificate for cn signed by parent (self-signed CA when nil).
 func newTestCert(t *testing.T, parent *testCert, cn string, usage ...x509.ExtKeyUsage) testCert {
+	return makeTestCert(t, parent, cn, parent == nil, time.Now().Add(time.Hour), usage...)
+}
+
+// makeTestCert makes a certificate for cn signed by parent (self-signed when nil), a CA
+// or not, valid from an hour ago until notAfter.
+func makeTestCert(t *testing.T, parent *testCert, cn string, ca bool, notAfter time.Time, usage ...x509.ExtKeyUsage) testCert {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -61,14 +72,15 @@ func newTestCert(t *testing.T, parent *testCert, cn string, usage ...x509.ExtKey
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
 		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usage,
 	}
-	signer, signerKey := tmpl, key
-	if parent == nil {
+	if ca {
 		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
 		tmpl.KeyUsage |= x509.KeyUsageCertSign
-	} else {
+	}
+	signer, signerKey := tmpl, key
+	if parent != nil {
 		signer, signerKey = parent.cert, parent.key
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer, &key.PublicKey, signerKey)
@@ -93,6 +105,11 @@ func TestTokenReviewNeedsTheAPIServersClientCertificate(t *testing.T) {
 	apiserver := newTestCert(t, &ca, "kube-apiserver", x509.ExtKeyUsageClientAuth)
 	serverUsage := newTestCert(t, &ca, "kube-apiserver", x509.ExtKeyUsageServerAuth)
 	rogue := newTestCert(t, &rogueCA, "kube-apiserver", x509.ExtKeyUsageClientAuth)
+	expired := makeTestCert(t, &ca, "kube-apiserver", false, time.Now().Add(-time.Minute), x509.ExtKeyUsageClientAuth)
+	intermediate := makeTestCert(t, &ca, "keysmith reviewers intermediate", true, time.Now().Add(time.Hour))
+	viaIntermediate := newTestCert(t, &intermediate, "kube-apiserver", x509.ExtKeyUsageClientAuth)
+	serverIntermediate := makeTestCert(t, &ca, "server-only intermediate", true, time.Now().Add(time.Hour), x509.ExtKeyUsageServerAuth)
+	viaServerIntermediate := newTestCert(t, &serverIntermediate, "kube-apiserver", x509.ExtKeyUsageClientAuth)
 	pool := x509.NewCertPool()
 	pool.AddCert(ca.cert)
 
@@ -133,13 +150,13 @@ func TestTokenReviewNeedsTheAPIServersClientCertificate(t *testing.T) {
 	c := f.issue("ops", grants("kubernetes:user"))
 	token := f.token(c)
 
-	review := func(url string, cert *testCert) (int, authnv1.TokenReviewStatus) {
+	review := func(url string, cert *tls.Certificate) (int, authnv1.TokenReviewStatus) {
 		t.Helper()
 		roots := x509.NewCertPool()
 		roots.AddCert(ts.Certificate())
 		tc := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 		if cert != nil {
-			tc.Certificates = []tls.Certificate{cert.tls()}
+			tc.Certificates = []tls.Certificate{*cert}
 		}
 		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: tc}, Timeout: 10 * time.Second}
 		body, _ := json.Marshal(authnv1.TokenReview{
@@ -155,22 +172,34 @@ func TestTokenReviewNeedsTheAPIServersClientCertificate(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&out)
 		return resp.StatusCode, out.Status
 	}
+	certOf := func(c testCert, chain ...testCert) *tls.Certificate { tc := c.tls(chain...); return &tc }
 	for _, tc := range []struct {
 		name string
 		url  string
-		cert *testCert
+		cert *tls.Certificate
 	}{
 		{"over plain HTTP", f.ts.URL, nil},
 		{"without a client certificate", ts.URL, nil},
-		{"with a certificate of another CA", ts.URL, &rogue},
-		{"with a server certificate of the CA", ts.URL, &serverUsage},
+		{"with a certificate of another CA", ts.URL, certOf(rogue)},
+		{"with a server certificate of the CA", ts.URL, certOf(serverUsage)},
+		{"with an expired certificate of the CA", ts.URL, certOf(expired)},
+		{"with a certificate of an intermediate it does not send", ts.URL, certOf(viaIntermediate)},
+		{"through an intermediate for servers only", ts.URL, certOf(viaServerIntermediate, serverIntermediate)},
 	} {
 		if code, st := review(tc.url, tc.cert); code != http.StatusForbidden || st.Authenticated {
 			t.Errorf("TokenReview %s: %d %+v, want 403", tc.name, code, st)
 		}
 	}
-	if code, st := review(ts.URL, &apiserver); code != http.StatusOK || !st.Authenticated {
-		t.Errorf("TokenReview with the API server's certificate: %d %+v, want 200 authenticated", code, st)
+	for _, tc := range []struct {
+		name string
+		cert *tls.Certificate
+	}{
+		{"with the API server's certificate", certOf(apiserver)},
+		{"through an intermediate it sends", certOf(viaIntermediate, intermediate)},
+	} {
+		if code, st := review(ts.URL, tc.cert); code != http.StatusOK || !st.Authenticated {
+			t.Errorf("TokenReview %s: %d %+v, want 200 authenticated", tc.name, code, st)
+		}
 	}
 	// The other endpoints serve clients without certificates as before.
 	if resp, _ := (&http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: func() *x509.CertPool {
