@@ -306,4 +306,3 @@ func httpGet(t *testing.T, target string) *http.Request {
 	}
 	return req
 }
-
