@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
@@ -41,7 +42,7 @@ type config struct {
 	revocationInterval                                          time.Duration
 	tokenCacheBytes                                             int64
 	verifyOnly                                                  bool
-	workloadIdentity                                            bool
+	workloadIdentity, workloadIdentityReview                    bool
 }
 
 func main() {
@@ -62,6 +63,7 @@ func main() {
 	flag.StringVar(&cfg.trustedProxies, "trusted-proxies", "127.0.0.0/8,::1/128", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed (nginx beside the server, your ingress); the client address drives rate limiting and lastUsedAddress")
 	flag.StringVar(&cfg.kubernetesAudiences, "kubernetes-audiences", "", "comma-separated audiences for TokenReviews that name none (an API server without --api-audiences); empty: such reviews authenticate no one. Reviews that name audiences are decided for those")
 	flag.BoolVar(&cfg.workloadIdentity, "workload-identity", true, "serve the JWT-bearer grant (RFC 7523 §2.1) for credentials with spec.workloadIdentity: projected ServiceAccount tokens are verified against the API server's service-account issuer keys (/.well-known/openid-configuration, /openid/v1/jwks), read at start and refreshed")
+	flag.BoolVar(&cfg.workloadIdentityReview, "workload-identity-review", false, "also ask the API server (a TokenReview) about every projected ServiceAccount token before exchanging it: a deleted Pod's token is refused (within the API server's 10s cache) instead of being accepted until its exp; the grant then fails while the API server is unreachable")
 	flag.StringVar(&cfg.tlsCert, "tls-cert-file", "", "serve HTTPS with this certificate (with --tls-key-file)")
 	flag.StringVar(&cfg.tlsKey, "tls-key-file", "", "private key of --tls-cert-file")
 	flag.StringVar(&cfg.reviewClientCA, "tokenreview-client-ca-file", "", "PEM CA bundle: answer TokenReviews only from clients whose TLS client certificate chains to it (the API server's, from its webhook kubeconfig); others get 403. Needs --tls-cert-file. Empty: any client that reaches the endpoint may ask for reviews")
@@ -156,6 +158,13 @@ func run(ctx context.Context, cfg config) error {
 		var err error
 		if saIssuer, err = tokenserver.NewServiceAccountIssuer(restCfg, nil); err != nil {
 			return fmt.Errorf("--workload-identity: %w", err)
+		}
+		if cfg.workloadIdentityReview {
+			cs, err := kubernetes.NewForConfig(restCfg)
+			if err != nil {
+				return fmt.Errorf("--workload-identity-review: %w", err)
+			}
+			saIssuer.TokenReviews = cs.AuthenticationV1().TokenReviews()
 		}
 		log := ctrl.Log.WithName("token-server").WithName("service-account-issuer")
 		if err := saIssuer.Refresh(ctx); err != nil {

@@ -16,6 +16,9 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
+	authnv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	authnv1client "k8s.io/client-go/kubernetes/typed/authentication/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 )
@@ -59,6 +62,13 @@ type ServiceAccountIssuer struct {
 	MinRefresh time.Duration
 	// Leeway is the clock skew allowed on exp, nbf and iat. Default 30 seconds.
 	Leeway time.Duration
+	// TokenReviews, when set, also asks the API server (a TokenReview for the audience)
+	// about every token that verified locally: only the API server knows that the Pod,
+	// Secret or ServiceAccount a bound token names was deleted since, or recreated under
+	// another UID. Its refusal, or any error reaching it, refuses the assertion (fail
+	// closed): the JWT-bearer grant then depends on the API server, one call per exchange.
+	// Nil: the local check only, and a deleted Pod's token is accepted until its exp.
+	TokenReviews authnv1client.TokenReviewInterface
 
 	state atomic.Pointer[saIssuerState]
 
@@ -231,7 +241,29 @@ func (v *ServiceAccountIssuer) Verify(ctx context.Context, token, audience strin
 	if !ok || namespace == "" || name == "" || strings.Contains(name, ":") {
 		return "", "", errAssertion("not a ServiceAccount subject")
 	}
+	if v.TokenReviews != nil {
+		if err := v.review(ctx, token, audience, claims.Subject); err != nil {
+			return "", "", err
+		}
+	}
 	return namespace, name, nil
+}
+
+// review asks the API server whether token is still valid for audience and belongs to
+// subject; anything but a yes is a refusal.
+func (v *ServiceAccountIssuer) review(ctx context.Context, token, audience, subject string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tr, err := v.TokenReviews.Create(ctx, &authnv1.TokenReview{
+		Spec: authnv1.TokenReviewSpec{Token: token, Audiences: []string{audience}},
+	}, metav1.CreateOptions{})
+	switch {
+	case err != nil:
+		return errAssertion("TokenReview failed: " + err.Error())
+	case !tr.Status.Authenticated || tr.Status.User.Username != subject || !slices.Contains(tr.Status.Audiences, audience):
+		return errAssertion("refused by the API server's TokenReview")
+	}
+	return nil
 }
 
 func lookupKey(st *saIssuerState, kid string) (any, bool) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -305,4 +306,118 @@ func httpGet(t *testing.T, target string) *http.Request {
 		t.Fatal(err)
 	}
 	return req
+}
+
+// TestJWTBearerAsksTheAPIServerAboutBoundTokens: a projected token is bound to its Pod,
+// and only the API server knows the Pod is gone. With TokenReviews set, the token server
+// asks it on every exchange and refuses the token of a deleted Pod; without, the local
+// check accepts it until its exp (what docs/credentials.md says of the default).
+func TestJWTBearerAsksTheAPIServerAboutBoundTokens(t *testing.T) {
+	ctx := context.Background()
+	env, cfg := testenv.StartT(t)
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().ServiceAccounts("team-a").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "worker"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The token server as its own ServiceAccount, under the shipped RBAC, which lets it
+	// create TokenReviews.
+	tsName := "system:serviceaccount:keysmith-system:keysmith-token-server"
+	tsUser, err := env.ControlPlane.AddUser(envtest.User{Name: tsName,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:keysmith-system", "system:authenticated"}}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "keysmith-system"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := ctrlclient.New(cfg, ctrlclient.Options{Scheme: testenv.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.CreateFromFile(ctx, admin, filepath.Join(testenv.RepoRoot(), "config", "token-server", "rbac.yaml"), "keysmith-system"); err != nil {
+		t.Fatal(err)
+	}
+	newIssuer := func(review bool) *tokenserver.ServiceAccountIssuer {
+		t.Helper()
+		issuer, err := tokenserver.NewServiceAccountIssuer(tsUser.Config(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := issuer.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if review {
+			issuer.TokenReviews = kubernetes.NewForConfigOrDie(tsUser.Config()).AuthenticationV1().TokenReviews()
+		}
+		return issuer
+	}
+	type server struct {
+		f  *fixture
+		id string
+	}
+	servers := map[bool]server{}
+	for _, review := range []bool{false, true} {
+		f := newFixture(t, func(o *tokenserver.Options) { o.WorkloadIdentity = newIssuer(review) })
+		c := f.issue("wi", grants("profile-api:read-only"), func(o *iamv1alpha1.APICredential) {
+			o.Spec.IssueSecret = ptr.To(false)
+			o.Spec.WorkloadIdentity = &iamv1alpha1.WorkloadIdentity{ServiceAccounts: []string{"worker"}}
+			o.Status.SecretHash = ""
+		})
+		servers[review] = server{f, c.id}
+	}
+	exchange := func(s server, assertion string) int {
+		t.Helper()
+		resp, _ := s.f.post("/oauth2/token", url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:jwt-bearer"},
+			"client_id": {s.id}, "assertion": {assertion}}, "", "")
+		return resp.StatusCode
+	}
+
+	pod, err := cs.CoreV1().Pods("team-a").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "worker-0"},
+		Spec: corev1.PodSpec{ServiceAccountName: "worker", AutomountServiceAccountToken: ptr.To(false),
+			Containers: []corev1.Container{{Name: "app", Image: "registry.example.com/app:1"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each server's token carries its own issuer URL as audience.
+	bound := map[bool]string{}
+	for review, s := range servers {
+		tr, err := cs.CoreV1().ServiceAccounts("team-a").CreateToken(ctx, "worker", &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+			Audiences: []string{s.f.ts.URL}, ExpirationSeconds: ptr.To[int64](600),
+			BoundObjectRef: &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID},
+		}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bound[review] = tr.Status.Token
+		if code := exchange(s, tr.Status.Token); code != http.StatusOK {
+			t.Fatalf("exchange of a live Pod's token (TokenReview %v): %d", review, code)
+		}
+	}
+
+	// The Pod is deleted at once (it was never scheduled), and its tokens die with it at
+	// the API server.
+	if err := cs.CoreV1().Pods("team-a").Delete(ctx, pod.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Pods("team-a").Get(ctx, pod.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the Pod is still there after its deletion: %v", err)
+	}
+	// kube-apiserver caches a successful authentication for 10 s (its token success cache),
+	// so the refusal may take that long.
+	start := time.Now()
+	for code := exchange(servers[true], bound[true]); code != http.StatusBadRequest; code = exchange(servers[true], bound[true]) {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("exchange of a deleted Pod's token, asking the API server: %d after %s, want 400", code, time.Since(start).Round(time.Second))
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("a deleted Pod's token refused %s after the deletion", time.Since(start).Round(100*time.Millisecond))
+	if code := exchange(servers[false], bound[false]); code != http.StatusOK {
+		t.Errorf("exchange of a deleted Pod's token, local check only: %d, want 200 (accepted until exp)", code)
+	}
 }

@@ -606,10 +606,14 @@ webhook: {failurePolicy: Ignore, timeoutSeconds: 5}
 	}) {
 		t.Errorf("token server volumes %v, want ConfigMap apiserver-webhook-ca's bundle.pem as ca.crt", vols)
 	}
-	// Values of an older chart (helm upgrade --reuse-values) have no tokenReviewClientCA.
-	for _, overrides := range []string{"", "tokenServer: {tokenReviewClientCA: null}"} {
+	if args := stringsAt(mustRender(t, "", "tokenServer: {workloadIdentityReview: true}").container(t, "keysmith-token-server"), "args"); !slices.Contains(args, "--workload-identity-review") {
+		t.Errorf("tokenServer.workloadIdentityReview=true: token server args %q lack --workload-identity-review", args)
+	}
+	// Values of an older chart (helm upgrade --reuse-values) have no tokenReviewClientCA
+	// and no workloadIdentityReview.
+	for _, overrides := range []string{"", "tokenServer: {tokenReviewClientCA: null, workloadIdentityReview: null}"} {
 		for _, a := range stringsAt(mustRender(t, "", overrides).container(t, "keysmith-token-server"), "args") {
-			if strings.HasPrefix(a, "--tokenreview-client-ca-file") {
+			if strings.HasPrefix(a, "--tokenreview-client-ca-file") || a == "--workload-identity-review" {
 				t.Errorf("with values %q the token server gets %s", overrides, a)
 			}
 		}
