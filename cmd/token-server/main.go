@@ -7,7 +7,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -97,17 +96,14 @@ func run(ctx context.Context, cfg config) error {
 	if (cfg.tlsCert == "") != (cfg.tlsKey == "") {
 		return errors.New("--tls-cert-file and --tls-key-file go together")
 	}
-	var reviewCAs *x509.CertPool
+	var reviewCAs *tokenserver.CAFile
 	if cfg.reviewClientCA != "" {
 		if cfg.tlsCert == "" {
 			return errors.New("--tokenreview-client-ca-file needs --tls-cert-file: client certificates come over TLS")
 		}
-		pem, err := os.ReadFile(cfg.reviewClientCA)
-		if err != nil {
+		var err error
+		if reviewCAs, err = tokenserver.NewCAFile(cfg.reviewClientCA, ctrl.Log.WithName("token-server").WithName("tokenreview-ca")); err != nil {
 			return fmt.Errorf("--tokenreview-client-ca-file: %w", err)
-		}
-		if reviewCAs = x509.NewCertPool(); !reviewCAs.AppendCertsFromPEM(pem) {
-			return fmt.Errorf("--tokenreview-client-ca-file %s holds no PEM certificate", cfg.reviewClientCA)
 		}
 	}
 	var wsPath *regexp.Regexp
@@ -180,7 +176,7 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	srv, err := tokenserver.Setup(ctx, mgr, tokenserver.Options{
+	opts := tokenserver.Options{
 		Issuer:              cfg.issuer,
 		TokenLifetime:       cfg.tokenLifetime,
 		MaxTokenLifetime:    cfg.maxTokenLifetime,
@@ -189,13 +185,19 @@ func run(ctx context.Context, cfg config) error {
 		WorkspacePath:       wsPath,
 		TrustedProxies:      proxies,
 		KubernetesAudiences: kubeAudiences,
-		ReviewClientCAs:     reviewCAs,
 		VerifyOnly:          cfg.verifyOnly,
 		RevocationInterval:  cfg.revocationInterval,
 		WorkloadIdentity:    saIssuer,
 		Registry:            newRegistry(),
 		Log:                 ctrl.Log.WithName("token-server"),
-	}, cfg.usageInterval)
+	}
+	if reviewCAs != nil { // not a nil *CAFile in the interface
+		opts.ReviewClientCAs = reviewCAs
+		if err := mgr.Add(reviewCAs); err != nil { // read again when the file changes
+			return err
+		}
+	}
+	srv, err := tokenserver.Setup(ctx, mgr, opts, cfg.usageInterval)
 	if err != nil {
 		return err
 	}
