@@ -191,8 +191,8 @@ func run(ctx context.Context, cfg config) error {
 		Registry:            newRegistry(),
 		Log:                 ctrl.Log.WithName("token-server"),
 	}
-	if reviewCAs != nil { // not a nil *CAFile in the interface
-		opts.ReviewClientCAs = reviewCAs
+	if reviewCAs != nil {
+		opts.ReviewClientCAs = reviewCAs.CertPool
 		if err := mgr.Add(reviewCAs); err != nil { // read again when the file changes
 			return err
 		}

@@ -12,18 +12,7 @@ import (
 	"github.com/go-logr/logr"
 )
 
-// CertPoolSource gives the CAs a check trusts now (Options.ReviewClientCAs).
-type CertPoolSource interface {
-	CertPool() *x509.CertPool
-}
-
-// StaticCertPool is a CertPoolSource that never changes.
-type StaticCertPool struct{ Pool *x509.CertPool }
-
-// CertPool returns the pool.
-func (s StaticCertPool) CertPool() *x509.CertPool { return s.Pool }
-
-// CAFile is a CertPoolSource read from a PEM bundle on disk and read again when the file
+// CAFile is a pool of CAs read from a PEM bundle on disk and read again when the file
 // changes (a ConfigMap volume updated in place), so a new CA needs no restart. A bundle
 // that no longer parses keeps the CAs last read, and says so in the log, once.
 type CAFile struct {
@@ -45,7 +34,7 @@ func NewCAFile(path string, log logr.Logger) (*CAFile, error) {
 	return f, nil
 }
 
-// CertPool returns the CAs last read.
+// CertPool returns the CAs last read (what Options.ReviewClientCAs takes).
 func (f *CAFile) CertPool() *x509.CertPool { return f.pool.Load() }
 
 // Start reads the file again every Interval until ctx ends (a manager.Runnable).

@@ -521,7 +521,7 @@ func TestReviewS17SecretDigests(t *testing.T) {
 	if c == nil || v != v1 {
 		t.Errorf("previous secret within grace: %v, version %q, want %q", c != nil, v, v1)
 	}
-	if c, _ := store.Credential(ids[10]); !c.acceptsVersion(v1, now.Add(time.Minute-time.Second)) || c.acceptsVersion(v1, now.Add(time.Minute)) {
+	if c, _ := store.Credential(ids[10]); !c.acceptsToken(v1, "", now.Add(time.Minute-time.Second)) || c.acceptsToken(v1, "", now.Add(time.Minute)) {
 		t.Error("tokens of the previous secret: not accepted within grace, or accepted at its end")
 	}
 	if c, _ := srv.checkSecret(clientAuth{id: ids[10], secret: secret}, now.Add(time.Minute)); c != nil {

@@ -1,6 +1,7 @@
 package tokenserver
 
 import (
+	"crypto/x509"
 	"net/http"
 	"net/netip"
 	"regexp"
@@ -58,9 +59,9 @@ type Options struct {
 	// API server's, given by the client-certificate of its webhook kubeconfig): others
 	// get 403 before the body is read, and no token is verified for them. The server
 	// must then be served over TLS asking for client certificates (ReviewTLSConfig).
-	// Nil: any client that reaches the endpoint may ask for reviews. A CAFile follows
-	// its file.
-	ReviewClientCAs CertPoolSource
+	// It is asked on every review, so a CAFile's CertPool follows its file. Nil: any
+	// client that reaches the endpoint may ask for reviews.
+	ReviewClientCAs func() *x509.CertPool
 	// RevocationInterval is how often Setup's RevocationWriter copies revocations into
 	// status.revokedTokens, which is how other replicas learn them. Default 250ms.
 	RevocationInterval time.Duration

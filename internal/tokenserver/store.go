@@ -165,10 +165,6 @@ func (v *secretVersion) live(now time.Time) bool {
 	return !v.expires || now.Before(time.Unix(v.expiresSec, int64(v.expiresNsec)))
 }
 
-// acceptsVersion reports whether tokens issued under the secret version v, naming no
-// ServiceAccount, are still valid.
-func (c *Credential) acceptsVersion(v string, now time.Time) bool { return c.acceptsToken(v, "", now) }
-
 // acceptsToken reports whether a token issued under the secret version v and, for the
 // JWT-bearer grant, obtained by the ServiceAccount sa (ks_wi) is still valid.
 func (c *Credential) acceptsToken(v, sa string, now time.Time) bool {

@@ -40,7 +40,7 @@ const (
 // that intersection and the API groups name only the APIs whose audience is in it, so a
 // token for a billing API is not a login to the cluster.
 func (s *Server) tokenReview(w http.ResponseWriter, r *http.Request) int {
-	if s.opts.ReviewClientCAs != nil && !reviewerAuthenticated(r, s.opts.ReviewClientCAs.CertPool()) {
+	if s.opts.ReviewClientCAs != nil && !reviewerAuthenticated(r, s.opts.ReviewClientCAs()) {
 		return writeErr(w, &oauthError{status: http.StatusForbidden, code: "access_denied",
 			description: "a TokenReview needs a TLS client certificate this token server trusts"})
 	}

@@ -119,7 +119,7 @@ func TestTokenReviewNeedsTheAPIServersClientCertificate(t *testing.T) {
 	tokenserver.ReviewTLSConfig(ts.TLS)
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
-	f = newFixture(t, func(o *tokenserver.Options) { o.ReviewClientCAs = tokenserver.StaticCertPool{Pool: pool} })
+	f = newFixture(t, func(o *tokenserver.Options) { o.ReviewClientCAs = func() *x509.CertPool { return pool } })
 
 	dir := t.TempDir()
 	certPEM, keyPEM := apiserver.pem(t)

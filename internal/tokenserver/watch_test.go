@@ -289,13 +289,13 @@ func TestWatchReflectsUpdates(t *testing.T) {
 		o.Status.SecretHash = credential.Hash(secret2)
 	})
 	c = get()
-	if !accepts(c, secret1) || !accepts(c, secret2) || !c.acceptsVersion(v1, now) || c.secrets[0].version == v1 {
+	if !accepts(c, secret1) || !accepts(c, secret2) || !c.acceptsToken(v1, "", now) || c.secrets[0].version == v1 {
 		t.Fatalf("rotation not reflected: %+v", c.secrets)
 	}
 	// The previous secret expired (the manager prunes it): old secret and its tokens refused.
 	send(watch.Modified, func(o *iamv1alpha1.APICredential) { o.Status.PreviousSecrets = nil })
 	c = get()
-	if accepts(c, secret1) || !accepts(c, secret2) || c.acceptsVersion(v1, now) {
+	if accepts(c, secret1) || !accepts(c, secret2) || c.acceptsToken(v1, "", now) {
 		t.Fatalf("expiry of the previous secret not reflected: %+v", c.secrets)
 	}
 	// Deactivated.
